@@ -1,0 +1,3 @@
+"""facestyle: harmonized regional style transfer and manipulation of face images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,149 @@
+"""Checkpoint directories: ``config.json`` (rebuilds the model, label set included) + ``model.safetensors``.
+
+The bundled demo model lives in the package (``facestyle/assets/demo``) and is named ``demo`` wherever
+a checkpoint is asked for. Files are written under a temporary name and renamed, so a checkpoint is
+never left half-written. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .config import ModelConfig, model_config_from_dict
+from .errors import CheckpointError, FacestyleError
+
+FORMAT = "facestyle"
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def demo_dir() -> Path:
+    return Path(str(resources.files("facestyle") / "assets" / "demo"))
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A checkpoint directory: ``demo`` names the bundled model."""
+    return demo_dir() if str(path) == "demo" else Path(path)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors file written atomically (tensors made contiguous and moved to the CPU)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory, checked for format and kind."""
+    directory = resolve(path)
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint not found: {directory}")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is not a checkpoint directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+    cfg_path = directory / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory} is not a facestyle checkpoint: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{directory} is not a facestyle checkpoint ({CONFIG_NAME} has no format: {FORMAT})")
+    if data.get("kind", "generator") != kind:
+        raise CheckpointError(f"{directory} holds a {data.get('kind')} checkpoint, not a {kind}")
+    return data
+
+
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, kind: str = "generator",
+                    config: dict[str, Any] | None = None, **meta: Any) -> Path:
+    """Write ``model``'s weights and the config that rebuilds it into ``directory``."""
+    directory = Path(directory)
+    cfg = config if config is not None else _config_dict(model.config)
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "model": cfg, **meta}
+    save_tensors(model.state_dict(), directory / WEIGHTS_NAME)
+    atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    return directory
+
+
+def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def load_state(model: nn.Module, directory: Path) -> None:
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: {WEIGHTS_NAME} is missing")
+    state = load_tensors(weights)
+    result = model.load_state_dict(state, strict=False)
+    problems = [*(f"missing {k}" for k in result.missing_keys), *(f"unexpected {k}" for k in result.unexpected_keys)]
+    if problems:
+        raise CheckpointError(f"{weights} does not match its config.json ({len(problems)} key(s): "
+                              f"{', '.join(problems[:3])}{', ...' if len(problems) > 3 else ''})")
+
+
+def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    data = read_config(path)
+    try:
+        return model_config_from_dict(data["model"])
+    except (KeyError, TypeError, FacestyleError) as exc:
+        raise CheckpointError(f"{resolve(path) / CONFIG_NAME}: invalid model config ({exc})") from None
+
+
+def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, label_set: str | None = None):
+    """Rebuild a :class:`~facestyle.model.FaceStyleNet` from a checkpoint directory, in eval mode.
+
+    ``label_set`` (when given) must match the checkpoint's: a model trained on CelebAMask-HQ classes
+    cannot read LaPa label maps.
+    """
+    from .model import FaceStyleNet
+
+    directory = resolve(path)
+    cfg = load_model_config(directory)
+    if label_set is not None and cfg.label_set != label_set:
+        raise CheckpointError(f"{directory} was made for the {cfg.label_set} label set, not {label_set}")
+    model = FaceStyleNet(cfg)
+    try:
+        load_state(model, directory)
+    except RuntimeError as exc:  # shape mismatch
+        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match its config.json: "
+                              f"{str(exc).splitlines()[-1].strip()}") from None
+    return model.to(device=device, dtype=dtype).eval()

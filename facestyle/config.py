@@ -1,0 +1,225 @@
+"""Typed configuration: dataclasses, named presets, YAML files and ``key=value`` overrides.
+
+A checkpoint's ``config.json`` holds a :class:`ModelConfig` and is enough to rebuild the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import InputError
+
+Fusion = Literal["softmax", "sum", "last"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network (encoder + MRSA + SEAN generator + discriminator)."""
+
+    label_set: str = "celebamask-hq"
+    image_size: int = 256
+    # SEAN generator
+    ngf: int = 64
+    style_dim: int = 512  # D, the style length
+    spade_hidden: int = 128
+    norm: Literal["batch", "instance"] = "batch"  # the parameter-free norm (SEAN: batch norm)
+    noise: Literal["train", "always", "off"] = "train"  # per-channel noise; SEAN adds it always
+    generator_spectral_norm: bool = True
+    style_branch: Literal["factorized", "naive"] = "factorized"
+    # multi-scale encoder (paper eq. 1-2); fusion = last is SEAN's encoder
+    encoder_ngf: int = 32
+    encoder_out: int = 512
+    fusion: Fusion = "softmax"
+    encoder_projection: bool = True  # False only when fusion = last and encoder_out == style_dim
+    encoder_spectral_norm: bool = True
+    # multi-region style attention (paper eq. 4-5)
+    attention: Literal["on", "off"] = "on"
+    attention_scale: Literal["sqrt_d", "none"] = "sqrt_d"  # "none" is the paper's eq. 4
+    # multi-scale PatchGAN discriminator
+    ndf: int = 64
+    num_discriminators: int = 2
+    discriminator_layers: int = 3
+
+    def __post_init__(self) -> None:
+        from .labels import get_label_set
+
+        get_label_set(self.label_set)  # raises on an unknown name
+        if self.image_size < 32 or self.image_size % 32:
+            raise InputError(f"image_size must be a multiple of 32 and at least 32, got {self.image_size}")
+        if self.fusion not in ("softmax", "sum", "last"):
+            raise InputError(f"fusion must be softmax, sum or last, got {self.fusion!r}")
+        if self.attention not in ("on", "off"):
+            raise InputError(f"attention must be on or off, got {self.attention!r}")
+        if not self.encoder_projection and (self.fusion != "last" or self.encoder_out != self.style_dim):
+            raise InputError("encoder_projection = false needs fusion = last and encoder_out == style_dim")
+
+    @property
+    def num_classes(self) -> int:
+        from .labels import get_label_set
+
+        return get_label_set(self.label_set).num_classes
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Generator training (paper section 3.4, SEAN's losses)."""
+
+    batch_size: int = 8
+    steps: int = 200_000
+    decay_start: int = 100_000  # constant lr until here, then linear decay to 0 at `steps`
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lambda_feat: float = 10.0
+    lambda_vgg: float = 10.0
+    use_vgg: bool = True  # False: pixel L1 of the same weight instead (a documented deviation)
+    load_size: int = 286  # resize, then random crop of image_size (scaled with image_size)
+    flip: bool = True
+    num_workers: int = 2
+    log_every: int = 50
+    sample_every: int = 1000
+    save_every: int = 5000
+    keep_last: int = 3
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        return cls(model=_build(ModelConfig, data.get("model", {})), train=_build(TrainConfig, data.get("train", {})))
+
+
+PRESETS: dict[str, Config] = {
+    # The paper's 256x256 settings (SEAN's generator, multi-scale encoder, MRSA).
+    "paper": Config(ModelConfig(), TrainConfig()),
+    # Seconds-long tests.
+    "tiny": Config(
+        ModelConfig(
+            image_size=64, ngf=8, style_dim=16, spade_hidden=16, encoder_ngf=8, encoder_out=32, ndf=8,
+            norm="instance", num_discriminators=2, discriminator_layers=2,
+        ),
+        TrainConfig(batch_size=2, steps=20, decay_start=10, use_vgg=False, load_size=72, num_workers=0,
+                    log_every=5, sample_every=10, save_every=10, keep_last=2),
+    ),
+    # The bundled default model, trained on synthetic faces on a 2-core CPU.
+    "demo": Config(
+        ModelConfig(
+            image_size=128, ngf=16, style_dim=64, spade_hidden=32, encoder_ngf=16, encoder_out=128, ndf=16,
+            norm="instance", discriminator_layers=3,
+        ),
+        TrainConfig(batch_size=4, steps=3000, decay_start=2000, use_vgg=False, load_size=144, num_workers=0,
+                    log_every=25, sample_every=250, save_every=500, keep_last=2),
+    ),
+}
+
+# SEAN's published face generator, as `facestyle import-sean` rebuilds it.
+SEAN_MODEL = ModelConfig(
+    fusion="last", encoder_projection=False, attention="off", norm="batch", noise="always",
+    generator_spectral_norm=False, encoder_spectral_norm=False,
+)
+
+
+def get_preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise InputError(f"{key} must be one of {', '.join(map(str, typing.get_args(tp)))}, got {value!r}")
+        return value
+    if tp is bool:
+        if isinstance(value, str):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise InputError(f"{key} must be true or false, got {value!r}")
+        return bool(value)
+    if tp in (int, float, str):
+        try:
+            return tp(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{key} must be {tp.__name__}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise InputError(f"unknown config key(s) {', '.join(sorted(prefix + k for k in unknown))}")
+    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def override(config: Config, items: list[str] | None) -> Config:
+    """Apply ``section.key=value`` overrides (``model.style_dim=64``, ``train.steps=10``)."""
+    for item in items or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise InputError(f"override {item!r} is not of the form section.key=value (e.g. train.steps=100)")
+        path, value = item.split("=", 1)
+        section, key = path.split(".", 1)
+        if section not in ("model", "train"):
+            raise InputError(f"override {item!r}: section must be model or train")
+        sub = getattr(config, section)
+        hints = typing.get_type_hints(type(sub))
+        if key not in hints:
+            valid = ", ".join(f.name for f in fields(sub))
+            raise InputError(f"unknown config key {path!r}; {section} keys: {valid}")
+        sub = replace(sub, **{key: _coerce(hints[key], value, path)})
+        config = replace(config, **{section: sub})
+    return config
+
+
+def load_config(path: str | Path | None = None, preset: str | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """A preset, then a YAML file's values, then command-line overrides, each on top of the last."""
+    config = get_preset(preset or "paper")
+    if path is not None:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{p}: expected a mapping with model: and/or train: sections")
+        merged = config.to_dict()
+        for section in ("model", "train"):
+            merged[section].update(data.pop(section, None) or {})
+        if data:
+            raise InputError(f"{p}: unknown section(s) {', '.join(data)}; expected model and train")
+        config = Config.from_dict(merged)
+    return override(config, overrides)
+
+
+def model_config_to_json(cfg: ModelConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    return _build(ModelConfig, data, prefix="model.")

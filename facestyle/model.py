@@ -1,0 +1,62 @@
+"""The harmonized style-transfer network: multi-scale encoder -> region pooling -> MRSA -> SEAN generator."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .nn.attention import MRSA
+from .nn.encoder import MultiScaleEncoder
+from .nn.pooling import region_average_pool
+from .nn.sean import SEANGenerator
+
+
+class FaceStyleNet(nn.Module):
+    """Encoder, MRSA and SEAN generator; ``config`` rebuilds it (see :mod:`facestyle.checkpoint`)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = MultiScaleEncoder(config)
+        self.mrsa = MRSA(config.style_dim, config.attention_scale) if config.attention == "on" else None
+        self.generator = SEANGenerator(config)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def encode(self, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Style codes (B, R, D) and presence (B, R) of an image (B, 3, H, W) with its labels (B, H, W)."""
+        return region_average_pool(self.encoder(image), labels, self.num_classes)
+
+    @staticmethod
+    def compose(target: Tensor, target_presence: Tensor, reference: Tensor, reference_presence: Tensor,
+                classes: Tensor) -> Tensor:
+        """The composite codes s_c: the target's, with ``classes`` ((R,) or (B, R) bool) from the reference
+        where the reference has them (a class absent from the reference keeps the target's style)."""
+        take = classes.to(torch.bool) & reference_presence & target_presence
+        return torch.where(take[..., None], reference, target)
+
+    def harmonize(self, composite: Tensor, target: Tensor, presence: Tensor, enabled: bool = True) -> Tensor:
+        """MRSA (eq. 4-5); the identity when attention is off or ``enabled`` is False."""
+        if self.mrsa is None or not enabled:
+            return composite
+        return self.mrsa(composite, target, presence)
+
+    def decode(self, labels: Tensor, codes: Tensor) -> Tensor:
+        """SEAN generator: labels (B, S, S) at the model's image size and codes (B, R, D) -> (B, 3, S, S)."""
+        return self.generator(labels, codes)
+
+    def forward(self, image: Tensor, labels: Tensor) -> Tensor:
+        """Reconstruction, the training task (reference = target, so s_c = s_t)."""
+        codes, presence = self.encode(image, labels)
+        return self.decode(labels, self.harmonize(codes, codes, presence))
+
+    def transfer(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
+                 classes: Tensor, harmonize: bool = True) -> Tensor:
+        """Move the style of ``classes`` from the reference to the target, harmonized through MRSA."""
+        s_t, p_t = self.encode(target, target_labels)
+        s_r, p_r = self.encode(reference, reference_labels)
+        s_c = self.compose(s_t, p_t, s_r, p_r, classes)
+        return self.decode(target_labels, self.harmonize(s_c, s_t, p_t, enabled=harmonize))

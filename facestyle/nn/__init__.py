@@ -1,0 +1,1 @@
+"""Networks: multi-scale encoder, region pooling, MRSA, SEAN generator, discriminator, feature networks."""

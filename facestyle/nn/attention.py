@@ -1,0 +1,42 @@
+"""Multi-region style attention (MRSA, paper section 3.2, eq. 4-5).
+
+Q is computed from the composite codes s_c (the target's, with the transferred classes taken from the
+reference), K and V from the target's codes s_t; the attention runs over the target's present classes:
+
+    M = softmax(Q K^T / sqrt(D))        (eq. 4; ``scale="none"`` drops the 1/sqrt(D), as the paper writes it)
+    s_out = s_c + alpha * (M V)         (eq. 5; alpha learned, starting at 0)
+
+Rows of absent classes are left unchanged; a sample with no present class gets no correction.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class MRSA(nn.Module):
+    def __init__(self, style_dim: int, scale: str = "sqrt_d") -> None:
+        super().__init__()
+        self.query = nn.Linear(style_dim, style_dim)
+        self.key = nn.Linear(style_dim, style_dim)
+        self.value = nn.Linear(style_dim, style_dim)
+        self.alpha = nn.Parameter(torch.zeros(()))
+        self.scale = 1.0 / math.sqrt(style_dim) if scale == "sqrt_d" else 1.0
+
+    def attention(self, composite: Tensor, target: Tensor, presence: Tensor) -> Tensor:
+        """The attention matrix M (B, R, R) of eq. 4, zero in absent rows and columns."""
+        q, k = self.query(composite), self.key(target)
+        logits = torch.einsum("bid,bjd->bij", q, k) * self.scale
+        # A finite fill keeps gradients finite when a sample has no present class at all.
+        logits = logits.masked_fill(~presence[:, None, :], torch.finfo(logits.dtype).min)
+        mask = presence[:, :, None] & presence[:, None, :]
+        return torch.softmax(logits, dim=-1) * mask.to(logits.dtype)
+
+    def forward(self, composite: Tensor, target: Tensor, presence: Tensor) -> Tensor:
+        """Correct the composite codes (B, R, D) against the target's (B, R, D); presence (B, R) bool."""
+        m = self.attention(composite, target, presence)
+        correction = torch.einsum("bij,bjd->bid", m, self.value(target))
+        return composite + self.alpha * correction

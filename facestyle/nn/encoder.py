@@ -1,0 +1,84 @@
+"""Multi-scale style encoder (paper section 3.1, eq. 1-2).
+
+SEAN's style encoder (3x3 conv, two stride-2 convs, a stride-2 transposed conv, a 3x3 conv + tanh, with
+instance norm and LeakyReLU(0.2) between) keeps only its last map. The multi-scale encoder resizes every
+layer's map to one resolution (half the input, where SEAN's output lies), projects each to the style
+length D with a 1x1 conv, and fuses them with learned weights:
+
+    alpha = softmax(a)            (eq. 1; ``fusion="sum"`` uses a directly, without the softmax)
+    F = sum_i alpha_i * F_i       (eq. 2)
+
+``fusion="last"`` is SEAN's encoder (its last map only, projected to D unless ``encoder_projection`` is
+off, which is how an imported SEAN checkpoint uses its 512-channel map as the code).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..config import ModelConfig
+
+
+def _sn(module: nn.Module, enabled: bool) -> nn.Module:
+    return spectral_norm(module) if enabled else module
+
+
+class MultiScaleEncoder(nn.Module):
+    """Image (B, 3, H, W) in [-1, 1] -> fused feature map (B, D, H/2, W/2)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        e, sn = cfg.encoder_ngf, cfg.encoder_spectral_norm
+        self.fusion = cfg.fusion
+        # Layer names follow SEAN's Zencoder.model indices (1, 4, 7, 10, 14) in order.
+        self.conv0 = _sn(nn.Conv2d(3, e, 3), sn)  # after reflection padding
+        self.conv1 = _sn(nn.Conv2d(e, 2 * e, 3, stride=2, padding=1), sn)
+        self.conv2 = _sn(nn.Conv2d(2 * e, 4 * e, 3, stride=2, padding=1), sn)
+        self.conv3 = _sn(nn.ConvTranspose2d(4 * e, 8 * e, 3, stride=2, padding=1, output_padding=1), sn)
+        self.conv4 = _sn(nn.Conv2d(8 * e, cfg.encoder_out, 3), sn)  # after reflection padding, then tanh
+        widths = (e, 2 * e, 4 * e, 8 * e, cfg.encoder_out)
+        if cfg.fusion == "last":
+            widths = widths[-1:]
+        self.projections = nn.ModuleList(
+            nn.Conv2d(w, cfg.style_dim, 1) for w in widths) if cfg.encoder_projection else None
+        if cfg.fusion == "softmax":
+            self.fusion_logits = nn.Parameter(torch.zeros(len(widths)))  # a_i of eq. 1, uniform at start
+        elif cfg.fusion == "sum":
+            self.fusion_logits = nn.Parameter(torch.full((len(widths),), 1.0 / len(widths)))
+
+    def layers(self, x: Tensor) -> list[Tensor]:
+        """The maps of SEAN's encoder layers, after their activations, at their own resolutions."""
+        act = nn.functional.leaky_relu
+        f0 = act(F.instance_norm(self.conv0(F.pad(x, (1, 1, 1, 1), mode="reflect"))), 0.2)
+        f1 = act(F.instance_norm(self.conv1(f0)), 0.2)
+        f2 = act(F.instance_norm(self.conv2(f1)), 0.2)
+        f3 = act(F.instance_norm(self.conv3(f2)), 0.2)
+        f4 = torch.tanh(self.conv4(F.pad(f3, (1, 1, 1, 1), mode="reflect")))
+        return [f0, f1, f2, f3, f4]
+
+    def fusion_weights(self) -> Tensor | None:
+        """The normalised weights alpha_i of eq. 1 (None for ``fusion="last"``)."""
+        if self.fusion == "softmax":
+            return torch.softmax(self.fusion_logits, dim=0)
+        if self.fusion == "sum":
+            return self.fusion_logits
+        return None
+
+    def forward(self, x: Tensor) -> Tensor:
+        maps = self.layers(x)
+        size = maps[-1].shape[-2:]
+        if self.fusion == "last":
+            maps = maps[-1:]
+        else:
+            maps = [m if m.shape[-2:] == size else
+                    F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=True)
+                    for m in maps]
+        if self.projections is not None:
+            maps = [proj(m) for proj, m in zip(self.projections, maps)]
+        weights = self.fusion_weights()
+        if weights is None:
+            return maps[0]
+        return torch.einsum("k,kbdhw->bdhw", weights.to(maps[0].dtype), torch.stack(maps))

@@ -1,0 +1,35 @@
+"""Region average pooling: per-class mean of a feature map, as one einsum (SEAN's region-wise pooling)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """(B, H, W) class indices -> (B, R, H, W) one-hot map of the given dtype."""
+    return F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).to(dtype)
+
+
+def resize_labels(labels: Tensor, size: tuple[int, int] | int) -> Tensor:
+    """Resize (B, H, W) class indices with torch's ``nearest`` (floor indexing), as SEAN resizes its maps."""
+    if isinstance(size, int):
+        size = (size, size)
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    resized = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
+    return resized[:, 0].long()
+
+
+def region_average_pool(features: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Average ``features`` (B, D, h, w) inside every class of ``labels`` (B, H, W).
+
+    The label map is resized to the feature map's size with ``nearest``. Returns the style codes
+    (B, R, D), zero for absent classes, and the presence mask (B, R) (class has at least one pixel).
+    """
+    mask = one_hot(resize_labels(labels, features.shape[-2:]), num_classes, features.dtype)
+    sums = torch.einsum("bdhw,brhw->brd", features, mask)
+    area = mask.sum(dim=(2, 3))
+    codes = sums / area.clamp_min(1)[..., None]
+    return codes, area > 0

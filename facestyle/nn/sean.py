@@ -1,0 +1,174 @@
+"""SEAN generator (paper section 3.3; Zhu et al., CVPR 2020) with an exact, factorized style branch.
+
+SEAN normalization modulates a parameter-free normalized activation with a blend of two branches:
+a style branch (per class j: ReLU(Linear_j(s_j)) broadcast over the class's pixels, then 3x3 convs
+D -> C) and a SPADE branch (3x3 conv R -> hidden + ReLU, then 3x3 convs hidden -> C):
+
+    gamma = a_g * gamma_style + (1 - a_g) * gamma_spade,  a_g = sigmoid(blending_gamma)   (same for beta)
+    out = norm(x) * (1 + gamma) + beta
+
+Factorized style branch: the broadcast map is sum_j onehot_j * mu_j, and convolution is linear, so
+conv(W, broadcast) = conv(K_b, onehot) with the per-sample kernel K_b[c, j] = sum_d W[c, d] * mu_b[j, d]:
+R input channels instead of D. The blend weights fold into the kernels, and the SPADE hidden map joins
+the one-hot map as extra input channels, so one grouped convolution (groups = batch) yields gamma and
+beta. Exact for hard one-hot label maps resized with ``nearest`` (what SEAN feeds); the naive path
+(broadcast, then convolve) is kept as the oracle and the benchmark's baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from ..config import ModelConfig
+from .pooling import one_hot, resize_labels
+
+
+class StackedLinear(nn.Module):
+    """R independent Linear(d_in, d_out) layers, one per class, as one (R, d_out, d_in) parameter."""
+
+    def __init__(self, num: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default initialisation
+        self.weight = nn.Parameter(torch.empty(num, d_out, d_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, R, d_in) -> (B, R, d_out), class r through its own linear layer."""
+        return torch.einsum("bri,roi->bro", x, self.weight) + self.bias
+
+
+class SEANNorm(nn.Module):
+    """SEAN normalization (SEAN's ``ACE``); without a style branch it is SPADE (SEAN's last block)."""
+
+    def __init__(self, channels: int, cfg: ModelConfig, use_style: bool = True) -> None:
+        super().__init__()
+        r, d, hidden = cfg.num_classes, cfg.style_dim, cfg.spade_hidden
+        self.use_style = use_style
+        self.noise = cfg.noise
+        self.style_branch = cfg.style_branch
+        self.noise_var = nn.Parameter(torch.zeros(channels))
+        if cfg.norm == "batch":
+            self.param_free_norm: nn.Module = nn.BatchNorm2d(channels, affine=False)
+        else:
+            self.param_free_norm = nn.InstanceNorm2d(channels, affine=False)
+        self.spade_shared = nn.Conv2d(r, hidden, 3, padding=1)
+        self.spade_gamma = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.spade_beta = nn.Conv2d(hidden, channels, 3, padding=1)
+        if use_style:
+            self.fc_mu = StackedLinear(r, d, d)
+            self.conv_gamma = nn.Conv2d(d, channels, 3, padding=1)
+            self.conv_beta = nn.Conv2d(d, channels, 3, padding=1)
+            self.blending_gamma = nn.Parameter(torch.zeros(1))
+            self.blending_beta = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None) -> Tensor:
+        """x (B, C, H, W); segmap (B, R, H, W) one-hot at x's size; codes (B, R, D) style codes."""
+        if self.noise == "always" or (self.noise == "train" and self.training):
+            b, _, h, w = x.shape
+            x = x + torch.randn(b, 1, h, w, device=x.device, dtype=x.dtype) * self.noise_var[:, None, None]
+        normalized = self.param_free_norm(x)
+        hidden = F.relu(self.spade_shared(segmap))
+        if not self.use_style:
+            gamma, beta = self.spade_gamma(hidden), self.spade_beta(hidden)
+        elif self.style_branch == "naive":
+            gamma, beta = self._naive(segmap, hidden, codes)
+        else:
+            gamma, beta = self._factorized(segmap, hidden, codes)
+        return normalized * (1 + gamma) + beta
+
+    def _blend(self) -> tuple[Tensor, Tensor]:
+        return torch.sigmoid(self.blending_gamma), torch.sigmoid(self.blending_beta)
+
+    def _naive(self, segmap: Tensor, hidden: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """SEAN's own computation: broadcast mu_j over class j's pixels into (B, D, H, W), then convolve."""
+        mu = F.relu(self.fc_mu(codes))
+        broadcast = torch.einsum("brhw,brd->bdhw", segmap, mu)
+        a_g, a_b = self._blend()
+        gamma = a_g * self.conv_gamma(broadcast) + (1 - a_g) * self.spade_gamma(hidden)
+        beta = a_b * self.conv_beta(broadcast) + (1 - a_b) * self.spade_beta(hidden)
+        return gamma, beta
+
+    def _factorized(self, segmap: Tensor, hidden: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """The same result as :meth:`_naive` with R (not D) style input channels and one grouped conv."""
+        b, r, h, w = segmap.shape
+        c = self.conv_gamma.out_channels
+        mu = F.relu(self.fc_mu(codes))  # (B, R, D)
+        a_g, a_b = self._blend()
+        blend_style = torch.cat([a_g.expand(c), a_b.expand(c)])  # (2C,)
+        style_w = torch.cat([self.conv_gamma.weight, self.conv_beta.weight]) * blend_style[:, None, None, None]
+        spade_w = torch.cat([self.spade_gamma.weight, self.spade_beta.weight]) * (1 - blend_style)[:, None, None, None]
+        style_k = torch.einsum("cdkl,brd->bcrkl", style_w, mu)  # per-sample kernels on the one-hot map
+        kernel = torch.cat([style_k, spade_w.expand(b, -1, -1, -1, -1)], dim=2)  # (B, 2C, R + hidden, 3, 3)
+        bias = (blend_style * torch.cat([self.conv_gamma.bias, self.conv_beta.bias])
+                + (1 - blend_style) * torch.cat([self.spade_gamma.bias, self.spade_beta.bias]))
+        inputs = torch.cat([segmap, hidden], dim=1).reshape(1, -1, h, w)
+        out = F.conv2d(inputs, kernel.reshape(b * 2 * c, -1, 3, 3), bias.repeat(b), padding=1, groups=b)
+        gamma, beta = out.reshape(b, 2 * c, h, w).split(c, dim=1)
+        return gamma, beta
+
+
+class SEANResBlock(nn.Module):
+    """norm -> LeakyReLU(0.2) -> 3x3 conv, twice, plus a shortcut (norm -> 1x1 conv) when channels change."""
+
+    def __init__(self, fin: int, fout: int, cfg: ModelConfig, use_style: bool = True) -> None:
+        super().__init__()
+        fmid = min(fin, fout)
+        sn = spectral_norm if cfg.generator_spectral_norm else (lambda m: m)
+        self.learned_shortcut = fin != fout
+        self.conv_0 = sn(nn.Conv2d(fin, fmid, 3, padding=1))
+        self.conv_1 = sn(nn.Conv2d(fmid, fout, 3, padding=1))
+        self.ace_0 = SEANNorm(fin, cfg, use_style)
+        self.ace_1 = SEANNorm(fmid, cfg, use_style)
+        if self.learned_shortcut:
+            self.conv_s = sn(nn.Conv2d(fin, fout, 1, bias=False))
+            self.ace_s = SEANNorm(fin, cfg, use_style)
+
+    def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None) -> Tensor:
+        shortcut = self.conv_s(self.ace_s(x, segmap, codes)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.ace_0(x, segmap, codes), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.ace_1(dx, segmap, codes), 0.2))
+        return shortcut + dx
+
+
+class SEANGenerator(nn.Module):
+    """Label map + style codes -> image. SEAN's face settings at ngf = 64, 256x256 (reference.md)."""
+
+    BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        nf, r = cfg.ngf, cfg.num_classes
+        self.num_classes = r
+        self.start_size = cfg.image_size // 32  # five nearest x2 upsamplings
+        self.fc = nn.Conv2d(r, 16 * nf, 3, padding=1)
+        self.head_0 = SEANResBlock(16 * nf, 16 * nf, cfg)
+        self.G_middle_0 = SEANResBlock(16 * nf, 16 * nf, cfg)
+        self.G_middle_1 = SEANResBlock(16 * nf, 16 * nf, cfg)
+        self.up_0 = SEANResBlock(16 * nf, 8 * nf, cfg)
+        self.up_1 = SEANResBlock(8 * nf, 4 * nf, cfg)
+        self.up_2 = SEANResBlock(4 * nf, 2 * nf, cfg)
+        self.up_3 = SEANResBlock(2 * nf, 1 * nf, cfg, use_style=False)
+        self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
+
+    def forward(self, labels: Tensor, codes: Tensor) -> Tensor:
+        """labels (B, H, W) class indices at the output size; codes (B, R, D) -> image (B, 3, H, W)."""
+        dtype = codes.dtype
+        x = self.fc(one_hot(resize_labels(labels, self.start_size), self.num_classes, dtype))
+        upsample_after = {"head_0", "G_middle_1", "up_0", "up_1", "up_2"}
+        for name in self.BLOCKS:
+            segmap = one_hot(resize_labels(labels, x.shape[-2:]), self.num_classes, dtype)
+            x = getattr(self, name)(x, segmap, codes)
+            if name in upsample_after:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
+
+    def set_style_branch(self, branch: str) -> None:
+        """Switch every SEAN norm between the ``factorized`` and ``naive`` computations."""
+        for module in self.modules():
+            if isinstance(module, SEANNorm):
+                module.style_branch = branch
