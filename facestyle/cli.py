@@ -1,0 +1,66 @@
+"""The ``facestyle`` command: one subcommand per job.
+
+Each subcommand lives in the module that does the work; the module exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable taking the parsed arguments. Bad input (a
+:class:`~facestyle.errors.FacestyleError`) is one line on stderr and exit status 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import FacestyleError
+
+# Modules that register subcommands, in the order they are listed by --help.
+COMMAND_MODULES = (
+    "facestyle.commands.core",  # reconstruct, import-sean, prepare
+    "facestyle.train.generator",  # train
+    "facestyle.commands.transfer",  # transfer
+    "facestyle.commands.demo",  # demo
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="facestyle",
+        description="Harmonized regional style transfer and manipulation of face images.",
+    )
+    parser.add_argument("--version", action="version", version=f"facestyle {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # not written yet
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        result = args.func(args)
+    except FacestyleError as exc:
+        print(f"facestyle {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"facestyle {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"facestyle {args.command}: error: out of memory (try a smaller batch or image size)",
+              file=sys.stderr)
+        return 1
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

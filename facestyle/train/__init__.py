@@ -1,0 +1,1 @@
+"""Trainers, one per stage: generator, mapping networks, flows, harmony classifier, parser."""
