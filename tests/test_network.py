@@ -1,0 +1,219 @@
+"""The network's contracts: exact factorized SEAN branch, region pooling, encoder fusion, MRSA, checkpoints."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from facestyle.checkpoint import load_pretrained, save_pretrained
+from facestyle.config import ModelConfig, get_preset
+from facestyle.errors import CheckpointError
+from facestyle.model import FaceStyleNet
+from facestyle.nn.attention import MRSA
+from facestyle.nn.pooling import region_average_pool
+
+TINY = get_preset("tiny").model
+
+
+def face_like_labels(batch: int, size: int, num_classes: int = 19, seed: int = 0) -> torch.Tensor:
+    """Blocky label maps (regions several pixels wide), some classes absent, like a parsed face."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, num_classes, (batch, 1, 8, 8), generator=g).float()
+    labels = torch.nn.functional.interpolate(coarse, size=size, mode="nearest")[:, 0].long()
+    labels[labels == 3] = 1  # class 3 never appears
+    return labels
+
+
+def randomize_blending(model: FaceStyleNet) -> None:
+    for name, p in model.named_parameters():
+        if "blending" in name or "noise_var" in name:
+            p.data.normal_()
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_factorized_style_branch_equals_naive(norm):
+    torch.manual_seed(0)
+    model = FaceStyleNet(replace(TINY, norm=norm, noise="off")).eval()
+    randomize_blending(model)
+    image = torch.rand(3, 3, 64, 64) * 2 - 1
+    labels = face_like_labels(3, 64)
+    with torch.no_grad():
+        fast = model(image, labels)
+        model.generator.set_style_branch("naive")
+        slow = model(image, labels)
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
+
+
+def test_factorized_gradients_equal_naive():
+    torch.manual_seed(1)
+    # spectral norm's power iteration would move u between the two passes in train mode
+    cfg = replace(TINY, noise="off", generator_spectral_norm=False, encoder_spectral_norm=False)
+    model = FaceStyleNet(cfg).train()
+    randomize_blending(model)
+    image = torch.rand(2, 3, 64, 64) * 2 - 1
+    labels = face_like_labels(2, 64, seed=1)
+    grads = {}
+    for branch in ("factorized", "naive"):
+        model.zero_grad()
+        model.generator.set_style_branch(branch)
+        model(image, labels).square().mean().backward()
+        grads[branch] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads["factorized"].keys() == grads["naive"].keys()
+    for name, g in grads["factorized"].items():
+        torch.testing.assert_close(g, grads["naive"][name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_region_average_pool_matches_per_region_means():
+    torch.manual_seed(0)
+    features = torch.randn(2, 5, 8, 8)
+    labels = face_like_labels(2, 16, num_classes=6)  # pooled at the feature map's size with nearest
+    codes, presence = region_average_pool(features, labels, 6)
+    small = labels[:, ::2, ::2]
+    for b in range(2):
+        for r in range(6):
+            mask = small[b] == r
+            assert presence[b, r] == mask.any()
+            expected = features[b][:, mask].mean(1) if mask.any() else torch.zeros(5)
+            torch.testing.assert_close(codes[b, r], expected)
+
+
+@pytest.mark.parametrize("fusion", ["softmax", "sum", "last"])
+def test_encoder_fusion_modes(fusion):
+    model = FaceStyleNet(replace(TINY, fusion=fusion))
+    codes, presence = model.encode(torch.rand(2, 3, 64, 64), face_like_labels(2, 64))
+    assert codes.shape == (2, 19, TINY.style_dim)
+    assert not presence[:, 3].any()
+    assert (codes[:, 3] == 0).all()
+    weights = model.encoder.fusion_weights()
+    if fusion == "softmax":
+        torch.testing.assert_close(weights.sum(), torch.tensor(1.0))
+    elif fusion == "last":
+        assert weights is None
+
+
+def test_sean_encoder_without_projection_returns_its_own_map():
+    cfg = replace(TINY, fusion="last", encoder_projection=False, encoder_out=TINY.style_dim)
+    model = FaceStyleNet(cfg)
+    assert model.encoder.projections is None
+    assert model.encoder(torch.rand(1, 3, 64, 64)).abs().max() <= 1  # SEAN's tanh output is the code map
+
+
+def test_gradient_reaches_fusion_weights_and_mrsa():
+    torch.manual_seed(0)
+    model = FaceStyleNet(TINY).train()
+    image, labels = torch.rand(2, 3, 64, 64) * 2 - 1, face_like_labels(2, 64)
+    model(image, labels).mean().backward()
+    assert model.encoder.fusion_logits.grad.abs().sum() > 0
+    assert model.mrsa.alpha.grad.abs() > 0
+    # at alpha = 0 the projections get no gradient, by construction (as in SAGAN)
+    assert model.mrsa.query.weight.grad.abs().sum() == 0
+    model.zero_grad()
+    with torch.no_grad():
+        model.mrsa.alpha.fill_(0.5)
+    model(image, labels).mean().backward()
+    for proj in (model.mrsa.query, model.mrsa.key, model.mrsa.value):
+        assert proj.weight.grad.abs().sum() > 0
+
+
+def test_mrsa_corrects_present_rows_only():
+    torch.manual_seed(0)
+    mrsa = MRSA(8)
+    with torch.no_grad():
+        mrsa.alpha.fill_(1.0)
+    composite, target = torch.randn(2, 5, 8), torch.randn(2, 5, 8)
+    presence = torch.tensor([[True, True, False, True, False], [False] * 5])
+    out = mrsa(composite, target, presence)
+    torch.testing.assert_close(out[0, [2, 4]], composite[0, [2, 4]])  # absent rows unchanged
+    assert (out[0, [0, 1, 3]] - composite[0, [0, 1, 3]]).abs().min() > 0  # every present row corrected
+    torch.testing.assert_close(out[1], composite[1])  # no present key: no correction
+    # absent keys are masked: the target's absent codes cannot leak in
+    target2 = target.clone()
+    target2[0, 2] += 100
+    torch.testing.assert_close(mrsa(composite, target2, presence), out)
+    m = mrsa.attention(composite, target, presence)
+    torch.testing.assert_close(m[0, [0, 1, 3]].sum(-1), torch.ones(3))
+    out.sum().backward()
+    assert torch.isfinite(mrsa.query.weight.grad).all()
+
+
+def test_mrsa_paper_scale_switch():
+    a, b = MRSA(16, "sqrt_d"), MRSA(16, "none")
+    b.load_state_dict(a.state_dict())
+    s, p = torch.randn(1, 4, 16) * 3, torch.ones(1, 4, dtype=torch.bool)
+    assert not torch.allclose(a.attention(s, s, p), b.attention(s, s, p))
+
+
+def test_attention_off_and_bypass():
+    torch.manual_seed(0)
+    model = FaceStyleNet(replace(TINY, attention="off")).eval()
+    assert model.mrsa is None
+    image, labels = torch.rand(1, 3, 64, 64) * 2 - 1, face_like_labels(1, 64)
+    with torch.no_grad():
+        out = model.transfer(image, labels, image.flip(-1), labels, torch.ones(19, dtype=torch.bool))
+    assert out.shape == (1, 3, 64, 64)
+
+
+def test_compose_keeps_target_style_where_reference_lacks_the_class():
+    s_t, s_r = torch.zeros(1, 4, 2), torch.ones(1, 4, 2)
+    p_t = torch.ones(1, 4, dtype=torch.bool)
+    p_r = torch.tensor([[True, False, True, True]])
+    s_c = FaceStyleNet.compose(s_t, p_t, s_r, p_r, torch.tensor([False, True, True, False]))
+    assert s_c[0, :, 0].tolist() == [0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("size", [64, 128, 256, 512])
+def test_generator_output_sizes(size):
+    cfg = replace(TINY, image_size=size, ngf=4, style_dim=8, spade_hidden=8, encoder_ngf=4, encoder_out=8)
+    model = FaceStyleNet(cfg).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, size, size) * 2 - 1, face_like_labels(1, size))
+    assert out.shape == (1, 3, size, size)
+    assert out.abs().max() <= 1
+
+
+def test_float64_and_lapa_label_set():
+    cfg = replace(TINY, label_set="lapa")
+    model = FaceStyleNet(cfg).to(torch.float64).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64, dtype=torch.float64), face_like_labels(1, 64, num_classes=11))
+    assert out.dtype == torch.float64 and cfg.num_classes == 11
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    torch.manual_seed(0)
+    model = FaceStyleNet(TINY).eval()
+    save_pretrained(model, tmp_path / "ckpt")
+    loaded = load_pretrained(tmp_path / "ckpt")
+    assert loaded.config == TINY
+    image, labels = torch.rand(1, 3, 64, 64) * 2 - 1, face_like_labels(1, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image, labels), model(image, labels))
+    with pytest.raises(CheckpointError, match="lapa"):
+        load_pretrained(tmp_path / "ckpt", label_set="lapa")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json is missing"):
+        load_pretrained(tmp_path / "empty")
+    (tmp_path / "ckpt" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_pretrained(tmp_path / "ckpt")
+    assert not list(tmp_path.glob("ckpt/*.tmp"))
+
+
+def test_checkpoint_weights_must_match_config(tmp_path):
+    save_pretrained(FaceStyleNet(TINY), tmp_path / "a")
+    other = replace(TINY, style_dim=TINY.style_dim * 2)
+    save_pretrained(FaceStyleNet(other), tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_pretrained(tmp_path / "a")
+
+
+def test_config_validation():
+    from facestyle.errors import InputError
+
+    with pytest.raises(InputError, match="multiple of 32"):
+        ModelConfig(image_size=100)
+    with pytest.raises(InputError, match="unknown label set"):
+        ModelConfig(label_set="ffhq")
