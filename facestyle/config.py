@@ -30,7 +30,7 @@ class ModelConfig:
     norm: Literal["batch", "instance"] = "batch"  # the parameter-free norm (SEAN: batch norm)
     noise: Literal["train", "always", "off"] = "train"  # per-channel noise; SEAN adds it always
     generator_spectral_norm: bool = True
-    style_branch: Literal["factorized", "naive"] = "factorized"
+    style_branch: Literal["sparse", "factorized", "naive"] = "sparse"  # all exact; see facestyle.nn.sean
     # multi-scale encoder (paper eq. 1-2); fusion = last is SEAN's encoder
     encoder_ngf: int = 32
     encoder_out: int = 512

@@ -30,10 +30,14 @@ def randomize_blending(model: FaceStyleNet) -> None:
             p.data.normal_()
 
 
+@pytest.mark.parametrize("branch", ["sparse", "factorized"])
 @pytest.mark.parametrize("norm", ["instance", "batch"])
-def test_factorized_style_branch_equals_naive(norm):
+def test_fast_style_branches_equal_naive(norm, branch, monkeypatch):
+    from facestyle.nn.sean import SEANNorm
+
+    monkeypatch.setattr(SEANNorm, "SPARSE_MAX_BOUNDARY", 1.0)  # take the sparse path at every resolution
     torch.manual_seed(0)
-    model = FaceStyleNet(replace(TINY, norm=norm, noise="off")).eval()
+    model = FaceStyleNet(replace(TINY, norm=norm, noise="off", style_branch=branch)).eval()
     randomize_blending(model)
     image = torch.rand(3, 3, 64, 64) * 2 - 1
     labels = face_like_labels(3, 64)
@@ -44,7 +48,11 @@ def test_factorized_style_branch_equals_naive(norm):
     torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
 
 
-def test_factorized_gradients_equal_naive():
+@pytest.mark.parametrize("branch", ["sparse", "factorized"])
+def test_fast_branch_gradients_equal_naive(branch, monkeypatch):
+    from facestyle.nn.sean import SEANNorm
+
+    monkeypatch.setattr(SEANNorm, "SPARSE_MAX_BOUNDARY", 1.0)
     torch.manual_seed(1)
     # spectral norm's power iteration would move u between the two passes in train mode
     cfg = replace(TINY, noise="off", generator_spectral_norm=False, encoder_spectral_norm=False)
@@ -53,14 +61,24 @@ def test_factorized_gradients_equal_naive():
     image = torch.rand(2, 3, 64, 64) * 2 - 1
     labels = face_like_labels(2, 64, seed=1)
     grads = {}
-    for branch in ("factorized", "naive"):
+    for path in (branch, "naive"):
         model.zero_grad()
-        model.generator.set_style_branch(branch)
+        model.generator.set_style_branch(path)
         model(image, labels).square().mean().backward()
-        grads[branch] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    assert grads["factorized"].keys() == grads["naive"].keys()
-    for name, g in grads["factorized"].items():
+        grads[path] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[branch].keys() == grads["naive"].keys()
+    for name, g in grads[branch].items():
         torch.testing.assert_close(g, grads["naive"][name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_sparse_path_takes_boundary_pixels_only():
+    from facestyle.nn.sean import _boundary_mask
+
+    labels = torch.zeros(1, 12, 12, dtype=torch.long)
+    labels[0, :, 6:] = 1
+    mask = _boundary_mask(labels)[0]
+    assert mask[:2].all() and mask[:, -2:].all()  # the zero-padded border
+    assert mask[5, 4:8].all() and not mask[5, 3] and not mask[5, 8]  # two pixels either side of the edge
 
 
 def test_region_average_pool_matches_per_region_means():

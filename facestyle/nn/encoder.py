@@ -73,12 +73,17 @@ class MultiScaleEncoder(nn.Module):
         if self.fusion == "last":
             maps = maps[-1:]
         else:
-            maps = [m if m.shape[-2:] == size else
-                    F.interpolate(m, size=size, mode="bilinear", align_corners=False, antialias=True)
-                    for m in maps]
+            maps = [m if m.shape[-2:] == size else _resize(m, size) for m in maps]
         if self.projections is not None:
             maps = [proj(m) for proj, m in zip(self.projections, maps)]
         weights = self.fusion_weights()
         if weights is None:
             return maps[0]
         return torch.einsum("k,kbdhw->bdhw", weights.to(maps[0].dtype), torch.stack(maps))
+
+
+def _resize(x: Tensor, size: torch.Size) -> Tensor:
+    """Antialiased bilinear resize (computed in float32 for half types, which CPU kernels lack)."""
+    low = x.dtype in (torch.float16, torch.bfloat16)
+    out = F.interpolate(x.float() if low else x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.to(x.dtype)

@@ -13,6 +13,12 @@ R input channels instead of D. The blend weights fold into the kernels, and the 
 the one-hot map as extra input channels, so one grouped convolution (groups = batch) yields gamma and
 beta. Exact for hard one-hot label maps resized with ``nearest`` (what SEAN feeds); the naive path
 (broadcast, then convolve) is kept as the oracle and the benchmark's baseline.
+
+Sparse boundary path (``style_branch="sparse"``, the default): where a pixel's 5x5 neighbourhood lies
+inside the image and inside one class j, every tap of both branches sees class j only, so gamma and beta
+there are a per-(sample, class) constant that a small table holds. Only the remaining boundary pixels
+(about 18% of a 256x256 face, 33% at 128) are convolved, from gathered 3x3 patches. Also exact; when
+most pixels are boundary (low resolutions) it falls back to the dense factorized convolution.
 """
 
 from __future__ import annotations
@@ -66,19 +72,23 @@ class SEANNorm(nn.Module):
             self.blending_gamma = nn.Parameter(torch.zeros(1))
             self.blending_beta = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None) -> Tensor:
-        """x (B, C, H, W); segmap (B, R, H, W) one-hot at x's size; codes (B, R, D) style codes."""
+    # Above this fraction of boundary pixels the dense grouped convolution is cheaper than gathering.
+    SPARSE_MAX_BOUNDARY = 0.5
+
+    def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None, labels: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W); segmap (B, R, H, W) one-hot at x's size (``labels`` (B, H, W) its class indices,
+        needed by the sparse path); codes (B, R, D) style codes."""
         if self.noise == "always" or (self.noise == "train" and self.training):
             b, _, h, w = x.shape
             x = x + torch.randn(b, 1, h, w, device=x.device, dtype=x.dtype) * self.noise_var[:, None, None]
         normalized = self.param_free_norm(x)
         hidden = F.relu(self.spade_shared(segmap))
-        if not self.use_style:
-            gamma, beta = self.spade_gamma(hidden), self.spade_beta(hidden)
-        elif self.style_branch == "naive":
+        if self.style_branch == "sparse" and labels is not None:
+            gamma, beta = self._sparse(labels, segmap, hidden, codes)
+        elif self.style_branch == "naive" and self.use_style:
             gamma, beta = self._naive(segmap, hidden, codes)
         else:
-            gamma, beta = self._factorized(segmap, hidden, codes)
+            gamma, beta = self._dense(segmap, hidden, codes)
         return normalized * (1 + gamma) + beta
 
     def _blend(self) -> tuple[Tensor, Tensor]:
@@ -93,23 +103,80 @@ class SEANNorm(nn.Module):
         beta = a_b * self.conv_beta(broadcast) + (1 - a_b) * self.spade_beta(hidden)
         return gamma, beta
 
-    def _factorized(self, segmap: Tensor, hidden: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+    def _blended_weights(self) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Style and SPADE kernels for (gamma, beta) stacked on 2C outputs, the blend folded in, and the bias."""
+        if not self.use_style:
+            return (None, torch.cat([self.spade_gamma.weight, self.spade_beta.weight]),
+                    torch.cat([self.spade_gamma.bias, self.spade_beta.bias]))
+        c = self.conv_gamma.out_channels
+        a_g, a_b = self._blend()
+        blend = torch.cat([a_g.expand(c), a_b.expand(c)])  # (2C,)
+        style_w = torch.cat([self.conv_gamma.weight, self.conv_beta.weight]) * blend[:, None, None, None]
+        spade_w = torch.cat([self.spade_gamma.weight, self.spade_beta.weight]) * (1 - blend)[:, None, None, None]
+        bias = (blend * torch.cat([self.conv_gamma.bias, self.conv_beta.bias])
+                + (1 - blend) * torch.cat([self.spade_gamma.bias, self.spade_beta.bias]))
+        return style_w, spade_w, bias
+
+    def _dense(self, segmap: Tensor, hidden: Tensor, codes: Tensor | None) -> tuple[Tensor, Tensor]:
         """The same result as :meth:`_naive` with R (not D) style input channels and one grouped conv."""
+        if not self.use_style:
+            return self.spade_gamma(hidden), self.spade_beta(hidden)
         b, r, h, w = segmap.shape
         c = self.conv_gamma.out_channels
         mu = F.relu(self.fc_mu(codes))  # (B, R, D)
-        a_g, a_b = self._blend()
-        blend_style = torch.cat([a_g.expand(c), a_b.expand(c)])  # (2C,)
-        style_w = torch.cat([self.conv_gamma.weight, self.conv_beta.weight]) * blend_style[:, None, None, None]
-        spade_w = torch.cat([self.spade_gamma.weight, self.spade_beta.weight]) * (1 - blend_style)[:, None, None, None]
+        style_w, spade_w, bias = self._blended_weights()
         style_k = torch.einsum("cdkl,brd->bcrkl", style_w, mu)  # per-sample kernels on the one-hot map
         kernel = torch.cat([style_k, spade_w.expand(b, -1, -1, -1, -1)], dim=2)  # (B, 2C, R + hidden, 3, 3)
-        bias = (blend_style * torch.cat([self.conv_gamma.bias, self.conv_beta.bias])
-                + (1 - blend_style) * torch.cat([self.spade_gamma.bias, self.spade_beta.bias]))
         inputs = torch.cat([segmap, hidden], dim=1).reshape(1, -1, h, w)
         out = F.conv2d(inputs, kernel.reshape(b * 2 * c, -1, 3, 3), bias.repeat(b), padding=1, groups=b)
         gamma, beta = out.reshape(b, 2 * c, h, w).split(c, dim=1)
         return gamma, beta
+
+    def _sparse(self, labels: Tensor, segmap: Tensor, hidden: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """The same result again: per-class tables in region interiors, gathered 3x3 patches at boundaries."""
+        b, r, h, w = segmap.shape
+        boundary = _boundary_mask(labels).flatten()
+        index = boundary.nonzero().squeeze(1)  # flat (b, y, x) positions of boundary pixels
+        if index.numel() > self.SPARSE_MAX_BOUNDARY * boundary.numel():
+            return self._dense(segmap, hidden, codes)
+        style_w, spade_w, bias = self._blended_weights()
+        c2 = spade_w.shape[0]
+        # Interior: every 3x3 tap sees class j, so each conv reduces to its kernel summed over the taps.
+        inside = F.relu(self.spade_shared.weight.sum((2, 3)).T + self.spade_shared.bias)  # (R, hidden)
+        table = (torch.einsum("chkl,rh->rc", spade_w, inside) + bias).expand(b, r, c2)  # (B, R, 2C)
+        if style_w is not None:
+            mu = F.relu(self.fc_mu(codes))  # (B, R, D)
+            table = table + torch.einsum("cd,brd->brc", style_w.sum((2, 3)), mu)
+        sample = torch.arange(b, device=labels.device)[:, None, None]
+        out = F.embedding((sample * r + labels).flatten(), table.reshape(b * r, c2))  # (B*H*W, 2C)
+        # Boundary: 3x3 patches gathered from the zero-padded maps (padding = class r, a zero kernel row).
+        taps = (torch.arange(3, device=labels.device)[:, None] * (w + 2)
+                + torch.arange(3, device=labels.device)).flatten()  # (9,) offsets in the padded map
+        y, x = (index // w) % h, index % w
+        patch = ((index // (h * w)) * (h + 2) * (w + 2) + y * (w + 2) + x)[:, None] + taps  # (N, 9)
+        hidden_pad = F.pad(hidden.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden.shape[1])
+        exact = hidden_pad[patch].flatten(1) @ spade_w.permute(2, 3, 1, 0).reshape(-1, c2) + bias
+        if style_w is not None:
+            labels_pad = F.pad(labels, (1, 1, 1, 1), value=r).flatten()
+            # (B, R + 1, 3, 3, 2C): the per-sample kernels, with a zero row for the padding class
+            kernels = F.pad(torch.einsum("cdkl,brd->brklc", style_w, mu), (0, 0, 0, 0, 0, 0, 0, 1))
+            rows = (((index // (h * w))[:, None] * (r + 1) + labels_pad[patch]) * 9
+                    + torch.arange(9, device=labels.device))  # (N, 9) rows of the kernel table, one per tap
+            exact = exact + F.embedding_bag(rows, kernels.reshape(-1, c2), mode="sum")
+        out = out.index_copy(0, index, exact)
+        gamma, beta = out.reshape(b, h, w, c2).permute(0, 3, 1, 2).split(c2 // 2, dim=1)
+        return gamma, beta
+
+
+def _boundary_mask(labels: Tensor) -> Tensor:
+    """(B, H, W) bool: pixels whose 5x5 neighbourhood leaves the image or holds more than one class."""
+    lab = labels[:, None].float()
+    uniform = F.max_pool2d(lab, 5, 1, 2) == -F.max_pool2d(-lab, 5, 1, 2)
+    uniform[..., :2, :] = False
+    uniform[..., -2:, :] = False
+    uniform[..., :2] = False
+    uniform[..., -2:] = False
+    return ~uniform[:, 0]
 
 
 class SEANResBlock(nn.Module):
@@ -128,10 +195,10 @@ class SEANResBlock(nn.Module):
             self.conv_s = sn(nn.Conv2d(fin, fout, 1, bias=False))
             self.ace_s = SEANNorm(fin, cfg, use_style)
 
-    def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None) -> Tensor:
-        shortcut = self.conv_s(self.ace_s(x, segmap, codes)) if self.learned_shortcut else x
-        dx = self.conv_0(F.leaky_relu(self.ace_0(x, segmap, codes), 0.2))
-        dx = self.conv_1(F.leaky_relu(self.ace_1(dx, segmap, codes), 0.2))
+    def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None, labels: Tensor | None = None) -> Tensor:
+        shortcut = self.conv_s(self.ace_s(x, segmap, codes, labels)) if self.learned_shortcut else x
+        dx = self.conv_0(F.leaky_relu(self.ace_0(x, segmap, codes, labels), 0.2))
+        dx = self.conv_1(F.leaky_relu(self.ace_1(dx, segmap, codes, labels), 0.2))
         return shortcut + dx
 
 
@@ -161,14 +228,14 @@ class SEANGenerator(nn.Module):
         x = self.fc(one_hot(resize_labels(labels, self.start_size), self.num_classes, dtype))
         upsample_after = {"head_0", "G_middle_1", "up_0", "up_1", "up_2"}
         for name in self.BLOCKS:
-            segmap = one_hot(resize_labels(labels, x.shape[-2:]), self.num_classes, dtype)
-            x = getattr(self, name)(x, segmap, codes)
+            resized = resize_labels(labels, x.shape[-2:])
+            x = getattr(self, name)(x, one_hot(resized, self.num_classes, dtype), codes, resized)
             if name in upsample_after:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
 
     def set_style_branch(self, branch: str) -> None:
-        """Switch every SEAN norm between the ``factorized`` and ``naive`` computations."""
+        """Switch every SEAN norm between the ``sparse``, ``factorized`` and ``naive`` computations."""
         for module in self.modules():
             if isinstance(module, SEANNorm):
                 module.style_branch = branch

@@ -1,0 +1,147 @@
+"""Forward speed of the paper-size network (ngf 64, D 512, 19 classes): fast style paths vs SEAN's naive one.
+
+Each (path, batch) runs in its own process so that its peak memory is its own. The label maps are
+face-like (the synthetic renderer's, or ``--labels PNG``), since the sparse path's work depends on how
+much of the map is region boundary. Prints a table, then the outputs' agreement, then last
+``speedup_vs_naive=X.XX`` (naive seconds per image / sparse seconds per image, at the largest batch).
+
+    python benchmarks/generator_speed.py             # 256x256, batch 1 and 4 (several minutes on 2 cores)
+    python benchmarks/generator_speed.py --size 128  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from facestyle.config import ModelConfig
+from facestyle.model import FaceStyleNet
+
+PATHS = ("naive", "factorized", "sparse")
+
+
+def face_labels(size: int, batch: int, labels_png: str | None) -> torch.Tensor:
+    if labels_png:
+        from facestyle.imageio import load_labels
+        from facestyle.labels import CELEBAMASK_HQ
+        from facestyle.nn.pooling import resize_labels
+
+        one = resize_labels(load_labels(labels_png, CELEBAMASK_HQ)[None], size)[0]
+        return one.expand(batch, -1, -1).clone()
+    from facestyle.data.synthetic import render_labels, sample_face
+
+    return torch.stack([torch.from_numpy(render_labels(sample_face(0, i), size)) for i in range(batch)])
+
+
+def build(size: int, path: str, device: str) -> FaceStyleNet:
+    torch.manual_seed(0)
+    cfg = replace(ModelConfig(image_size=size, style_branch=path), generator_spectral_norm=False,
+                  encoder_spectral_norm=False, noise="off")
+    model = FaceStyleNet(cfg).eval()
+    with torch.no_grad():  # SEAN's blend scalars are trained away from 0; make both branches count
+        for name, p in model.named_parameters():
+            if "blending" in name:
+                p.normal_()
+    return model.to(device)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Time one (path, batch) and report JSON on stdout; saves its output for the agreement check."""
+    device = torch.device(args.device)
+    model = build(args.size, args.path, args.device)
+    g = torch.Generator().manual_seed(1)
+    image = (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device)
+    labels = face_labels(args.size, args.batch, args.labels).to(device)
+    with torch.inference_mode():
+        out = model(image[:1], labels[:1])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        times = []
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            out = model(image, labels)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    else:  # growth of the process's high-water mark during the timed forwards (ru_maxrss is in KiB)
+        peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    torch.save(out[:1].float().cpu(), args.save)
+    print(json.dumps({"seconds_per_image": min(times) / args.batch, "peak_mb": peak_mb}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batches", default="1,4")
+    parser.add_argument("--paths", default=",".join(PATHS))
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--labels", help="a CelebAMask-HQ label PNG (default: synthetic face labels)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    import tempfile
+
+    batches = [int(b) for b in args.batches.split(",")]
+    paths = args.paths.split(",")
+    rows, outputs = {}, {}
+    tmp = tempfile.mkdtemp(prefix="facestyle-bench-")
+    print(f"paper-size network (ngf 64, D 512, 19 classes), {args.size}x{args.size}, {args.device}, "
+          f"float32, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    for batch in batches:
+        for path in paths:
+            save = os.path.join(tmp, f"{path}-{batch}.pt")
+            cmd = [sys.executable, __file__, "--worker", "--size", str(args.size), "--path", path,
+                   "--batch", str(batch), "--repeats", str(args.repeats), "--device", args.device,
+                   "--save", save] + (["--labels", args.labels] if args.labels else [])
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode:
+                sys.exit(f"worker failed ({path}, batch {batch}):\n{result.stderr}")
+            rows[path, batch] = json.loads(result.stdout.strip().splitlines()[-1])
+            outputs[path, batch] = torch.load(save, weights_only=True)
+            print(f"  measured {path:<10} batch {batch}: {rows[path, batch]['seconds_per_image']:.3f} s/image",
+                  flush=True)
+
+    print()
+    print(f"| path | batch | s / image | images / s | peak memory (MB) | speedup vs naive |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for batch in batches:
+        for path in paths:
+            r = rows[path, batch]
+            base = rows.get(("naive", batch), r)["seconds_per_image"]
+            print(f"| {path} | {batch} | {r['seconds_per_image']:.3f} | {1 / r['seconds_per_image']:.2f} | "
+                  f"{r['peak_mb']:.0f} | {base / r['seconds_per_image']:.2f}x |")
+    print()
+    for batch in batches:
+        for path in paths:
+            if path != "naive" and ("naive", batch) in outputs:
+                ref, out = outputs["naive", batch], outputs[path, batch]
+                ok = torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
+                print(f"{path} vs naive, batch {batch}: max abs diff {(out - ref).abs().max():.2e} "
+                      f"({'within' if ok else 'OUTSIDE'} rtol 1e-4, atol 1e-5)")
+    top = max(batches)
+    if ("naive", top) in rows and ("sparse", top) in rows:
+        best = rows["sparse", top]["seconds_per_image"]
+        print(f"speedup_vs_naive={rows['naive', top]['seconds_per_image'] / best:.2f}")
+
+
+if __name__ == "__main__":
+    main()
