@@ -1,0 +1,332 @@
+"""Core subcommands: ``reconstruct``, ``import-sean`` and ``prepare``, and helpers other commands share.
+
+``facestyle reconstruct`` runs a checkpoint on one photo (``--image/--labels/--out``) or on a folder
+(``--image-dir/--label-dir/--out-dir``, pairing photos and label maps by file stem). Every output is
+written atomically, and every input is checked before the model runs, so bad input costs nothing and
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..labels import LABEL_SETS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_BATCH_SIZE = 8
+
+
+# ---------------------------------------------------------------------- shared helpers
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> None:
+    """--checkpoint, --label-set, --device (and --batch-size) for commands that run a generator."""
+    parser.add_argument("--checkpoint", required=True, metavar="DIR|demo",
+                        help="checkpoint directory (config.json + model.safetensors), "
+                             "or 'demo' for the bundled model")
+    parser.add_argument("--label-set", choices=sorted(LABEL_SETS), default=None,
+                        help="label set of your label maps; refuses a checkpoint made for another one "
+                             "(default: the checkpoint's own, which validates every label map)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    if batch:
+        parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                            help="photos per forward pass in the folder form "
+                                 f"(default: {DEFAULT_BATCH_SIZE})")
+
+
+def load_editor(args: argparse.Namespace):
+    from ..edit import Editor
+
+    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set)
+
+
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """An existing regular file (checked before a model is loaded)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: is not a file, expected {what}")
+    return path
+
+
+def check_input_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such folder")
+    if not path.is_dir():
+        raise InputError(f"{path}: is not a folder")
+    return path
+
+
+def check_output_file(path: str | Path) -> Path:
+    """An output image path whose format is known from its suffix and that is not a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an output image file name")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise InputError(f"{path}: unknown image format {path.suffix!r}; use .png or .jpg")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"{path.parent}: is not a folder")
+    return path
+
+
+def check_output_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder")
+    return path
+
+
+def check_not_overwriting_inputs(outputs: Sequence[Path], inputs: Sequence[Path]) -> None:
+    """Refuse to write over an input file (e.g. ``--out-dir`` equal to ``--image-dir``)."""
+    resolved = {p.resolve() for p in inputs}
+    for out in outputs:
+        if out.resolve() in resolved:
+            raise InputError(f"{out}: the output would overwrite an input file; choose another output folder")
+
+
+def list_images(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by stem (hidden files skipped); two files with one stem is an error."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if path.stem in found:
+            raise InputError(f"{folder}: two files named {path.stem!r} ({found[path.stem].name}, "
+                             f"{path.name}); files are paired by stem")
+        found[path.stem] = path
+    return found
+
+
+def pair_by_stem(image_dir: str | Path, label_dir: str | Path) -> list[tuple[str, Path, Path]]:
+    """(stem, image, label map) for every photo of ``image_dir``; each needs a label map of the same stem."""
+    images = list_images(check_input_dir(image_dir))
+    labels = list_images(check_input_dir(label_dir))
+    if not images:
+        raise InputError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    missing = [stem for stem in images if stem not in labels]
+    if missing:
+        example = images[missing[0]].name
+        raise InputError(f"{label_dir}: no label map for {len(missing)} of {len(images)} image(s) in "
+                         f"{image_dir} (first: {example}); label maps are paired with images by file stem")
+    return [(stem, path, labels[stem]) for stem, path in images.items()]
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def progress(total: int, desc: str) -> tqdm:
+    """A progress bar on stderr (shown on a terminal only)."""
+    return tqdm(total=total, desc=desc, unit="img", disable=None, dynamic_ncols=True)
+
+
+class _Once(logging.Filter):
+    """Let each distinct message through once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if msg in self.seen:
+            return False
+        self.seen.add(msg)
+        return True
+
+
+@contextlib.contextmanager
+def cli_warnings(command: str) -> Iterator[None]:
+    """Show the library's warnings (absent regions...) once each, as ``facestyle COMMAND: warning: ...``."""
+    from ..edit import RegionAbsentWarning
+
+    log = logging.getLogger("facestyle")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter(f"facestyle {command}: warning: %(message)s"))
+    handler.addFilter(_Once())
+    old_level, old_propagate = log.level, log.propagate
+    log.addHandler(handler)
+    log.propagate = False
+    if log.getEffectiveLevel() > logging.WARNING:
+        log.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RegionAbsentWarning)  # the log line says it already
+            yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        log.propagate = old_propagate
+
+
+def one_or_folder(args: argparse.Namespace, single: Sequence[str], folder: Sequence[str], what: str) -> bool:
+    """True for the folder form; checks that exactly one form's options are all given."""
+    given_single = [o for o in single if getattr(args, o) is not None]
+    given_folder = [o for o in folder if getattr(args, o) is not None]
+
+    def flags(names: Sequence[str]) -> str:
+        return " ".join("--" + n.replace("_", "-") for n in names)
+
+    if given_single and given_folder:
+        raise InputError(f"give either {flags(single)} or {flags(folder)} for {what}, not both")
+    if given_folder:
+        absent = [o for o in folder if o not in given_folder]
+        if absent:
+            raise InputError(f"the folder form of {what} also needs {flags(absent)}")
+        return True
+    absent = [o for o in single if o not in given_single]
+    if absent:
+        raise InputError(f"{what}: missing {flags(absent)} (or the folder form: {flags(folder)})")
+    return False
+
+
+# ---------------------------------------------------------------------- reconstruct
+
+
+def run_reconstruct(args: argparse.Namespace) -> int:
+    folder = one_or_folder(args, ("image", "labels", "out"), ("image_dir", "label_dir", "out_dir"),
+                           "reconstruct")
+    if folder:
+        pairs = pair_by_stem(args.image_dir, args.label_dir)
+        out_dir = check_output_dir(args.out_dir)
+        outputs = [out_dir / f"{stem}.png" for stem, _, _ in pairs]
+        check_not_overwriting_inputs(outputs, [p for _, image, labels in pairs for p in (image, labels)])
+    else:
+        pairs = [(Path(args.image).stem, check_input_file(args.image, "an image"),
+                  check_input_file(args.labels, "a label map"))]
+        outputs = [check_output_file(args.out)]
+        check_not_overwriting_inputs(outputs, [pairs[0][1], pairs[0][2]])
+
+    from ..imageio import save_image
+
+    editor = load_editor(args)
+    jobs = list(zip(pairs, outputs))
+    with cli_warnings("reconstruct"), progress(len(jobs), "reconstruct") as bar:
+        for chunk in batched(jobs, args.batch_size):
+            results = editor.reconstruct([image for (_, image, _), _ in chunk],
+                                         [labels for (_, _, labels), _ in chunk])
+            for result, (_, out) in zip(results, chunk):
+                save_image(result, out)
+            bar.update(len(chunk))
+    where = args.out_dir if folder else args.out
+    print(f"wrote {len(outputs)} image(s) to {where}" if folder else f"wrote {where}")
+    return 0
+
+
+# ---------------------------------------------------------------------- import-sean
+
+
+def run_import_sean(args: argparse.Namespace) -> int:
+    from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from ..errors import CheckpointError
+    from ..sean_import import import_sean
+
+    check_input_file(args.checkpoint, "SEAN's latest_net_G.pth")
+    out_dir = Path(args.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (out_dir / n).exists()]
+    if existing and not args.overwrite:
+        raise InputError(f"{out_dir} already holds a checkpoint ({existing[0]}); "
+                         "pass --overwrite to replace it")
+    try:
+        written = import_sean(args.checkpoint, out_dir)
+    except CheckpointError as exc:
+        message = str(exc)
+        if str(args.checkpoint) not in message:
+            message = f"{args.checkpoint}: {message}"
+        raise CheckpointError(message) from None
+    except OSError as exc:
+        raise InputError(f"{out_dir}: cannot write the checkpoint ({exc.strerror or exc})") from None
+    print(f"wrote facestyle checkpoint {written} (use it with --checkpoint {written})")
+    return 0
+
+
+# ---------------------------------------------------------------------- prepare
+
+
+def run_prepare_celebamask_hq(args: argparse.Namespace) -> int:
+    from ..data.celebamask import prepare_celebamask_hq
+
+    dst = Path(args.dst)
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"{dst}: exists and is not a folder")
+    try:
+        written = prepare_celebamask_hq(args.src, dst, split=args.split, progress=True,
+                                        overwrite=args.overwrite)
+    except OSError as exc:
+        raise InputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
+    print(f"wrote {written} image(s) and label maps to {dst}/images and {dst}/labels "
+          f"(read them with --data folder:{dst})")
+    return 0
+
+
+# ---------------------------------------------------------------------- registration
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "reconstruct", help="encode and decode faces with a checkpoint (one photo or a folder)",
+        description="Reconstruct faces: encode each photo's regional styles and decode them on its label "
+                    "map. One photo: --image/--labels/--out. A folder: --image-dir/--label-dir/--out-dir, "
+                    "photos and label maps paired by file stem, results written as OUT_DIR/{stem}.png.")
+    add_model_options(p)
+    one = p.add_argument_group("one photo")
+    one.add_argument("--image", metavar="IMG", help="the photo")
+    one.add_argument("--labels", metavar="PNG", help="its label map (class indices)")
+    one.add_argument("--out", metavar="OUT.png", help="where to write the result")
+    many = p.add_argument_group("a folder")
+    many.add_argument("--image-dir", metavar="DIR", help="folder of photos")
+    many.add_argument("--label-dir", metavar="DIR", help="folder of label maps, same stems as the photos")
+    many.add_argument("--out-dir", metavar="DIR", help="folder for the results ({stem}.png)")
+    p.set_defaults(func=run_reconstruct)
+
+    p = subparsers.add_parser(
+        "import-sean", help="convert SEAN's published generator checkpoint into a facestyle checkpoint",
+        description="Convert an official SEAN generator checkpoint (latest_net_G.pth, a plain state dict) "
+                    "into a facestyle checkpoint directory whose generator reproduces SEAN's output.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="SEAN's latest_net_G.pth")
+    p.add_argument("out_dir", metavar="OUTDIR", help="checkpoint directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace a checkpoint already in OUTDIR")
+    p.set_defaults(func=run_import_sean)
+
+    p = subparsers.add_parser("prepare", help="convert a dataset to the images/ + labels/ folder layout",
+                              description="Convert a dataset once into images/ + labels/ "
+                                          "(read it with --data folder:DST).")
+    datasets = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    c = datasets.add_parser(
+        "celebamask-hq", help="merge CelebAMask-HQ's per-part masks into class maps",
+        description="Merge CelebAMask-HQ's per-part annotation PNGs into one class-index map per image: "
+                    "writes DST/images/{i}.jpg and DST/labels/{i}.png. Files already there are kept (an "
+                    "interrupted run resumes) unless --overwrite.")
+    c.add_argument("src", metavar="SRC", help="the unpacked CelebAMask-HQ folder (CelebA-HQ-img/, "
+                                              "CelebAMask-HQ-mask-anno/)")
+    c.add_argument("dst", metavar="DST", help="output folder")
+    c.add_argument("--split", choices=("all", "train", "test"), default="all",
+                   help="the paper's split by image index: train 0..27999, test 28000..29999 (default: all)")
+    c.add_argument("--overwrite", action="store_true", help="rewrite files already present")
+    c.set_defaults(func=run_prepare_celebamask_hq)

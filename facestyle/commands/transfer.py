@@ -1,0 +1,126 @@
+"""``facestyle transfer``: give target faces the style of chosen regions of reference faces."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from .core import (
+    add_model_options,
+    batched,
+    check_input_file,
+    check_not_overwriting_inputs,
+    check_output_dir,
+    check_output_file,
+    cli_warnings,
+    load_editor,
+    one_or_folder,
+    pair_by_stem,
+    progress,
+)
+
+DESCRIPTION = """\
+Transfer the style of regions (skin, hair, lips...) from reference faces to target faces, harmonized
+by multi-region style attention (MRSA) unless --no-harmonize.
+
+One pair:
+  facestyle transfer --checkpoint DIR --target IMG --target-labels PNG \\
+      --reference IMG --reference-labels PNG --regions skin,hair --out OUT.png
+
+Every target with every reference (the folder form):
+  targets:    --target-dir DIR --target-label-dir DIR   (or one --target/--target-labels)
+  references: --reference IMG [IMG ...] --reference-labels PNG [PNG ...]
+              or --reference-dir DIR --reference-label-dir DIR
+  output:     --out-dir DIR, one file per pair: OUT_DIR/{target_stem}__{reference_stem}.png
+
+Photos and label maps in folders are paired by file stem. Results have the target photo's size.
+A region absent from a reference keeps the target's style there (with a warning).
+"""
+
+
+def _targets(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
+    if one_or_folder(args, ("target", "target_labels"), ("target_dir", "target_label_dir"), "the targets"):
+        return pair_by_stem(args.target_dir, args.target_label_dir)
+    return [(Path(args.target).stem, check_input_file(args.target, "an image"),
+             check_input_file(args.target_labels, "a label map"))]
+
+
+def _references(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
+    if one_or_folder(args, ("reference", "reference_labels"), ("reference_dir", "reference_label_dir"),
+                     "the references"):
+        return pair_by_stem(args.reference_dir, args.reference_label_dir)
+    if len(args.reference) != len(args.reference_labels):
+        raise InputError(f"{len(args.reference)} --reference image(s) but {len(args.reference_labels)} "
+                         "--reference-labels: give one label map per reference, in the same order")
+    refs = [(Path(image).stem, check_input_file(image, "an image"), check_input_file(labels, "a label map"))
+            for image, labels in zip(args.reference, args.reference_labels)]
+    stems = [stem for stem, _, _ in refs]
+    duplicate = next((s for s in stems if stems.count(s) > 1), None)
+    if duplicate is not None and args.out is None:
+        raise InputError(f"two references are named {duplicate!r}: output names "
+                         "{target_stem}__{reference_stem}.png would collide")
+    return refs
+
+
+def run_transfer(args: argparse.Namespace) -> int:
+    targets = _targets(args)
+    references = _references(args)
+    if args.out is not None and args.out_dir is not None:
+        raise InputError("give either --out (one pair) or --out-dir (many pairs), not both")
+    if args.out is not None:
+        if len(targets) * len(references) != 1:
+            raise InputError(f"--out takes one result, but there are {len(targets)} target(s) and "
+                             f"{len(references)} reference(s); use --out-dir")
+        jobs = [(targets[0], references[0], check_output_file(args.out))]
+    elif args.out_dir is not None:
+        out_dir = check_output_dir(args.out_dir)
+        jobs = [(t, r, out_dir / f"{t[0]}__{r[0]}.png") for r in references for t in targets]
+    else:
+        raise InputError("missing --out OUT.png (one pair) or --out-dir DIR (many pairs)")
+    inputs = [p for _, image, labels in (*targets, *references) for p in (image, labels)]
+    check_not_overwriting_inputs([out for _, _, out in jobs], inputs)
+
+    from ..imageio import save_image
+
+    editor = load_editor(args)
+    regions = editor.resolve_regions(args.regions)  # an unknown name fails before any work
+    if not regions:
+        raise InputError("--regions is empty; name at least one region, e.g. --regions skin,hair")
+    with cli_warnings("transfer"), progress(len(jobs), "transfer") as bar:
+        for chunk_start in range(0, len(jobs), len(targets)):  # one reference, all its targets
+            per_reference = jobs[chunk_start:chunk_start + len(targets)]
+            (_, ref_image, ref_labels) = per_reference[0][1]
+            for chunk in batched(per_reference, args.batch_size):
+                results = editor.transfer([t[1] for t, _, _ in chunk], [t[2] for t, _, _ in chunk],
+                                          ref_image, ref_labels, regions=list(regions),
+                                          harmonize=not args.no_harmonize)
+                for result, (_, _, out) in zip(results, chunk):
+                    save_image(result, out)
+                bar.update(len(chunk))
+    print(f"wrote {args.out}" if args.out is not None else f"wrote {len(jobs)} image(s) to {args.out_dir}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("transfer", help="transfer regional styles from reference faces to targets",
+                              description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_options(p)
+    p.add_argument("--regions", default="skin,hair", metavar="R1,R2",
+                   help="comma-separated regions to transfer: skin (skin + nose), hair, eyes, brows, lips, "
+                        "mouth, nose, ears, neck, cloth, background, or a class name (default: skin,hair)")
+    p.add_argument("--no-harmonize", action="store_true", help="skip MRSA (plain SEAN-style code swap)")
+    t = p.add_argument_group("targets (one, or a folder)")
+    t.add_argument("--target", metavar="IMG", help="the target photo")
+    t.add_argument("--target-labels", metavar="PNG", help="its label map (class indices)")
+    t.add_argument("--target-dir", metavar="DIR", help="folder of target photos")
+    t.add_argument("--target-label-dir", metavar="DIR", help="folder of their label maps (same stems)")
+    r = p.add_argument_group("references (a list, or a folder)")
+    r.add_argument("--reference", nargs="+", metavar="IMG", help="reference photo(s)")
+    r.add_argument("--reference-labels", nargs="+", metavar="PNG", help="their label maps, in the same order")
+    r.add_argument("--reference-dir", metavar="DIR", help="folder of reference photos")
+    r.add_argument("--reference-label-dir", metavar="DIR", help="folder of their label maps (same stems)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", metavar="OUT.png", help="the result, for one target and one reference")
+    o.add_argument("--out-dir", metavar="DIR", help="folder of results: {target_stem}__{reference_stem}.png")
+    p.set_defaults(func=run_transfer)
