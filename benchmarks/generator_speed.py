@@ -121,7 +121,7 @@ def main() -> None:
                   flush=True)
 
     print()
-    print(f"| path | batch | s / image | images / s | peak memory (MB) | speedup vs naive |")
+    print("| path | batch | s / image | images / s | peak memory (MB) | speedup vs naive |")
     print("|---|---:|---:|---:|---:|---:|")
     for batch in batches:
         for path in paths:
