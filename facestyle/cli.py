@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "facestyle.train.generator",  # train
     "facestyle.commands.transfer",  # transfer
     "facestyle.commands.demo",  # demo
+    "facestyle.commands.metrics",  # weights, train-harmony
 )
 
 

@@ -235,3 +235,18 @@ def test_config_validation():
         ModelConfig(image_size=100)
     with pytest.raises(InputError, match="unknown label set"):
         ModelConfig(label_set="ffhq")
+
+
+def test_inference_kernel_cache_follows_weight_updates():
+    torch.manual_seed(0)
+    model = FaceStyleNet(replace(TINY, noise="off", style_branch="factorized")).eval()
+    image, labels = torch.rand(1, 3, 64, 64) * 2 - 1, face_like_labels(1, 64)
+    with torch.no_grad():
+        before = model(image, labels)
+        for p in model.generator.parameters():
+            p.mul_(1.1)  # an in-place update, as an optimizer step or load_state_dict makes
+        after = model(image, labels)
+        model.generator.set_style_branch("naive")
+        expected = model(image, labels)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-4, atol=1e-5)

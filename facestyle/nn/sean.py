@@ -24,6 +24,7 @@ most pixels are boundary (low resolutions) it falls back to the dense factorized
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,7 @@ class SEANNorm(nn.Module):
         self.noise = cfg.noise
         self.style_branch = cfg.style_branch
         self.noise_var = nn.Parameter(torch.zeros(channels))
+        self._cache: tuple | None = None  # kernels prepared for inference, see _kernels
         if cfg.norm == "batch":
             self.param_free_norm: nn.Module = nn.BatchNorm2d(channels, affine=False)
         else:
@@ -103,33 +105,57 @@ class SEANNorm(nn.Module):
         beta = a_b * self.conv_beta(broadcast) + (1 - a_b) * self.spade_beta(hidden)
         return gamma, beta
 
-    def _blended_weights(self) -> tuple[Tensor | None, Tensor, Tensor]:
-        """Style and SPADE kernels for (gamma, beta) stacked on 2C outputs, the blend folded in, and the bias."""
-        if not self.use_style:
-            return (None, torch.cat([self.spade_gamma.weight, self.spade_beta.weight]),
-                    torch.cat([self.spade_gamma.bias, self.spade_beta.bias]))
-        c = self.conv_gamma.out_channels
-        a_g, a_b = self._blend()
-        blend = torch.cat([a_g.expand(c), a_b.expand(c)])  # (2C,)
-        style_w = torch.cat([self.conv_gamma.weight, self.conv_beta.weight]) * blend[:, None, None, None]
-        spade_w = torch.cat([self.spade_gamma.weight, self.spade_beta.weight]) * (1 - blend)[:, None, None, None]
-        bias = (blend * torch.cat([self.conv_gamma.bias, self.conv_beta.bias])
-                + (1 - blend) * torch.cat([self.spade_gamma.bias, self.spade_beta.bias]))
-        return style_w, spade_w, bias
+    def _kernels(self) -> _Kernels:
+        """The blended kernels in the layouts the fast paths use; cached while no gradient is recorded."""
+        params = tuple(p for p in self.parameters(recurse=True) if p is not self.noise_var)
+        if torch.is_grad_enabled():
+            self._cache = None
+            return self._compute_kernels()
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._compute_kernels())
+        return self._cache[1]
+
+    def _compute_kernels(self) -> _Kernels:
+        spade_w = torch.cat([self.spade_gamma.weight, self.spade_beta.weight])  # (2C, hidden, 3, 3)
+        bias = torch.cat([self.spade_gamma.bias, self.spade_beta.bias])
+        style_w = None
+        if self.use_style:
+            c = self.conv_gamma.out_channels
+            a_g, a_b = self._blend()
+            blend = torch.cat([a_g.expand(c), a_b.expand(c)])  # (2C,): the blend, folded into the kernels
+            style_w = torch.cat([self.conv_gamma.weight, self.conv_beta.weight]) * blend[:, None, None, None]
+            spade_w = spade_w * (1 - blend)[:, None, None, None]
+            bias = blend * torch.cat([self.conv_gamma.bias, self.conv_beta.bias]) + (1 - blend) * bias
+        c2 = spade_w.shape[0]
+        # Interior of class j: every 3x3 tap sees class j, so each conv reduces to its kernel summed over taps.
+        inside = F.relu(self.spade_shared.weight.sum((2, 3)).T + self.spade_shared.bias)  # (R, hidden)
+        return _Kernels(
+            spade=spade_w,
+            spade_rows=spade_w.permute(2, 3, 1, 0).reshape(-1, c2),  # (9 * hidden, 2C), taps (dy, dx) major
+            bias=bias,
+            interior=torch.einsum("chkl,rh->rc", spade_w, inside) + bias,  # (R, 2C)
+            style_taps=None if style_w is None else style_w.permute(2, 3, 0, 1).reshape(9 * c2, -1),  # (9*2C, D)
+            style_sum=None if style_w is None else style_w.sum((2, 3)),  # (2C, D)
+        )
+
+    def _style_kernels(self, k: _Kernels, mu: Tensor) -> Tensor:
+        """Per-sample kernels on the one-hot map, (B, R, 9, 2C): K[b, j, tap] = W[tap] @ mu[b, j]."""
+        b, r, _ = mu.shape
+        return (mu.reshape(b * r, -1) @ k.style_taps.T).reshape(b, r, 9, -1)
 
     def _dense(self, segmap: Tensor, hidden: Tensor, codes: Tensor | None) -> tuple[Tensor, Tensor]:
         """The same result as :meth:`_naive` with R (not D) style input channels and one grouped conv."""
         if not self.use_style:
             return self.spade_gamma(hidden), self.spade_beta(hidden)
         b, r, h, w = segmap.shape
-        c = self.conv_gamma.out_channels
-        mu = F.relu(self.fc_mu(codes))  # (B, R, D)
-        style_w, spade_w, bias = self._blended_weights()
-        style_k = torch.einsum("cdkl,brd->bcrkl", style_w, mu)  # per-sample kernels on the one-hot map
-        kernel = torch.cat([style_k, spade_w.expand(b, -1, -1, -1, -1)], dim=2)  # (B, 2C, R + hidden, 3, 3)
+        k = self._kernels()
+        c2 = k.bias.shape[0]
+        style = self._style_kernels(k, F.relu(self.fc_mu(codes))).permute(0, 3, 1, 2).reshape(b, c2, r, 3, 3)
+        kernel = torch.cat([style, k.spade.expand(b, -1, -1, -1, -1)], dim=2)  # (B, 2C, R + hidden, 3, 3)
         inputs = torch.cat([segmap, hidden], dim=1).reshape(1, -1, h, w)
-        out = F.conv2d(inputs, kernel.reshape(b * 2 * c, -1, 3, 3), bias.repeat(b), padding=1, groups=b)
-        gamma, beta = out.reshape(b, 2 * c, h, w).split(c, dim=1)
+        out = F.conv2d(inputs, kernel.reshape(b * c2, -1, 3, 3), k.bias.repeat(b), padding=1, groups=b)
+        gamma, beta = out.reshape(b, c2, h, w).split(c2 // 2, dim=1)
         return gamma, beta
 
     def _sparse(self, labels: Tensor, segmap: Tensor, hidden: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
@@ -139,14 +165,12 @@ class SEANNorm(nn.Module):
         index = boundary.nonzero().squeeze(1)  # flat (b, y, x) positions of boundary pixels
         if index.numel() > self.SPARSE_MAX_BOUNDARY * boundary.numel():
             return self._dense(segmap, hidden, codes)
-        style_w, spade_w, bias = self._blended_weights()
-        c2 = spade_w.shape[0]
-        # Interior: every 3x3 tap sees class j, so each conv reduces to its kernel summed over the taps.
-        inside = F.relu(self.spade_shared.weight.sum((2, 3)).T + self.spade_shared.bias)  # (R, hidden)
-        table = (torch.einsum("chkl,rh->rc", spade_w, inside) + bias).expand(b, r, c2)  # (B, R, 2C)
-        if style_w is not None:
+        k = self._kernels()
+        c2 = k.bias.shape[0]
+        table = k.interior.expand(b, r, c2)  # (B, R, 2C)
+        if self.use_style:
             mu = F.relu(self.fc_mu(codes))  # (B, R, D)
-            table = table + torch.einsum("cd,brd->brc", style_w.sum((2, 3)), mu)
+            table = table + torch.einsum("cd,brd->brc", k.style_sum, mu)
         sample = torch.arange(b, device=labels.device)[:, None, None]
         out = F.embedding((sample * r + labels).flatten(), table.reshape(b * r, c2))  # (B*H*W, 2C)
         # Boundary: 3x3 patches gathered from the zero-padded maps (padding = class r, a zero kernel row).
@@ -155,17 +179,27 @@ class SEANNorm(nn.Module):
         y, x = (index // w) % h, index % w
         patch = ((index // (h * w)) * (h + 2) * (w + 2) + y * (w + 2) + x)[:, None] + taps  # (N, 9)
         hidden_pad = F.pad(hidden.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden.shape[1])
-        exact = hidden_pad[patch].flatten(1) @ spade_w.permute(2, 3, 1, 0).reshape(-1, c2) + bias
-        if style_w is not None:
+        exact = torch.addmm(k.bias, hidden_pad[patch].flatten(1), k.spade_rows)
+        if self.use_style:
             labels_pad = F.pad(labels, (1, 1, 1, 1), value=r).flatten()
-            # (B, R + 1, 3, 3, 2C): the per-sample kernels, with a zero row for the padding class
-            kernels = F.pad(torch.einsum("cdkl,brd->brklc", style_w, mu), (0, 0, 0, 0, 0, 0, 0, 1))
+            kernels = F.pad(self._style_kernels(k, mu), (0, 0, 0, 0, 0, 1))  # (B, R + 1, 9, 2C)
             rows = (((index // (h * w))[:, None] * (r + 1) + labels_pad[patch]) * 9
                     + torch.arange(9, device=labels.device))  # (N, 9) rows of the kernel table, one per tap
             exact = exact + F.embedding_bag(rows, kernels.reshape(-1, c2), mode="sum")
         out = out.index_copy(0, index, exact)
         gamma, beta = out.reshape(b, h, w, c2).permute(0, 3, 1, 2).split(c2 // 2, dim=1)
         return gamma, beta
+
+
+class _Kernels(NamedTuple):
+    """SEAN norm kernels for (gamma, beta) stacked on 2C outputs, with the style/SPADE blend folded in."""
+
+    spade: Tensor  # (2C, hidden, 3, 3)
+    spade_rows: Tensor  # (9 * hidden, 2C)
+    bias: Tensor  # (2C,)
+    interior: Tensor  # (R, 2C): the SPADE branch plus bias inside a region of each class
+    style_taps: Tensor | None  # (9 * 2C, D)
+    style_sum: Tensor | None  # (2C, D)
 
 
 def _boundary_mask(labels: Tensor) -> Tensor:
