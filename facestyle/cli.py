@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "facestyle.train.generator",  # train
     "facestyle.commands.transfer",  # transfer
     "facestyle.commands.demo",  # demo
+    "facestyle.commands.style",  # encode-styles, train-mapping, train-flow, sample, finetune
+    "facestyle.commands.evaluate",  # evaluate, bench-harmony
     "facestyle.commands.metrics",  # weights, train-harmony
 )
 
