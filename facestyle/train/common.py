@@ -1,0 +1,633 @@
+"""Pieces every trainer shares: processes and ranks, a resumable data stream, trainer state without
+pickle, checkpoint folders (atomic, rotated), graceful stop on SIGINT/SIGTERM, progress and TensorBoard.
+
+A run folder looks like::
+
+    RUN_DIR/config.yaml                  the resolved config (loadable with --config)
+    RUN_DIR/run.json                     the data the run reads (spec, split, resolution, seed)
+    RUN_DIR/checkpoints/step_0001000/    a checkpoint: what save_pretrained writes (config.json +
+                                         model.safetensors, loadable by load_pretrained) ...
+        trainer/state.json               ... plus the trainer state: step, data position, structure
+        trainer/state.safetensors        optimizer moments, RNG states, auxiliary networks (the
+                                         discriminator)
+    RUN_DIR/latest                       names the last complete checkpoint ("checkpoints/step_0001000")
+    RUN_DIR/config.json, model.safetensors   the latest checkpoint's network (hard links): RUN_DIR loads
+    RUN_DIR/final/                       the network of a run that reached train.steps
+    RUN_DIR/tb/  RUN_DIR/samples/        TensorBoard events, sample grids (samples/step_0001000.png)
+    RUN_DIR/metrics.jsonl                the logged scalars, one JSON object per line
+
+Everything is written under a temporary name and renamed, so a crash never leaves a half-written
+checkpoint that a resume would pick up. Nothing is pickled: tensors go to safetensors, the rest to JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from ..errors import CheckpointError, FacestyleError, InputError
+
+TRAINER_DIR = "trainer"
+STATE_JSON = "state.json"
+STATE_TENSORS = "state.safetensors"
+STATE_FORMAT = "facestyle-trainer"
+STATE_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+LATEST_FILE = "latest"
+
+
+class TrainingError(FacestyleError):
+    """A run that cannot go on (a non-finite loss, a run folder in the way); the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Processes: one per device; rank and world size come from torchrun's environment variables.
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a (possibly single-process) run. Only rank 0 logs and saves."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """Read ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` (set by torchrun); 0, 1, 0 when absent."""
+        try:
+            return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                       int(os.environ.get("LOCAL_RANK", 0)))
+        except ValueError:
+            raise InputError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+
+    def device(self, requested: str) -> torch.device:
+        """The device this process trains on: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a multi-process run."""
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise InputError(f"unknown device {requested!r} (use cpu, cuda or cuda:N)") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise InputError("--device cuda was asked for but torch sees no CUDA device")
+            if device.index is None:
+                device = torch.device("cuda", self.local_rank if self.enabled else torch.cuda.current_device())
+            torch.cuda.set_device(device)
+        return device
+
+    def init_process_group(self, device: torch.device) -> None:
+        """Join the process group (NCCL on CUDA, gloo otherwise) when there is more than one process."""
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    rank=self.rank, world_size=self.world_size)
+
+    def any(self, *flags: bool, device: torch.device | None = None) -> list[bool]:
+        """Each flag OR-ed over all processes (so that every rank stops, or none does)."""
+        if not self.enabled:
+            return list(flags)
+        t = torch.tensor([float(f) for f in flags], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return [bool(v) for v in t.tolist()]
+
+    def mean(self, values: Mapping[str, float], device: torch.device | None = None) -> dict[str, float]:
+        """Each value averaged over all processes (for logging)."""
+        if not self.enabled or not values:
+            return dict(values)
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return dict(zip(values, (t / self.world_size).tolist(), strict=True))
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def shutdown(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def log(dist_env: Distributed, message: str) -> None:
+    """Print a line on rank 0 without breaking the progress bar."""
+    if dist_env.is_main:
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reproducibility
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool) -> Iterator[None]:
+    """``torch.use_deterministic_algorithms`` for the duration of a run, restored afterwards."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it to be deterministic
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+
+
+def rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Every RNG the training step may draw from: torch (CPU and each CUDA device), numpy, Python.
+    Returned as tensors (uint8 / int64) and the JSON-able remainder."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = state
+    version, mt, gauss_next = random.getstate()
+    tensors["python"] = torch.tensor(mt, dtype=torch.int64)
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy"] = torch.from_numpy(keys.astype(np.int64))
+    meta = {"python": {"version": version, "gauss_next": gauss_next},
+            "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
+    return tensors, meta
+
+
+def set_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> list[str]:
+    """Restore what :func:`rng_state` captured; returns warnings (e.g. a different number of GPUs)."""
+    warnings = []
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k[5:]))]
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            warnings.append(f"the checkpoint has CUDA RNG states for {len(cuda)} device(s), this machine has "
+                            f"{torch.cuda.device_count()}: CUDA random numbers will differ")
+    py = meta["python"]
+    random.setstate((py["version"], tuple(int(v) for v in tensors["python"].tolist()), py["gauss_next"]))
+    npm = meta["numpy"]
+    np.random.set_state((npm["kind"], tensors["numpy"].numpy().astype(np.uint32), npm["pos"],
+                         npm["has_gauss"], npm["cached_gaussian"]))
+    return warnings
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data: a permutation per epoch from (seed, epoch), sharded per rank, resumable at any batch.
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    entropy = np.random.SeedSequence([seed, epoch]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(entropy[0]) << 31 | int(entropy[1]) >> 1)
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, sample_seed)`` for this rank's share of the epoch's permutation, from ``start``.
+
+    The permutation and the per-sample seeds (which drive the random crop and flip) depend only on
+    ``(seed, epoch)``, so a data position is two integers, ``epoch`` and the index ``start`` into this
+    rank's share, and a resumed run reads exactly the samples the uninterrupted one would. Each rank
+    takes every ``world_size``-th element of the permutation, truncated to a multiple of ``world_size``
+    (DistributedSampler with ``drop_last``).
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.size // self.world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = _epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(self.size, generator=g)
+        seeds = torch.randint(0, 2**62, (self.size,), generator=g)
+        usable = len(self) * self.world_size
+        mine = torch.arange(self.rank, usable, self.world_size)[self.start:]
+        yield from zip(order[mine].tolist(), seeds[mine].tolist(), strict=True)
+
+
+class SeededTransform(Dataset):
+    """A dataset whose random transform is seeded per sample: item ``(index, seed)`` is reproducible in
+    any worker process, and the training process's own RNG is never touched."""
+
+    def __init__(self, dataset: Dataset, transform) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        image, labels, name = self.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            image, labels = self.transform(image, labels)
+        return image, labels, name
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader worker init: leave SIGINT/SIGTERM to the training process, which finishes the step and
+    saves (a Ctrl-C reaches the whole process group, workers included)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class DataStream:
+    """Endless batches over epochs; ``epoch`` and ``position`` always name the next batch to read.
+
+    ``position`` counts samples into this rank's share of the epoch. Batches are full (``drop_last``).
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, dist_env: Distributed,
+                 num_workers: int = 0, pin_memory: bool = False) -> None:
+        self.sampler = EpochSampler(len(dataset), seed, dist_env.rank, dist_env.world_size)
+        self.batch_size = batch_size
+        if len(self.sampler) < batch_size:
+            raise InputError(f"the data has {len(dataset)} sample(s), fewer than a batch of {batch_size} "
+                             f"per process (x{dist_env.world_size}); lower --batch-size")
+        self.loader = DataLoader(
+            dataset, batch_size=batch_size, sampler=self.sampler, drop_last=True, num_workers=num_workers,
+            pin_memory=pin_memory, persistent_workers=num_workers > 0,
+            worker_init_fn=ignore_stop_signals if num_workers > 0 else None,
+            generator=torch.Generator().manual_seed(seed),  # keeps the DataLoader off the global RNG
+        )
+        self.epoch, self.position = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if self.position + self.batch_size > len(self.sampler):  # the epoch's last full batch was read
+            self.epoch, self.position = self.epoch + 1, 0
+
+    def __iter__(self) -> Iterator:
+        while True:
+            self.sampler.set_epoch(self.epoch, self.position)
+            for batch in self.loader:
+                self.position += self.batch_size
+                if self.position + self.batch_size > len(self.sampler):
+                    self.epoch, self.position = self.epoch + 1, 0
+                yield batch
+                if self.position == 0:  # the epoch ended under this batch: restart the loader
+                    break
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Trainer state: nested dicts of tensors and plain values, as safetensors + JSON (no pickle).
+
+
+def flatten_state(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Move every tensor of a nested structure into ``tensors`` (keys from ``prefix``) and return a JSON-able
+    skeleton that :func:`unflatten_state` fills back in. Handles optimizer state dicts (integer keys,
+    tuples such as ``betas``)."""
+    if isinstance(obj, Tensor):
+        tensors[prefix] = obj.detach()
+        return {"__tensor__": prefix}
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) for k in obj):
+            return {k: flatten_state(v, f"{prefix}.{k}", tensors) for k, v in obj.items()}
+        return {"__items__": [[k, flatten_state(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [flatten_state(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in the trainer state ({prefix})")
+
+
+def unflatten_state(skeleton: Any, tensors: Mapping[str, Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if set(skeleton) == {"__tensor__"}:
+            return tensors[skeleton["__tensor__"]]
+        if set(skeleton) == {"__items__"}:
+            return {k: unflatten_state(v, tensors) for k, v in skeleton["__items__"]}
+        if set(skeleton) == {"__tuple__"}:
+            return tuple(unflatten_state(v, tensors) for v in skeleton["__tuple__"])
+        return {k: unflatten_state(v, tensors) for k, v in skeleton.items()}
+    if isinstance(skeleton, list):
+        return [unflatten_state(v, tensors) for v in skeleton]
+    return skeleton
+
+
+def save_trainer_state(directory: Path, state: Mapping[str, Any]) -> None:
+    """Write ``state`` (nested dicts/lists of tensors and plain values) as ``state.safetensors`` +
+    ``state.json`` in ``directory``."""
+    tensors: dict[str, Tensor] = {}
+    skeleton = flatten_state(dict(state), "state", tensors)
+    save_tensors(tensors, directory / STATE_TENSORS)
+    payload = {"format": STATE_FORMAT, "version": STATE_VERSION, "state": skeleton}
+    atomic_write_bytes(directory / STATE_JSON, (json.dumps(payload, indent=1, allow_nan=True) + "\n").encode())
+
+
+def load_trainer_state(directory: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = directory / STATE_JSON
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no trainer state ({STATE_JSON} is missing); it cannot be resumed")
+    try:
+        payload = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a facestyle trainer state")
+    tensors = load_tensors(directory / STATE_TENSORS)
+    if map_location != "cpu":
+        tensors = {k: v.to(map_location) for k, v in tensors.items()}
+    try:
+        return unflatten_state(payload["state"], tensors)
+    except KeyError as exc:
+        raise CheckpointError(f"{directory}: {STATE_TENSORS} lacks the tensor {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoint folders: written to a temporary folder and renamed; `latest` names the last one; rotation.
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the complete checkpoints of a run (those with a trainer state), by step."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        name = path.name
+        if name.startswith("step_") and name[5:].isdigit() and (path / TRAINER_DIR / STATE_JSON).is_file():
+            found.append((int(name[5:]), path))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``RUN_DIR/latest`` names, else the highest complete step folder, else None."""
+    run_dir = Path(run_dir)
+    latest = run_dir / LATEST_FILE
+    if latest.is_file():
+        candidate = run_dir / latest.read_text().strip()
+        if (candidate / TRAINER_DIR / STATE_JSON).is_file():
+            return candidate
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_resume(path: str | os.PathLike) -> Path:
+    """A checkpoint folder to resume from: a run folder (its latest checkpoint) or a step folder."""
+    path = Path(path)
+    if (path / TRAINER_DIR / STATE_JSON).is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"cannot resume: {path} does not exist")
+    found = latest_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"cannot resume: {path} holds no checkpoint with a trainer state "
+                              f"(expected {CHECKPOINTS_DIR}/step_*/{TRAINER_DIR}/{STATE_JSON})")
+    return found
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces ``final`` in one rename."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".old-{final.name}-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        tmp.rename(final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary folders left behind by a crash in the middle of a save."""
+    for parent in (run_dir, run_dir / CHECKPOINTS_DIR):
+        if parent.is_dir():
+            for path in parent.iterdir():
+                if path.name.startswith((".tmp-", ".old-")) and path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+def rotate_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints (``keep_last <= 0`` keeps all); returns the
+    deleted folders. The checkpoint ``latest`` names is never deleted."""
+    if keep_last <= 0:
+        return []
+    found = list_checkpoints(run_dir)
+    latest = latest_checkpoint(run_dir)
+    removed = []
+    for _, path in found[:-keep_last]:
+        if latest is not None and path.resolve() == latest.resolve():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def write_latest(run_dir: Path, checkpoint: Path) -> None:
+    atomic_write_bytes(run_dir / LATEST_FILE, f"{checkpoint.relative_to(run_dir).as_posix()}\n".encode())
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Atomically make ``dst`` hold ``src``'s bytes: a hard link where the filesystem allows, else a copy."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stopping: SIGINT / SIGTERM finish the current step, save and exit; a second SIGINT aborts at once.
+
+
+class GracefulStop:
+    """Context manager that turns SIGINT and SIGTERM into a ``requested`` flag the training loop polls.
+
+    Handlers are installed only in the main thread (elsewhere Python does not deliver signals) and the
+    previous ones are restored on exit.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, on_request=None) -> None:
+        self.requested: str | None = None  # the signal's name once one arrived
+        self.on_request = on_request
+        self._previous: dict[int, Any] = {}
+
+    def handler(self, signum: int, frame: Any = None) -> None:
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        self.requested = signal.Signals(signum).name
+        if self.on_request is not None:
+            self.on_request(self.requested)
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self.handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Non-finite losses
+
+
+def nonfinite(losses: Mapping[str, Tensor]) -> list[str]:
+    """Names of the losses that are NaN or infinite (one device sync for all of them)."""
+    names = list(losses)
+    finite = torch.isfinite(torch.stack([losses[n].detach().float() for n in names])).tolist()
+    return [n for n, ok in zip(names, finite, strict=True) if not ok]
+
+
+def nonfinite_parameters(*modules: nn.Module) -> list[str]:
+    return [name for m in modules for name, p in m.named_parameters() if not torch.isfinite(p).all()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Progress and metrics: tqdm bar, TensorBoard (when installed), metrics.jsonl; rank 0 only.
+
+
+class _NoWriter:
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int | None, enabled: bool):
+    """A TensorBoard ``SummaryWriter``, or a writer that does nothing when tensorboard is not installed."""
+    if not enabled:
+        return _NoWriter()
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("facestyle: tensorboard is not installed; scalars go to metrics.jsonl only "
+              "(pip install tensorboard)", file=sys.stderr)
+        return _NoWriter()
+    return SummaryWriter(str(log_dir), purge_step=purge_step)
+
+
+class Meter:
+    """Running means of scalars between two log lines, and images per second."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+        self.images = 0
+        self.start = time.perf_counter()
+
+    def update(self, scalars: Mapping[str, float], images: int) -> None:
+        for k, v in scalars.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+        self.images += images
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+    def images_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.images / elapsed if elapsed > 0 else math.nan
+
+
+def _logged_step(line: str) -> float:
+    """The step of a metrics.jsonl line; infinity for a line a crash cut short."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+class Progress:
+    """The tqdm bar, TensorBoard scalars and ``metrics.jsonl``, all on rank 0."""
+
+    def __init__(self, run_dir: Path, start: int, total: int, dist_env: Distributed) -> None:
+        from tqdm import tqdm
+
+        self.enabled = dist_env.is_main
+        self.bar = tqdm(total=total, initial=start, disable=not self.enabled, dynamic_ncols=True,
+                        unit="step", desc="train", file=sys.stderr)
+        self.writer = tensorboard_writer(run_dir / "tb", purge_step=start or None, enabled=self.enabled)
+        self.metrics_path = run_dir / "metrics.jsonl"
+        if self.enabled and start and self.metrics_path.is_file():  # drop lines past the resumed checkpoint
+            lines = self.metrics_path.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if _logged_step(line) <= start]
+            atomic_write_bytes(self.metrics_path, "".join(kept).encode())
+
+    def step(self, postfix: Mapping[str, float]) -> None:
+        self.bar.update(1)
+        if postfix:
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in postfix.items()}, refresh=False)
+
+    def log(self, step: int, scalars: Mapping[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in scalars.items():
+            self.writer.add_scalar(name, value, step)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps({"step": step, **{k: round(v, 6) for k, v in scalars.items()}}) + "\n")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.writer.close()

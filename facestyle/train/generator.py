@@ -1,0 +1,583 @@
+"""Training the generator (paper sections 3.4 and 4.2): supervised reconstruction with SEAN's losses.
+
+The reference is the target, so the network learns to rebuild an image from its label map and its own
+region style codes: ``fake = G(x, m)``. Losses, as SEAN's (``facestyle.losses``):
+
+- generator: hinge GAN + feature matching (weight 10) + VGG19 perceptual (weight 10), or, with
+  ``train.use_vgg = false`` / ``--no-vgg``, a pixel L1 of the same weight instead of the perceptual
+  loss (the tiny and demo presets do this: a documented deviation from the paper);
+- discriminator: hinge, on the real pair and the detached reconstruction, one D step per G step.
+
+Optimisation: Adam with TTUR (lr 1e-4 for the encoder + MRSA + generator, 4e-4 for the discriminator)
+and the paper's betas (0.5, 0.999); the learning rates stay constant until ``train.decay_start``, then
+decay linearly to 0 at ``train.steps``. Data: resize to ``train.load_size``, random crop to the image
+size, horizontal flip that swaps left/right classes.
+
+One process per device: under ``torchrun`` (``WORLD_SIZE > 1``) each process joins the process group,
+wraps both networks in DistributedDataParallel and reads its own shard of every epoch; only rank 0
+logs and saves. The run folder layout is described in :mod:`facestyle.train.common`; besides it, the
+newest generator is mirrored at ``RUN_DIR/config.json`` + ``RUN_DIR/model.safetensors`` (so
+``load_pretrained(RUN_DIR)`` and ``--checkpoint RUN_DIR`` work) and a finished run's is in
+``RUN_DIR/final``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor, nn
+
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_model_config, load_state, save_pretrained
+from ..config import PRESETS, Config, TrainConfig, load_config
+from ..data.spec import add_data_arguments, parse_data_spec
+from ..data.transforms import eval_transform, train_transform
+from ..errors import CheckpointError, InputError
+from ..imageio import save_image
+from ..labels import LabelSet, get_label_set
+from ..losses import GeneratorLosses, hinge_d_loss_terms
+from ..model import FaceStyleNet
+from ..nn.discriminator import MultiscaleDiscriminator
+from .common import (
+    CHECKPOINTS_DIR,
+    TRAINER_DIR,
+    DataStream,
+    Distributed,
+    GracefulStop,
+    Meter,
+    Progress,
+    SeededTransform,
+    TrainingError,
+    atomic_directory,
+    deterministic_mode,
+    link_or_copy,
+    list_checkpoints,
+    load_trainer_state,
+    log,
+    nonfinite,
+    nonfinite_parameters,
+    remove_stale_temporaries,
+    resolve_resume,
+    rng_state,
+    rotate_checkpoints,
+    save_trainer_state,
+    seed_everything,
+    set_rng_state,
+    step_dir_name,
+    write_latest,
+)
+
+RUN_CONFIG = "config.yaml"
+RUN_INFO = "run.json"
+SAMPLES_DIR = "samples"
+FINAL_DIR = "final"
+SAMPLE_COUNT = 4  # columns of a sample grid
+TRANSFER_REGIONS = ("skin", "hair")  # what the sample grid's last row moves between neighbours
+
+
+def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
+    """Constant until ``decay_start``, then linear decay to 0 at ``steps`` (``step`` is 0-based: the
+    factor of the step about to run)."""
+    if step < cfg.decay_start or cfg.steps <= cfg.decay_start:
+        return 1.0
+    return max(0.0, (cfg.steps - step) / (cfg.steps - cfg.decay_start))
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """No gradient for ``module``'s parameters inside the block (the generator step needs none for D)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def discriminate(discriminator: nn.Module, fake: Tensor, real: Tensor, labels: Tensor):
+    """D on fake and real in one batch (as SPADE does; instance norm keeps samples apart), split back into
+    (fake outputs, real outputs): per scale, the list of features with the logits last."""
+    outputs = discriminator(torch.cat([fake, real]), torch.cat([labels, labels]))
+    n = fake.shape[0]
+    fake_out = [[f[:n] for f in scale] for scale in outputs]
+    real_out = [[f[n:] for f in scale] for scale in outputs]
+    return fake_out, real_out
+
+
+def check_config(cfg: Config) -> None:
+    """Values a run cannot start with, caught before anything is built or written."""
+    t = cfg.train
+    checks = [
+        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
+        (t.steps >= 1, f"train.steps must be at least 1, got {t.steps}"),
+        (t.decay_start >= 0, f"train.decay_start must be >= 0, got {t.decay_start}"),
+        (t.lr_g >= 0 and t.lr_d >= 0, "train.lr_g and train.lr_d must be >= 0"),
+        (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
+        (t.save_every >= 1, f"train.save_every must be at least 1, got {t.save_every}"),
+        (t.sample_every >= 0, f"train.sample_every must be >= 0 (0: no samples), got {t.sample_every}"),
+        (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
+        (t.load_size >= cfg.model.image_size,
+         f"train.load_size ({t.load_size}) must be at least model.image_size ({cfg.model.image_size}); "
+         f"SEAN resizes to image_size * 286 / 256 before cropping"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+def build_dataset(spec: str, split: str, resolution: int, seed: int, label_set: LabelSet):
+    """The training images at ``resolution``, not yet cropped or flipped (the trainer seeds those per
+    sample)."""
+    dataset = parse_data_spec(spec, split=split, resolution=resolution, seed=seed, label_set=label_set)
+    data_labels = getattr(dataset, "label_set", label_set)
+    if isinstance(data_labels, str):
+        data_labels = get_label_set(data_labels)
+    if data_labels.name != label_set.name:
+        raise InputError(f"{spec} has {data_labels.name} labels but the model is configured for "
+                         f"{label_set.name} (set model.label_set={data_labels.name})")
+    if len(dataset) == 0:
+        raise InputError(f"{spec}: no training images in split {split!r}")
+    return dataset
+
+
+class GeneratorTrainer:
+    """Everything one training process holds: networks, optimizers, data, and the run folder.
+
+    Build it with the run's config, then call :meth:`train`. Rank 0 writes the run folder.
+    """
+
+    def __init__(self, config: Config, data_spec: str, out_dir: Path, *, resume_from: Path | None = None,
+                 device: str = "cpu", split: str = "train", resolution: int | None = None, data_seed: int = 0,
+                 weights_dir: str | os.PathLike | None = None, stop_at: int | None = None,
+                 dist_env: Distributed | None = None) -> None:
+        check_config(config)
+        self.config, self.run_dir, self.stop_at = config, Path(out_dir), stop_at
+        self.dist = dist_env or Distributed.from_env()
+        self.device = self.dist.device(device)
+        self.label_set = get_label_set(config.model.label_set)
+        cfg = config.train
+        resume_state = None
+        if resume_from is not None:
+            check_same_model(config, resume_from)
+            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
+
+        # Everything that can fail on the user's input fails here, before a step runs or a file is written.
+        self.data_info = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
+        dataset = build_dataset(data_spec, split, resolution or cfg.load_size, data_seed, self.label_set)
+        transform = train_transform(config.model.image_size, cfg.load_size, self.label_set, flip=cfg.flip)
+        self.data = DataStream(SeededTransform(dataset, transform), cfg.batch_size, cfg.seed, self.dist,
+                               num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+        self.criterion = GeneratorLosses.from_config(cfg, weights_dir).to(self.device)  # VGG19 or an error
+        self.sample_batch = fixed_batch(dataset, eval_transform(config.model.image_size), SAMPLE_COUNT)
+
+        # Networks and optimizers (TTUR); the seed makes the initial weights reproducible.
+        seed_everything(cfg.seed + self.dist.rank)
+        self.model = FaceStyleNet(config.model)
+        if self.dist.enabled and self.device.type == "cuda":  # SEAN synchronizes batch norm across GPUs
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.model.to(self.device)
+        self.discriminator = MultiscaleDiscriminator.from_config(config.model).to(self.device)
+        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        self.step = 0
+        self.last_saved: Path | None = None
+        self.last_losses: dict[str, float] = {}
+        if resume_from is not None:
+            self.load(resume_from, resume_state)
+
+        self.dist.init_process_group(self.device)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model_ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            self.discriminator_ddp = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
+        else:
+            self.model_ddp, self.discriminator_ddp = self.model, self.discriminator
+
+    # ----------------------------------------------------------------------------------------- training
+
+    def train(self) -> Path:
+        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), saving as configured."""
+        cfg = self.config.train
+        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
+        if self.step >= end:
+            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
+            return self.run_dir
+        self.prepare_run_dir()
+        log(self.dist, f"training {self.describe()} from step {self.step} to {end} on {self.device}; "
+                       f"run folder {self.run_dir}")
+        if cfg.decay_start >= cfg.steps:
+            log(self.dist, f"note: train.decay_start ({cfg.decay_start}) >= train.steps ({cfg.steps}): "
+                           "the learning rates stay constant")
+        size = self.config.model.image_size
+        if cfg.load_size > 1.5 * size:
+            log(self.dist, f"note: train.load_size ({cfg.load_size}) is over 1.5 x model.image_size ({size}): "
+                           f"random crops cover little of each face (SEAN: train.load_size={size * 286 // 256})")
+        self.model.train()
+        self.discriminator.train()
+        batches = iter(self.data)
+        meter = Meter()
+        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
+        stop = GracefulStop(on_request=self.announce_stop)
+        try:
+            with stop:
+                while self.step < end:
+                    image, labels, _ = next(batches)
+                    losses = self.train_step(image.to(self.device, non_blocking=True),
+                                             labels.to(self.device, non_blocking=True))
+                    self.step += 1
+                    meter.update(losses, images=image.shape[0] * self.dist.world_size)
+                    progress.step({"G": losses["G"], "D": losses["D"], "img/s": meter.images_per_second()})
+
+                    if self.step % cfg.log_every == 0 or self.step == end:
+                        self.last_losses = self.dist.mean(meter.means(), device=self.device)
+                        progress.log(self.step, {**{f"loss/{k}": v for k, v in self.last_losses.items()},
+                                                 "lr/generator": self.opt_g.param_groups[0]["lr"],
+                                                 "lr/discriminator": self.opt_d.param_groups[0]["lr"],
+                                                 "speed/images_per_second": meter.images_per_second()})
+                        meter.reset()
+                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                        self.save_samples()
+                    (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
+                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
+                        self.save_checkpoint()
+                    if interrupted:
+                        break
+        finally:
+            progress.close()
+
+        if self.step >= cfg.steps:
+            self.write_final()
+            log(self.dist, f"done: step {self.step}; generator in {self.run_dir / FINAL_DIR}")
+        else:
+            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
+            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
+                           f"facestyle train --resume {self.run_dir}")
+        return self.run_dir
+
+    def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
+        """One generator step, then one discriminator step; returns the losses as floats."""
+        self.set_learning_rates()
+        fake = self.model_ddp(image, labels)  # reconstruction: the reference is the target
+
+        # Generator: fool D, match D's features of the real image, reconstruct (VGG19 or pixel L1).
+        with frozen(self.discriminator):
+            fake_out, real_out = discriminate(self.discriminator, fake, image, labels)
+        g_losses = self.criterion(fake, image, fake_out, real_out)
+        self.check_finite(g_losses, "generator")
+        g_total = sum(g_losses.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        g_total.backward()
+        self.opt_g.step()
+
+        # Discriminator: hinge loss, real pairs up, reconstructions down.
+        fake_out, real_out = discriminate(self.discriminator_ddp, fake.detach(), image, labels)
+        d_real, d_fake = hinge_d_loss_terms(real_out, fake_out)
+        d_losses = {"d_real": d_real, "d_fake": d_fake}
+        self.check_finite(d_losses, "discriminator")
+        self.opt_d.zero_grad(set_to_none=True)
+        (d_real + d_fake).backward()
+        self.opt_d.step()
+
+        scalars = {**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake}
+        return dict(zip(scalars, torch.stack([v.detach().float() for v in scalars.values()]).tolist(),
+                        strict=True))
+
+    def set_learning_rates(self) -> None:
+        factor = learning_rate_factor(self.step, self.config.train)
+        for optimizer, base in ((self.opt_g, self.config.train.lr_g), (self.opt_d, self.config.train.lr_d)):
+            for group in optimizer.param_groups:
+                group["lr"] = base * factor
+
+    def check_finite(self, losses: dict[str, Tensor], network: str) -> None:
+        """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
+        bad = nonfinite(losses)
+        (any_bad,) = self.dist.any(bool(bad), device=self.device)
+        if not any_bad:
+            return
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
+        raise TrainingError(f"non-finite {network} loss at step {self.step + 1} ({terms}); stopped without "
+                            f"saving; {kept} (lower train.lr_g / train.lr_d, or check the data)")
+
+    def announce_stop(self, signal_name: str) -> None:
+        log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
+                       "(press Ctrl-C again to abort without saving)")
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters()) / 1e6
+        m = self.config.model
+        loss = "VGG19 perceptual" if self.config.train.use_vgg else "pixel L1 (no VGG)"
+        return (f"{m.image_size}x{m.image_size} {m.label_set} generator ({n:.1f} M parameters, "
+                f"{loss}, batch {self.config.train.batch_size} x {self.dist.world_size} process(es))")
+
+    # ------------------------------------------------------------------------------------------ saving
+
+    def prepare_run_dir(self) -> None:
+        """Create the run folder with its resolved config and data description (rank 0)."""
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
+            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+            atomic_write_bytes(self.run_dir / RUN_CONFIG, text.encode())
+            atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(self.data_info, indent=2) + "\n").encode())
+        self.dist.barrier()
+
+    def trainer_state(self) -> dict[str, Any]:
+        rng_tensors, rng_meta = rng_state()
+        return {
+            "step": self.step,
+            "data": self.data.state_dict(),
+            "world_size": self.dist.world_size,
+            "config": self.config.to_dict(),
+            "losses": self.last_losses,
+            "discriminator": self.discriminator.state_dict(),
+            "optimizer_g": self.opt_g.state_dict(),
+            "optimizer_d": self.opt_d.state_dict(),
+            "rng": {"tensors": rng_tensors, "meta": rng_meta},
+        }
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoints/step_X`` (generator + ``trainer/``), written atomically, then ``latest``, the mirror
+        at the run folder's root, and rotation to the last ``keep_last``."""
+        bad = nonfinite_parameters(self.model, self.discriminator)
+        if bad:
+            kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
+            raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
+        path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
+        if self.dist.is_main:
+            with atomic_directory(path) as tmp:
+                save_pretrained(self.model, tmp, step=self.step)
+                save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
+            write_latest(self.run_dir, path)
+            link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
+            link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
+            rotate_checkpoints(self.run_dir, self.config.train.keep_last)
+        self.dist.barrier()
+        self.last_saved = path
+        return path
+
+    def write_final(self) -> None:
+        """``RUN_DIR/final``: the finished generator (links to the last checkpoint's files)."""
+        if self.dist.is_main and self.last_saved is not None:
+            with atomic_directory(self.run_dir / FINAL_DIR) as tmp:
+                for name in (CONFIG_NAME, WEIGHTS_NAME):
+                    link_or_copy(self.last_saved / name, tmp / name)
+        self.dist.barrier()
+
+    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """Restore weights, optimizers, step, data position and RNG states from a checkpoint folder."""
+        load_state(self.model, checkpoint)
+        try:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.opt_g.load_state_dict(state["optimizer_g"])
+            self.opt_d.load_state_dict(state["optimizer_d"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this model "
+                                  f"({str(exc).splitlines()[0]})") from None
+        self.step = int(state["step"])
+        data = dict(state["data"])
+        if int(state.get("world_size", 1)) != self.dist.world_size:  # re-shard: keep the samples seen
+            data["position"] = data["position"] * int(state["world_size"]) // self.dist.world_size
+            log(self.dist, f"resuming a {state['world_size']}-process run on {self.dist.world_size}: the data "
+                           "order differs from an uninterrupted run")
+        self.data.load_state_dict(data)
+        self.last_losses = dict(state.get("losses") or {})
+        self.last_saved = checkpoint
+        if self.dist.rank == 0:
+            for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
+                log(self.dist, f"warning: {warning}")
+        else:  # only rank 0's RNG states are saved; the others restart from a seed tied to the step
+            seed_everything(self.config.train.seed + self.dist.rank + 1_000_003 * self.step)
+        log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
+
+    # ----------------------------------------------------------------------------------------- samples
+
+    @torch.no_grad()
+    def save_samples(self) -> Path | None:
+        """``samples/step_X.png``: rows input, label colours, reconstruction, and a transfer of skin and
+        hair from each column's right-hand neighbour. Leaves every RNG and the networks' state as it was."""
+        if not self.dist.is_main:
+            return None
+        image, labels = (t.to(self.device) for t in self.sample_batch)
+        regions = [r for r in TRANSFER_REGIONS if r in self.label_set.regions and self.label_set.regions[r]]
+        classes = torch.as_tensor(self.label_set.regions_mask(regions), device=self.device)
+        devices = [self.device] if self.device.type == "cuda" else []
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                reconstruction = self.model(image, labels)
+                reference = image.roll(-1, 0), labels.roll(-1, 0)
+                transfer = self.model.transfer(image, labels, *reference, classes)
+        finally:
+            self.model.train()
+        colours = torch.from_numpy(self.label_set.colorize(labels.cpu().numpy())).permute(0, 3, 1, 2)
+        rows = [to_uint8(image), colours, to_uint8(reconstruction), to_uint8(transfer)]
+        path = self.run_dir / SAMPLES_DIR / f"{step_dir_name(self.step)}.png"
+        save_image(image_grid(rows), path)
+        return path
+
+
+def fixed_batch(dataset, transform, count: int) -> tuple[Tensor, Tensor]:
+    """The first ``count`` items of the data, resized to the image size: the sample grid's columns."""
+    items = [dataset[i] for i in range(min(count, len(dataset)))]
+    pairs = [transform(image, labels) for image, labels, _ in items]
+    return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """(B, 3, H, W) in [-1, 1] -> uint8 on the CPU."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def image_grid(rows: list[Tensor], pad: int = 2) -> np.ndarray:
+    """Rows of (B, 3, H, W) uint8 images -> one (H', W', 3) uint8 array on a white background."""
+    b, _, h, w = rows[0].shape
+    grid = np.full((len(rows) * (h + pad) + pad, b * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c in range(b):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            grid[y:y + h, x:x + w] = row[c].permute(1, 2, 0).numpy()
+    return grid
+
+
+def check_same_model(config: Config, checkpoint: Path) -> None:
+    """A resumed run keeps its network: the model config must equal the checkpoint's."""
+    saved = load_model_config(checkpoint)
+    if saved != config.model:
+        diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(config.model, k)!r}"
+                for k in saved.__dataclass_fields__ if getattr(saved, k) != getattr(config.model, k)]
+        raise CheckpointError(f"cannot resume {checkpoint} with another model config ({'; '.join(diff)}); "
+                              "only train.* values may change on resume")
+
+
+# --------------------------------------------------------------------------------------------- Python API
+
+
+def train_generator(config: Config, data_spec: str | None, out_dir: str | os.PathLike, *,
+                    resume: bool | str | os.PathLike = False, device: str = "cpu", split: str = "train",
+                    resolution: int | None = None, data_seed: int = 0,
+                    weights_dir: str | os.PathLike | None = None, stop_at: int | None = None) -> Path:
+    """Train the generator by reconstruction and return the run folder.
+
+    Args:
+        config: the resolved config (``load_config(preset=..., overrides=[...])``).
+        data_spec: a dataset spec (``folder:PATH``, ``celebamask-hq:PATH``, ``synthetic:N``, ...); on
+            resume, None reads the one the run was started with.
+        out_dir: the run folder. It must not hold a run already unless ``resume`` is given.
+        resume: True to continue the run in ``out_dir``; a run folder or a ``checkpoints/step_X`` folder
+            to continue from there (writing into ``out_dir``).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun, ``cuda`` means this rank's GPU).
+        split, resolution, data_seed: which part of the data, the size it is read at (default:
+            ``train.load_size``), the synthetic faces' stream.
+        weights_dir: where ``vgg19-dcbbf910.pth`` is (else ``$FACESTYLE_WEIGHTS`` / torch's hub cache).
+        stop_at: stop after this step (saving a checkpoint) without changing the schedule, which still
+            runs to ``train.steps``; for time-limited jobs and tests.
+    """
+    out_dir = Path(out_dir)
+    resume_from = None
+    if resume:
+        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
+        if data_spec is None:
+            data_spec, split, resolution, data_seed = read_run_info(resume_from.parent.parent)
+    elif list_checkpoints(out_dir):
+        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
+                            "or choose another --out")
+    if data_spec is None:
+        raise InputError("no data given (--data SPEC)")
+    with deterministic_mode(config.train.deterministic):
+        trainer = GeneratorTrainer(config, data_spec, out_dir, resume_from=resume_from, device=device,
+                                   split=split, resolution=resolution, data_seed=data_seed,
+                                   weights_dir=weights_dir, stop_at=stop_at)
+        try:
+            return trainer.train()
+        finally:
+            trainer.dist.shutdown()
+
+
+def read_run_info(run_dir: Path) -> tuple[str, str, int | None, int]:
+    """The data a run was started with (``RUN_DIR/run.json``)."""
+    path = run_dir / RUN_INFO
+    try:
+        info = json.loads(path.read_text())
+        return info["spec"], info["split"], info["resolution"], info["seed"]
+    except (OSError, ValueError, KeyError):
+        raise InputError(f"{path} is missing or unreadable: give the data again with --data") from None
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the generator (encoder + MRSA + SEAN) by reconstruction",
+        description="Train the generator by supervised reconstruction with SEAN's losses (paper 3.4). "
+                    "Writes RUN_DIR/config.yaml, checkpoints/step_X/ (each loadable with --checkpoint), "
+                    "latest, samples/, tb/ and metrics.jsonl; RUN_DIR itself loads as a checkpoint (the "
+                    "newest generator) and RUN_DIR/final holds a finished run's. The data is read at "
+                    "--resolution (default: train.load_size), then randomly cropped and flipped.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="named settings (default: paper; on --resume: the run's own config.yaml)")
+    p.add_argument("--config", metavar="YAML", help="a YAML file with model: and train: sections")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one value, e.g. --set train.lr_g=2e-4 (repeatable)")
+    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
+    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run (its latest checkpoint, or a checkpoints/step_X folder)")
+    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step (saving), keeping the schedule; resume later")
+    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--no-vgg", action="store_true",
+                   help="pixel L1 instead of the VGG19 perceptual loss (no weight file needed)")
+    p.add_argument("--weights-dir", metavar="DIR", help="folder with vgg19-dcbbf910.pth "
+                                                        "(default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
+    p.set_defaults(func=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    if args.out is None and args.resume is None:
+        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    out = Path(args.out or args.resume)
+    config = resolve_cli_config(args)
+    train_generator(config, args.data, out, resume=args.resume or False, device=args.device,
+                    split=args.split, resolution=args.resolution, data_seed=args.seed, weights_dir=args.weights_dir,
+                    stop_at=args.stop_at)
+    return 0
+
+
+def resolve_cli_config(args: argparse.Namespace) -> Config:
+    """The preset (default paper) and --config, or on --resume without either the run's own config.yaml;
+    then --set, then the flags (--steps, --batch-size, --no-vgg, --deterministic)."""
+    flags = {"steps": args.steps, "batch_size": args.batch_size}
+    overrides = list(args.overrides) + [f"train.{k}={v}" for k, v in flags.items() if v is not None]
+    if args.no_vgg:
+        overrides.append("train.use_vgg=false")
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
+    config_file, preset = args.config, args.preset
+    if args.resume and config_file is None and preset is None:
+        saved = resolve_resume(args.resume).parent.parent / RUN_CONFIG
+        if saved.is_file():
+            config_file = saved
+    return load_config(config_file, preset=preset, overrides=overrides)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))
