@@ -8,7 +8,6 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .nn.attention import MRSA
 from .nn.encoder import MultiScaleEncoder
-from .nn.pooling import region_average_pool
 from .nn.sean import SEANGenerator
 
 
@@ -28,7 +27,7 @@ class FaceStyleNet(nn.Module):
 
     def encode(self, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Style codes (B, R, D) and presence (B, R) of an image (B, 3, H, W) with its labels (B, H, W)."""
-        return region_average_pool(self.encoder(image), labels, self.num_classes)
+        return self.encoder.region_codes(image, labels, self.num_classes)
 
     @staticmethod
     def compose(target: Tensor, target_presence: Tensor, reference: Tensor, reference_presence: Tensor,

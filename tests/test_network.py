@@ -250,3 +250,17 @@ def test_inference_kernel_cache_follows_weight_updates():
         expected = model(image, labels)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion", ["softmax", "sum", "last"])
+def test_pooling_before_projection_equals_pooling_the_fused_map(fusion):
+    torch.manual_seed(0)
+    model = FaceStyleNet(replace(TINY, fusion=fusion, encoder_spectral_norm=False))
+    if fusion != "last":
+        with torch.no_grad():
+            model.encoder.fusion_logits.normal_()
+    image, labels = torch.rand(2, 3, 64, 64) * 2 - 1, face_like_labels(2, 64)
+    codes, presence = model.encode(image, labels)
+    expected, expected_presence = region_average_pool(model.encoder(image), labels, 19)
+    torch.testing.assert_close(codes, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(presence, expected_presence)

@@ -28,8 +28,17 @@ def region_average_pool(features: Tensor, labels: Tensor, num_classes: int) -> t
     The label map is resized to the feature map's size with ``nearest``. Returns the style codes
     (B, R, D), zero for absent classes, and the presence mask (B, R) (class has at least one pixel).
     """
-    mask = one_hot(resize_labels(labels, features.shape[-2:]), num_classes, features.dtype)
-    sums = torch.einsum("bdhw,brhw->brd", features, mask)
-    area = mask.sum(dim=(2, 3))
-    codes = sums / area.clamp_min(1)[..., None]
-    return codes, area > 0
+    mask, area = region_masks(labels, features.shape[-2:], num_classes, features.dtype)
+    return pool_regions(features, mask, area), area > 0
+
+
+def region_masks(labels: Tensor, size: tuple[int, int], num_classes: int,
+                 dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """One-hot masks (B, R, h, w) of ``labels`` resized to ``size``, and each class's area (B, R)."""
+    mask = one_hot(resize_labels(labels, tuple(size)), num_classes, dtype)
+    return mask, mask.sum(dim=(2, 3))
+
+
+def pool_regions(features: Tensor, mask: Tensor, area: Tensor) -> Tensor:
+    """Per-class means (B, R, D) of ``features`` (B, D, h, w) under one-hot ``mask``; zero where absent."""
+    return torch.einsum("bdhw,brhw->brd", features, mask) / area.clamp_min(1)[..., None]

@@ -186,7 +186,7 @@ class SEANNorm(nn.Module):
             rows = (((index // (h * w))[:, None] * (r + 1) + labels_pad[patch]) * 9
                     + torch.arange(9, device=labels.device))  # (N, 9) rows of the kernel table, one per tap
             exact = exact + F.embedding_bag(rows, kernels.reshape(-1, c2), mode="sum")
-        out = out.index_copy(0, index, exact)
+        out.index_copy_(0, index, exact)  # out is fresh: embedding's backward does not need it
         gamma, beta = out.reshape(b, h, w, c2).permute(0, 3, 1, 2).split(c2 // 2, dim=1)
         return gamma, beta
 
