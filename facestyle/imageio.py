@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_path
 from .errors import InputError
 from .labels import LabelSet
 
@@ -154,18 +154,11 @@ def _format_for(path: Path) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
+        with atomic_path(path) as tmp, open(tmp, "xb") as f:
             write(f)
-        os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise InputError(f"{path}: cannot write ({exc.strerror or _first_line(exc)})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _first_line(exc: BaseException) -> str:
