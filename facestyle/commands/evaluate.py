@@ -1,0 +1,165 @@
+"""``facestyle evaluate`` (the paper's Tables 1-4) and ``facestyle bench-harmony`` (harmony against ground truth)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.spec import DATA_FORMS, SPLITS
+from ..labels import LABEL_SETS
+from .core import check_output_dir, positive_int
+
+EVALUATE_DESCRIPTION = """\
+Measure a checkpoint as the paper's tables do, and write REPORT_DIR/report.md, results.csv,
+results.json and per_image.csv.
+
+  reconstruction   Table 1: PSNR, SSIM, LPIPS, FID of the reconstructions of --data
+  transfer         Table 2: FID and HS per region; --data's test split is cut into halves,
+                   target i gets the region of reference i (skin = skin + nose)
+  cross-transfer   Table 3: FID / HS of --reference-data references onto --data targets, label maps
+                   mapped between label sets through the classes both share
+  multimodal       Table 4: FID, mCSD, mOCD of --styles random styles per image and region (needs the
+                   checkpoint's regional style mapping networks)
+
+LPIPS and FID need the standard weight files (see `facestyle weights`); HS needs
+--harmony-classifier (`facestyle train-harmony`). A metric that cannot be computed is reported as
+skipped, with the reason. Examples:
+
+  facestyle evaluate --checkpoint run/ --task reconstruction --data celebamask-hq:CelebAMask-HQ \\
+      --paper-rows --out reports/recon
+  facestyle evaluate --checkpoint run/ --task cross-transfer --data lapa:LaPa \\
+      --reference-data celebamask-hq:CelebAMask-HQ --harmony-classifier hs/ --out reports/cross
+"""
+
+BENCH_DESCRIPTION = """\
+Measure harmony where the ground truth is known: on synthetic faces, a target and a reference lit
+differently; the ground truth of a transfer is the target re-rendered with the reference's albedo in the
+transferred region under the target's light. For each region (skin = skin + nose, hair), the error to
+the ground truth inside and outside the region for: the model with MRSA, the same model with MRSA
+bypassed, an attention-off model (--attention-off-checkpoint, the paper's "w/o SA"), a naive
+cut-and-paste composite, the untouched target, and the model's reconstruction of the ground truth
+itself (its floor). Writes REPORT_DIR/report.md, results.csv, results.json, per_pair.csv and
+contact_sheet.png.
+
+  facestyle bench-harmony --checkpoint demo --pairs 64 --seed 0 --out reports/bench
+"""
+
+
+def _paper_rows(text: str) -> str:
+    from ..evaluate import paper_dataset
+
+    if text == "auto":  # the option given without a value: the dataset is inferred from --data
+        return text
+    try:
+        return paper_dataset(text)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..evaluate import EvaluateOptions, evaluate, parse_regions, table_markdown
+
+    out = check_output_dir(args.out)
+    options = EvaluateOptions(
+        checkpoint=args.checkpoint, task=args.task, data=args.data, out=out, reference_data=args.reference_data,
+        regions=parse_regions(args.regions), harmony_classifier=args.harmony_classifier,
+        weights_dir=args.weights_dir, limit=args.limit, batch_size=args.batch_size, device=args.device,
+        paper_rows=args.paper_rows, split=args.split, seed=args.seed, lpips_net=args.lpips_net, styles=args.styles,
+        data_label_set=args.data_label_set, reference_label_set=args.reference_label_set,
+        save_images=args.save_images, fid_cache=not args.no_fid_cache, workers=args.workers,
+    )
+    report = evaluate(options)
+    for table in report.tables:
+        print(table_markdown(table))
+    print(f"\nwrote {Path(out) / 'report.md'} (and results.csv, results.json, {report.per_image_name})")
+    return 0
+
+
+def run_bench_harmony(args: argparse.Namespace) -> int:
+    from ..bench_harmony import BenchOptions, bench_harmony
+    from ..evaluate import parse_regions, table_markdown
+
+    out = check_output_dir(args.out)
+    options = BenchOptions(
+        checkpoint=args.checkpoint, pairs=args.pairs, seed=args.seed, out=out,
+        attention_off_checkpoint=args.attention_off_checkpoint, harmony_classifier=args.harmony_classifier,
+        regions=parse_regions(args.regions), weights_dir=args.weights_dir, device=args.device,
+        batch_size=args.batch_size, lpips_net=args.lpips_net, sheet_pairs=args.sheet_pairs,
+        min_light_difference=args.min_light_difference,
+    )
+    report = bench_harmony(options)
+    for table in report.tables:
+        print(table_markdown(table))
+        print()
+    print(f"wrote {Path(out) / 'report.md'} (and results.csv, results.json, per_pair.csv, contact_sheet.png)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR|demo",
+                   help="checkpoint directory (config.json + model.safetensors), or 'demo'")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
+    p.add_argument("--regions", default="skin,hair", metavar="R1,R2",
+                   help="regions, each measured on its own: skin (skin + nose), hair, lips... (default: skin,hair)")
+    p.add_argument("--harmony-classifier", metavar="DIR",
+                   help="harmony classifier for HS (facestyle train-harmony); without it HS is skipped")
+    p.add_argument("--weights-dir", metavar="DIR",
+                   help="folder of the standard weight files (default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default: alex)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per forward (default: 8)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..evaluate import DEFAULT_STYLES, TASKS
+
+    p = subparsers.add_parser("evaluate", help="the paper's Tables 1-4 for a checkpoint (Markdown, CSV, JSON)",
+                              description=EVALUATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--task", required=True, choices=TASKS, help="which table")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", required=True, metavar="KIND:ARG",
+                   help=f"the test images (the targets for cross-transfer): {', '.join(DATA_FORMS)}")
+    d.add_argument("--reference-data", metavar="KIND:ARG", help="cross-transfer: the references' dataset")
+    d.add_argument("--split", choices=SPLITS, default="test", help="split of the datasets (default: test)")
+    d.add_argument("--limit", type=positive_int, metavar="N", help="use the first N images of each dataset")
+    d.add_argument("--data-label-set", choices=sorted(LABEL_SETS),
+                   help="label set of a folder: --data (default: the checkpoint's)")
+    d.add_argument("--reference-label-set", choices=sorted(LABEL_SETS),
+                   help="label set of a folder: --reference-data (default: the checkpoint's)")
+    d.add_argument("--seed", type=int, default=0,
+                   help="synthetic face stream, torch's RNG and the sampled styles (default: 0)")
+    d.add_argument("--workers", type=_nonnegative_int, default=0, metavar="N",
+                   help="data-loading processes (default: 0)")
+    p.add_argument("--styles", type=positive_int, default=DEFAULT_STYLES, metavar="N",
+                   help=f"multimodal: random styles per image and region (default: {DEFAULT_STYLES}, the paper's)")
+    p.add_argument("--paper-rows", nargs="?", const="auto", type=_paper_rows, metavar="DATASET",
+                   help="show the paper's rows beside (DATASET: celebamask-hq, ffhq or lapa; default: from --data, "
+                        "or --reference-data for cross-transfer)")
+    p.add_argument("--save-images", action="store_true", help="also write the generated images to REPORT_DIR/images")
+    p.add_argument("--no-fid-cache", action="store_true", help="do not cache the real images' FID features")
+    p.set_defaults(func=run_evaluate)
+
+    p = subparsers.add_parser("bench-harmony", help="harmony against ground truth on synthetic faces",
+                              description=BENCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(p)
+    p.add_argument("--pairs", type=positive_int, default=32, metavar="N", help="target/reference pairs (default: 32)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="S",
+                   help="synthetic face stream of the pairs (default: 0)")
+    p.add_argument("--attention-off-checkpoint", metavar="DIR",
+                   help="a separately trained attention = off checkpoint (the paper's 'w/o SA') to compare with")
+    p.add_argument("--sheet-pairs", type=_nonnegative_int, default=4, metavar="K",
+                   help="pairs shown in contact_sheet.png (default: 4; 0: no sheet)")
+    p.add_argument("--min-light-difference", type=float, default=None, metavar="D",
+                   help="least mean |log light| difference between target and reference lighting (default: 0.15)")
+    p.set_defaults(func=run_bench_harmony)
