@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .checkpoint import demo_dir, load_pretrained
+from .checkpoint import demo_dir, load_pretrained, resolve
 from .data.transforms import resize_image, resize_labels
 from .errors import CheckpointError, InputError
 from .imageio import LABEL_MODES, load_image, load_labels, to_pil
@@ -101,8 +101,10 @@ class Editor:
     editor puts it in eval mode and runs on the model's device and dtype).
     """
 
-    def __init__(self, model: FaceStyleNet) -> None:
+    def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None) -> None:
         self.model = model.eval()
+        # where the networks stored beside the generator (mapping networks, flows, style mean) are found
+        self.checkpoint_dir: Path | None = None if checkpoint_dir is None else Path(checkpoint_dir)
         param = next(model.parameters())
         self.device = param.device
         self.dtype = param.dtype
@@ -123,7 +125,7 @@ class Editor:
                                   "pass a checkpoint directory instead")
         if label_set is not None:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
-        return cls(load_pretrained(path, device=dev, dtype=dtype, label_set=label_set))
+        return cls(load_pretrained(path, device=dev, dtype=dtype, label_set=label_set), resolve(path))
 
     def __repr__(self) -> str:
         return (f"Editor(label_set={self.label_set.name!r}, image_size={self.image_size}, "
