@@ -182,10 +182,11 @@ def test_batches_of_mixed_sizes_match_single_calls(editor, faces):
     big_photo, big_labels = faces[0]
     small_photo, small_labels = synthetic_face(5, height=96, width=80)
     outs = editor.reconstruct([big_photo, small_photo], [big_labels, small_labels], return_tensors=True)
+    # float32 GEMMs block differently at batch 2 and 1: rounding, not a mix-up (that differs by ~1e-1)
     torch.testing.assert_close(outs[0], editor.reconstruct(big_photo, big_labels, return_tensors=True),
-                               atol=1e-5, rtol=0)
+                               atol=1e-4, rtol=0)
     torch.testing.assert_close(outs[1], editor.reconstruct(small_photo, small_labels, return_tensors=True),
-                               atol=1e-5, rtol=0)
+                               atol=1e-4, rtol=0)
 
 
 def test_transfer_broadcasts_one_reference_or_one_target(editor, faces):

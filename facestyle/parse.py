@@ -1,0 +1,223 @@
+"""Face parsing: label maps for photos that come without one.
+
+>>> from facestyle.parse import FaceParser
+>>> parser = FaceParser.from_pretrained("runs/parser")          # a parser checkpoint (kind "parser")
+>>> labels = parser.parse("me.jpg")                              # (H, W) int64 class indices, the photo's size
+
+The parser works on a square view of the face at its own image size. A photo that is not 1:1 (or whose
+face is not centred in it) is cropped to a square first: the centred square by default, or a box you
+give (``crop=(left, top, size)`` in pixels); the crop is resized to the parser's size, parsed, and the
+result is mapped back to the photo's own size, background outside the crop. ``crop="none"`` squashes
+the whole photo to a square instead.
+
+Photos may be paths, PIL images, (H, W, 3) arrays (uint8, or float in [0, 1]) or (3, H, W) tensors in
+[-1, 1], alone or in a list, as the :class:`~facestyle.edit.Editor` takes them.
+
+A parser sits beside a generator checkpoint as ``CHECKPOINT/parser/`` (where the Editor looks for it), or
+anywhere as its own checkpoint directory (``facestyle train-parser`` writes one).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from .checkpoint import CONFIG_NAME, read_config, resolve
+from .data.transforms import resize_image, resize_labels
+from .errors import CheckpointError, InputError
+from .labels import LabelSet, get_label_set
+from .nn.parser import KIND, FaceParserNet, load_parser_net
+
+__all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR"]
+
+PARSER_DIR = "parser"  # the parser's folder inside a generator checkpoint
+_MAX_UPSAMPLE = 1024  # logits are upsampled to at most this size before the argmax, then nearest-resized
+Crop = str | tuple[int, int, int]
+
+
+def parser_dir(path: str | os.PathLike) -> Path:
+    """The parser checkpoint that ``path`` names: a parser checkpoint directory itself, or a generator
+    checkpoint directory holding one in ``parser/``."""
+    directory = resolve(path)
+    if (directory / PARSER_DIR / CONFIG_NAME).is_file():
+        try:
+            read_config(directory, kind=KIND)
+        except CheckpointError:
+            return directory / PARSER_DIR
+    return directory
+
+
+def _refuse_a_bare_generator(directory: Path) -> None:
+    """A clear error for a generator checkpoint given where a parser is expected."""
+    if not (directory / CONFIG_NAME).is_file():
+        return
+    try:
+        read_config(directory, kind="generator")
+    except CheckpointError:
+        return
+    raise CheckpointError(f"{directory} is a generator checkpoint without a face parser (no {PARSER_DIR}/ "
+                          f"folder); train one with facestyle train-parser and copy it to {directory / PARSER_DIR}")
+
+
+def find_parser(checkpoint: str | os.PathLike | None) -> Path | None:
+    """``CHECKPOINT/parser`` when it holds a parser checkpoint, else None."""
+    if checkpoint is None:
+        return None
+    candidate = resolve(checkpoint) / PARSER_DIR
+    return candidate if (candidate / CONFIG_NAME).is_file() else None
+
+
+def crop_box(height: int, width: int, crop: Crop = "center") -> tuple[int, int, int, int]:
+    """The (top, left, box height, box width) of the view the parser sees of an (height, width) photo."""
+    if isinstance(crop, str):
+        if crop == "center":
+            side = min(height, width)
+            return (height - side) // 2, (width - side) // 2, side, side
+        if crop == "none":
+            return 0, 0, height, width
+        raise InputError(f"crop must be 'center', 'none' or a (left, top, size) box, got {crop!r}")
+    try:
+        left, top, size = (int(v) for v in crop)
+    except (TypeError, ValueError):
+        raise InputError(f"crop must be 'center', 'none' or a (left, top, size) box, got {crop!r}") from None
+    if size < 1 or left < 0 or top < 0 or left + size > width or top + size > height:
+        raise InputError(f"crop box (left {left}, top {top}, size {size}) does not lie inside the "
+                         f"{width}x{height} photo")
+    return top, left, size, size
+
+
+class FaceParser:
+    """A trained :class:`~facestyle.nn.parser.FaceParserNet` with the pre- and post-processing around it.
+
+    Build one with :meth:`from_pretrained`, or wrap a network you have: ``FaceParser(net)``.
+    """
+
+    def __init__(self, model: FaceParserNet, batch_size: int = 8) -> None:
+        self.model = model.eval()
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        self.label_set: LabelSet = get_label_set(model.config.label_set)
+        self.image_size: int = model.config.image_size
+        self.batch_size = batch_size
+        self.path: Path | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> FaceParser:
+        """Load a parser checkpoint directory (or the ``parser/`` of a generator checkpoint)."""
+        from .edit import resolve_device
+
+        directory = parser_dir(path)
+        _refuse_a_bare_generator(directory)
+        parser = cls(load_parser_net(directory, device=resolve_device(device), dtype=dtype))
+        parser.path = directory
+        return parser
+
+    def __repr__(self) -> str:
+        return (f"FaceParser(label_set={self.label_set.name!r}, image_size={self.image_size}, "
+                f"device={str(self.device)!r})")
+
+    def __call__(self, images: Any, crop: Crop = "center") -> Tensor | list[Tensor]:
+        return self.parse(images, crop=crop)
+
+    @torch.inference_mode()
+    def parse(self, images: Any, crop: Crop | Sequence[Crop] = "center") -> Tensor | list[Tensor]:
+        """Label maps, (H, W) int64 tensors on the CPU at each photo's own size: one for one photo, a list
+        for a list. ``crop``: ``"center"`` (default), ``"none"``, a (left, top, size) box, or one of these
+        per photo."""
+        from .edit import _name, _split_batch
+
+        items, form = _split_batch(images, image=True)
+        if not items:
+            raise InputError("no photo given (an empty list)")
+        crops = list(crop) if isinstance(crop, list) else [crop] * len(items)
+        if len(crops) != len(items):
+            raise InputError(f"{len(crops)} crops for {len(items)} photos")
+        photos = [photo_tensor(item, _name(item, "image", i, len(items))) for i, item in enumerate(items)]
+        results = [self.parse_tensor_batch(photos[i:i + self.batch_size], crops[i:i + self.batch_size])
+                   for i in range(0, len(photos), self.batch_size)]
+        maps = [m for chunk in results for m in chunk]
+        return maps[0] if form == "single" else maps
+
+    def parse_tensor_batch(self, photos: Sequence[Tensor], crops: Sequence[Crop]) -> list[Tensor]:
+        """Photos (3, H, W) in [-1, 1] -> label maps (H, W) at their own size (see :meth:`parse`)."""
+        boxes, views = [], []
+        for photo, crop in zip(photos, crops):
+            h, w = photo.shape[-2:]
+            top, left, bh, bw = crop_box(h, w, crop)
+            boxes.append((top, left, bh, bw))
+            view = photo[:, top:top + bh, left:left + bw].to(self.device, torch.float32)
+            views.append(resize_image(view, self.image_size))
+        logits = self.model(torch.stack(views).to(self.dtype)).float()
+        maps = []
+        for photo, box, logit in zip(photos, boxes, logits):
+            h, w = photo.shape[-2:]
+            top, left, bh, bw = box
+            maps.append(_paste(_labels_at(logit, bh, bw), h, w, top, left))
+        return maps
+
+    def logits(self, images: Tensor) -> Tensor:
+        """Raw class logits (B, R, S, S) for a batch already at the parser's size (B, 3, S, S) in [-1, 1]."""
+        return self.model(images.to(self.device, self.dtype))
+
+
+def _labels_at(logits: Tensor, height: int, width: int) -> Tensor:
+    """Class indices (height, width) from logits (R, S, S): bilinear logits (up to 1024 px), argmax, nearest."""
+    scale = min(1.0, _MAX_UPSAMPLE / max(height, width))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    up = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    return resize_labels(up.argmax(0).cpu(), (height, width))
+
+
+def _paste(labels: Tensor, height: int, width: int, top: int, left: int) -> Tensor:
+    """``labels`` placed at (top, left) in an all-background (height, width) map."""
+    if labels.shape == (height, width):
+        return labels
+    out = torch.zeros(height, width, dtype=torch.int64)
+    out[top:top + labels.shape[0], left:left + labels.shape[1]] = labels
+    return out
+
+
+def photo_tensor(item: Any, name: str = "image") -> Tensor:
+    """One photo of any kind the Editor takes as float32 (3, H, W) in [-1, 1] on the CPU."""
+    from .edit import _numpy_image, _pil_image, _tensor_image
+    from .imageio import load_image
+
+    if isinstance(item, (str, os.PathLike)):
+        return load_image(item)
+    if isinstance(item, Image.Image):
+        return _pil_image(item)
+    if isinstance(item, np.ndarray):
+        return _numpy_image(item, name)
+    if isinstance(item, Tensor):
+        return _tensor_image(item, name).cpu()
+    raise InputError(f"{name}: expected a path, PIL image, numpy array or tensor, got {type(item).__name__}")
+
+
+# ------------------------------------------------------------------------------------------- previews
+
+
+def colorize(labels: Tensor | np.ndarray, label_set: LabelSet) -> Image.Image:
+    """A label map drawn in its palette colours (RGB)."""
+    arr = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    return Image.fromarray(label_set.colorize(arr.astype(np.int64)))
+
+
+def overlay(photo: Image.Image | np.ndarray, labels: Tensor | np.ndarray, label_set: LabelSet,
+            alpha: float = 0.5) -> Image.Image:
+    """The photo with its label colours blended over it (background left as it is)."""
+    arr = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    base = np.asarray(photo.convert("RGB") if isinstance(photo, Image.Image) else photo, dtype=np.float32)
+    if base.shape[:2] != arr.shape:
+        arr = resize_labels(torch.from_numpy(arr.astype(np.int64)), base.shape[:2]).numpy()
+    colours = label_set.colorize(arr.astype(np.int64)).astype(np.float32)
+    weight = np.where(arr > 0, alpha, 0.0)[..., None]
+    return Image.fromarray(np.clip(base * (1 - weight) + colours * weight, 0, 255).round().astype(np.uint8))
