@@ -38,10 +38,13 @@ from torch import Tensor
 
 from .checkpoint import demo_dir, load_pretrained, resolve
 from .data.transforms import resize_image, resize_labels
+from .edit_face import FaceEditingMixin
+from .edit_style import StyleEditingMixin
 from .errors import CheckpointError, InputError
 from .imageio import LABEL_MODES, load_image, load_labels, to_pil
 from .labels import LabelSet, get_label_set
 from .model import FaceStyleNet
+from .parse import find_parser
 
 __all__ = ["Editor", "RegionAbsentWarning", "resolve_device"]
 
@@ -94,14 +97,15 @@ class _Prepared:
         return _Prepared(self.images.expand(n, -1, -1, -1), self.sizes * n, self.names * n, self.form)
 
 
-class Editor:
+class Editor(StyleEditingMixin, FaceEditingMixin):
     """Reconstruct faces and transfer regional styles between them with a :class:`FaceStyleNet`.
 
     Build one with :meth:`from_pretrained`, or wrap a model you already have: ``Editor(model)`` (the
     editor puts it in eval mode and runs on the model's device and dtype).
     """
 
-    def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None,
+                 parser: Any = None) -> None:
         self.model = model.eval()
         # where the networks stored beside the generator (mapping networks, flows, style mean) are found
         self.checkpoint_dir: Path | None = None if checkpoint_dir is None else Path(checkpoint_dir)
@@ -110,14 +114,18 @@ class Editor:
         self.dtype = param.dtype
         self.label_set: LabelSet = get_label_set(model.config.label_set)
         self.image_size: int = model.config.image_size
+        if parser is not None:
+            self.set_parser(parser)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = "demo", device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, label_set: str | None = None) -> Editor:
+                        dtype: torch.dtype = torch.float32, label_set: str | None = None,
+                        parser: str | os.PathLike | None = None) -> Editor:
         """Load a checkpoint directory (``"demo"`` is the bundled model) onto ``device``.
 
         ``label_set`` (optional) is the label set your label maps use; a checkpoint made for another
-        one is a :class:`~facestyle.errors.CheckpointError`.
+        one is a :class:`~facestyle.errors.CheckpointError`. ``parser`` is a face-parser checkpoint
+        (default: ``CHECKPOINT/parser`` when there is one); with a parser, label maps may be omitted.
         """
         dev = resolve_device(device)
         if str(path) == "demo" and not (demo_dir() / "config.json").is_file():
@@ -125,7 +133,11 @@ class Editor:
                                   "pass a checkpoint directory instead")
         if label_set is not None:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
-        return cls(load_pretrained(path, device=dev, dtype=dtype, label_set=label_set), resolve(path))
+        editor = cls(load_pretrained(path, device=dev, dtype=dtype, label_set=label_set), resolve(path))
+        parser = parser if parser is not None else find_parser(editor.checkpoint_dir)
+        if parser is not None:
+            editor.set_parser(parser)
+        return editor
 
     def __repr__(self) -> str:
         return (f"Editor(label_set={self.label_set.name!r}, image_size={self.image_size}, "
@@ -133,17 +145,17 @@ class Editor:
 
     # ------------------------------------------------------------------ public API
 
-    def reconstruct(self, image: ImageInput, labels: ImageInput, return_tensors: bool = False) -> Output:
+    def reconstruct(self, image: ImageInput, labels: ImageInput | None = None, return_tensors: bool = False) -> Output:
         """Encode a face and decode it again with its own style (the training task)."""
         with torch.inference_mode():
             photos = self._prepare_images(image, "image")
-            label_maps = self._prepare_labels(labels, photos, "labels")
+            label_maps = self._prepare_labels(self._labels_or_parse(image, labels, "labels"), photos, "labels")
             codes, presence = self._encode(photos.images, label_maps)
             out = self._decode(label_maps, self.model.harmonize(codes, codes, presence))
             return self._postprocess(out, photos, return_tensors)
 
-    def transfer(self, target: ImageInput, target_labels: ImageInput, reference: ImageInput,
-                 reference_labels: ImageInput, regions: str | Iterable[str] = DEFAULT_REGIONS,
+    def transfer(self, target: ImageInput, target_labels: ImageInput | None, reference: ImageInput,
+                 reference_labels: ImageInput | None, regions: str | Iterable[str] = DEFAULT_REGIONS,
                  harmonize: bool = True, return_tensors: bool = False) -> Output:
         """Give the target the reference's style in ``regions``, harmonized by MRSA (paper eq. 4-5).
 
@@ -158,8 +170,10 @@ class Editor:
         classes = self.resolve_regions(regions)
         with torch.inference_mode():
             targets = self._prepare_images(target, "target")
+            target_labels = self._labels_or_parse(target, target_labels, "target labels")
             target_maps = self._prepare_labels(target_labels, targets, "target labels")
             references = self._prepare_images(reference, "reference")
+            reference_labels = self._labels_or_parse(reference, reference_labels, "reference labels")
             reference_maps = self._prepare_labels(reference_labels, references, "reference labels")
             n_t, n_r = len(targets), len(references)
             if n_t != n_r and 1 not in (n_t, n_r):

@@ -1,0 +1,272 @@
+"""Random regional styles and style fine-tuning: ``encode-styles``, ``train-mapping``, ``train-flow``,
+``sample`` and ``finetune`` (paper sections 3.1, 3.4 eq. 6, 3.5 and 4.6-4.7).
+
+The pipeline for a trained generator CHECKPOINT::
+
+    facestyle encode-styles --checkpoint CKPT --data celebamask-hq:ROOT --out bank.safetensors
+    facestyle train-mapping --bank bank.safetensors --region skin --out runs/map-skin --checkpoint CKPT
+    facestyle train-flow --bank bank.safetensors --region skin --out runs/flow-skin --checkpoint CKPT
+    facestyle sample --checkpoint CKPT --target me.png --target-labels me.png --region skin --n 10 --out-dir out
+    facestyle finetune --checkpoint CKPT --target me.png --target-labels me.png --region skin \\
+        --steps 0.5,1,2 --seed 0 --out-dir out
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from .core import (
+    add_model_options,
+    check_input_file,
+    check_not_overwriting_inputs,
+    check_output_dir,
+    cli_warnings,
+    load_editor,
+    positive_int,
+)
+
+PRESET_CHOICES = ("paper", "demo", "tiny")
+
+
+# --------------------------------------------------------------------------------------- encode-styles
+
+
+def run_encode_styles(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..style_bank import encode_bank
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder, expected the bank's file name (e.g. bank.safetensors)")
+    if out.suffix != ".safetensors":
+        raise InputError(f"{out}: a style bank is a .safetensors file")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    with tqdm(desc="encode-styles", unit="img", disable=None, dynamic_ncols=True) as bar:
+        bank = encode_bank(args.checkpoint, args.data, split=args.split, seed=args.seed, batch_size=args.batch_size,
+                           device=args.device, limit=args.limit, resolution=args.resolution, progress=bar.update)
+    bank.save(out)
+    present = bank.presence.float().mean(0)
+    common = ", ".join(f"{region} {float(present[list(bank.labels.region_classes(region))].min()):.0%}"
+                       for region in ("skin", "hair"))
+    print(f"wrote {out}: {len(bank)} x {bank.codes.shape[1]} codes of length {bank.style_dim} "
+          f"({bank.label_set}; present: {common})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- training commands
+
+
+def _add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--bank", metavar="BANK.safetensors", help="style bank from facestyle encode-styles "
+                                                              "(default with --resume: the run's own)")
+    p.add_argument("--region", default="skin",
+                   help="the region group: skin (skin + nose), hair, or any region or class name (default: skin)")
+    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
+    p.add_argument("--checkpoint", metavar="DIR|demo", default=None,
+                   help="the generator the bank was encoded with: checked, and the finished network is "
+                        f"installed in DIR/{kind}/REGION, where sample/finetune find it")
+    p.add_argument("--preset", choices=PRESET_CHOICES, default=None,
+                   help="network size and schedule (default: paper; on --resume: the run's own)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one value, e.g. --set model.hidden_dim=128 or --set train.lr=1e-4 (repeatable)")
+    p.add_argument("--steps", type=positive_int, default=None, help="train.steps: where the schedule ends")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="train.batch_size")
+    p.add_argument("--stop-at", type=positive_int, default=None, metavar="STEP",
+                   help="stop after this step (saving), keeping the schedule; resume later")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run (its latest checkpoint or a step folder)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    items = list(args.overrides)
+    items += [f"train.{k}={v}" for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None]
+    return items
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    if args.out is None and args.resume is None:
+        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    if args.resume is None and args.bank is None:
+        raise InputError("--bank BANK.safetensors is required (make one with facestyle encode-styles)")
+    if args.bank is not None:
+        check_input_file(args.bank, "a style bank (.safetensors)")
+    return Path(args.out or args.resume)
+
+
+def run_train_mapping(args: argparse.Namespace) -> int:
+    from ..train.mapping import train_mapping
+
+    out = _run_dir(args)
+    train_mapping(args.bank, out, args.region, preset=args.preset, overrides=_overrides(args),
+                  resume=args.resume or False, device=args.device, stop_at=args.stop_at, install_to=args.checkpoint)
+    return 0
+
+
+def run_train_flow(args: argparse.Namespace) -> int:
+    from ..train.flow import train_flow
+
+    out = _run_dir(args)
+    train_flow(args.bank, out, args.region, objective=args.objective, preset=args.preset,
+               overrides=_overrides(args), resume=args.resume or False, device=args.device, stop_at=args.stop_at,
+               install_to=args.checkpoint)
+    return 0
+
+
+# --------------------------------------------------------------------------------------- sample, finetune
+
+
+def _load_editor(args: argparse.Namespace):
+    """The Editor, told where its checkpoint's mapping networks and flows are."""
+    from ..checkpoint import resolve
+
+    editor = load_editor(args)
+    if getattr(editor, "checkpoint_dir", None) is None:
+        editor.checkpoint_dir = resolve(args.checkpoint)
+    return editor
+
+
+def _target(args: argparse.Namespace) -> tuple[Path, Path]:
+    return check_input_file(args.target, "an image"), check_input_file(args.target_labels, "a label map")
+
+
+def _write_sheet(rows: list, titles: list[str], columns: list[str], path: Path) -> None:
+    from ..imageio import save_image
+    from ..visualize import contact_sheet
+
+    save_image(contact_sheet(rows, columns, row_titles=titles, cell=128), path)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from ..edit_style import sample
+    from ..imageio import open_image, save_image
+
+    target, labels = _target(args)
+    out_dir = check_output_dir(args.out_dir)
+    outputs = [out_dir / f"{args.region}_{i:02d}.png" for i in range(args.n)]
+    check_not_overwriting_inputs([*outputs, out_dir / "sheet.png"], [target, labels])
+    editor = _load_editor(args)
+    with cli_warnings("sample"):
+        images = sample(editor, target, labels, region=args.region, n=args.n, seed=args.seed,
+                        harmonize=not args.no_harmonize)
+    for image, path in zip(images, outputs):
+        save_image(image, path)
+    _write_sheet([[open_image(target), *images]], [args.region], ["target", *(f"style {i}" for i in range(args.n))],
+                 out_dir / "sheet.png")
+    print(f"wrote {args.n} {args.region} style(s) and sheet.png to {out_dir}")
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from ..edit_style import finetune, parse_steps
+    from ..imageio import open_image, save_image
+    from ..nn.flow import Solver
+
+    steps = parse_steps(args.steps)
+    target, labels = _target(args)
+    out_dir = check_output_dir(args.out_dir)
+    spaces = ("z", "style") if args.space == "both" else (args.space,)
+    outputs = {space: [out_dir / f"{space}_{i:02d}_step{step:g}.png" for i, step in enumerate(steps)]
+               for space in spaces}
+    check_not_overwriting_inputs([p for paths in outputs.values() for p in paths], [target, labels])
+    solver = None
+    if args.solver is not None:
+        solver = Solver(args.solver, args.atol, args.rtol, args.solver_steps)
+    editor = _load_editor(args)
+    rows = []
+    with cli_warnings("finetune"):
+        for space in spaces:
+            images = finetune(editor, target, labels, region=args.region, step=steps, seed=args.seed, space=space,
+                              harmonize=not args.no_harmonize, solver=solver if space == "z" else None)
+            for image, path in zip(images, outputs[space]):
+                save_image(image, path)
+            rows.append([open_image(target), *images])
+    _write_sheet(rows, [f"{space} space" for space in spaces], ["target", *(f"step {s:g}" for s in steps)],
+                 out_dir / "sequence.png")
+    print(f"wrote {len(steps) * len(spaces)} fine-tuned image(s) and sequence.png to {out_dir}")
+    return 0
+
+
+def _add_one_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", required=True, metavar="IMG", help="the target photo")
+    p.add_argument("--target-labels", required=True, metavar="PNG", help="its label map (class indices)")
+    p.add_argument("--region", default="skin", help="region with a trained network (default: skin)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh draw)")
+    p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the results")
+    p.add_argument("--no-harmonize", action="store_true", help="skip MRSA")
+
+
+# ---------------------------------------------------------------------------------------- registration
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..data.spec import add_data_arguments
+
+    p = subparsers.add_parser(
+        "encode-styles", help="encode a dataset's regional style codes into a style bank",
+        description="Encode every image of a dataset with a generator checkpoint's encoder: style codes "
+                    "(N, R, D) and presence (N, R), with the label set and the checkpoint's identity, in one "
+                    ".safetensors file. The mapping networks and flows train on it.")
+    p.add_argument("--checkpoint", required=True, metavar="DIR|demo", help="generator checkpoint")
+    add_data_arguments(p, default_split="train")
+    p.add_argument("--out", required=True, metavar="BANK.safetensors", help="the bank to write")
+    p.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="images per pass (default: 16)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="encode only the first N images")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bank")
+    p.set_defaults(func=run_encode_styles)
+
+    p = subparsers.add_parser(
+        "train-mapping", help="train a region group's style mapping network on a style bank (eq. 6)",
+        description="Train the mapping network M_g (z ~ N(0, I) -> the group's style codes) and its code-space "
+                    "discriminator adversarially (paper eq. 6, lr 2e-4) on a style bank. The run folder works "
+                    "like facestyle train's (checkpoints/, latest, tb/, metrics.jsonl, --resume, Ctrl-C saves).")
+    _add_training_options(p, "mapping")
+    p.set_defaults(func=run_train_mapping)
+
+    p = subparsers.add_parser(
+        "train-flow", help="train a region group's continuous normalizing flow on a style bank",
+        description="Train the CNF used for style fine-tuning (paper 3.5) on a style bank, by maximum likelihood "
+                    "(FFJORD: Hutchinson trace, dopri5) or by flow matching (straight paths: few solver steps "
+                    "for the same accuracy). Run folder as facestyle train's.")
+    _add_training_options(p, "flow")
+    p.add_argument("--objective", choices=("maximum-likelihood", "flow-matching"), default=None,
+                   help="training objective (default: maximum-likelihood; on --resume: the run's own)")
+    p.set_defaults(func=run_train_flow)
+
+    p = subparsers.add_parser(
+        "sample", help="random styles for one region of a face (regional style mapping)",
+        description="Write N versions of a face that differ only in one region's style: the region's codes "
+                    "come from its mapping network, harmonized by MRSA. Files: OUT_DIR/REGION_00.png ... and "
+                    "sheet.png.")
+    add_model_options(p, batch=False)
+    _add_one_target(p)
+    p.add_argument("--n", type=positive_int, default=10, help="how many styles (default: 10)")
+    p.set_defaults(func=run_sample)
+
+    p = subparsers.add_parser(
+        "finetune", help="nudge one region's style along a random direction (CNF, paper 3.5)",
+        description="Move a region's style codes along a unit direction d by each step size: in the flow's "
+                    "latent space (z -> z + step * d, eq. 7-8) or, as the paper's baseline, in the style space. "
+                    "Files: OUT_DIR/{space}_{i}_step{step}.png and sequence.png.")
+    add_model_options(p, batch=False)
+    _add_one_target(p)
+    p.add_argument("--steps", required=True, metavar="S1,S2,...", help="step sizes, e.g. 0.5,1,2")
+    p.add_argument("--space", choices=("z", "style", "both"), default="z",
+                   help="z: the flow's latent space (default); style: the codes directly (baseline); both")
+    s = p.add_argument_group("ODE solver (default: the flow's own)")
+    s.add_argument("--solver", default=None, help="dopri5, rk4, midpoint, euler...")
+    s.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (adaptive solvers)")
+    s.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (adaptive solvers)")
+    s.add_argument("--solver-steps", type=positive_int, default=8, help="steps per solve (fixed-step solvers)")
+    p.set_defaults(func=run_finetune)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,557 @@
+"""Training a regional style mapping network on a style bank (paper sections 3.1 and 3.4, eq. 6).
+
+For one region group g (``skin`` = skin + nose, ``hair``, or any named region), the mapping network M_g
+(:class:`~facestyle.nn.mapping.MappingNetwork`) and a discriminator D_g on the group's code space play the
+game of eq. 6,
+
+    min_M max_D  E_s[log D_g(s)] + E_z[log(1 - D_g(M_g(z)))],
+
+with s the encoder's codes of the group (from the bank: samples where every class of the group is
+present) and z ~ N(0, I). As usual (and as StarGAN-v2 does), the generator step minimises the
+non-saturating form -log D_g(M_g(z)), and D_g gets an R1 penalty on real codes (``train.r1_weight``,
+10; 0 turns it off). Both networks see codes standardised by the bank's mean and std (stored in the
+mapping network). Adam, lr 2e-4 for both (the paper's; ``train.lr`` and ``train.lr_d``), with
+StarGAN-v2's betas (0, 0.99): with momentum (0.5) this small game oscillates for thousands of steps.
+
+The run folder and its behaviour are the generator trainer's (:mod:`facestyle.train.common`): progress
+bar, TensorBoard and ``metrics.jsonl``; atomic checkpoints every ``train.save_every`` steps, on
+SIGINT/SIGTERM and at the end, keeping the last ``train.keep_last``; exact resume (weights, optimizers,
+data position, RNG states); a non-finite loss stops the run without saving. ``RUN_DIR/config.json`` +
+``model.safetensors`` mirror the newest network, ``RUN_DIR/final`` holds a finished run's, and with
+``install_to=CHECKPOINT`` it is also copied to ``CHECKPOINT/mapping/REGION`` where the Editor finds it.
+
+This module also holds :class:`BankTrainer`, the loop shared with :mod:`facestyle.train.flow`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_state, read_config
+from ..errors import CheckpointError, InputError
+from ..nn.mapping import MAPPING_PRESETS, CodeDiscriminator, MappingConfig, MappingNetwork
+from ..style_bank import (
+    StyleBank,
+    coerce,
+    config_from_dict,
+    file_sha256,
+    install_style_network,
+    save_style_network,
+)
+from .common import (
+    CHECKPOINTS_DIR,
+    TRAINER_DIR,
+    DataStream,
+    Distributed,
+    GracefulStop,
+    Meter,
+    Progress,
+    TrainingError,
+    atomic_directory,
+    deterministic_mode,
+    link_or_copy,
+    list_checkpoints,
+    load_trainer_state,
+    log,
+    nonfinite,
+    nonfinite_parameters,
+    remove_stale_temporaries,
+    resolve_resume,
+    rng_state,
+    rotate_checkpoints,
+    save_trainer_state,
+    seed_everything,
+    set_rng_state,
+    step_dir_name,
+    write_latest,
+)
+
+__all__ = ["MappingTrainConfig", "MAPPING_TRAIN_PRESETS", "BankTrainer", "MappingTrainer", "train_mapping",
+           "load_run_config", "apply_overrides"]
+
+RUN_CONFIG = "config.yaml"
+RUN_INFO = "run.json"
+FINAL_DIR = "final"
+
+
+@dataclass(frozen=True)
+class MappingTrainConfig:
+    """Adversarial training of one mapping network and its discriminator (eq. 6)."""
+
+    batch_size: int = 64
+    steps: int = 20_000
+    lr: float = 2e-4  # the mapping network's (the paper's, for both networks)
+    lr_d: float = 2e-4  # the discriminator's
+    beta1: float = 0.0  # StarGAN-v2's Adam betas: momentum makes this small game oscillate
+    beta2: float = 0.99
+    r1_weight: float = 10.0  # zero-centred gradient penalty on real codes (0: off)
+    log_every: int = 100
+    save_every: int = 2_000
+    keep_last: int = 3
+    seed: int = 0
+    deterministic: bool = False
+
+
+MAPPING_TRAIN_PRESETS: dict[str, MappingTrainConfig] = {
+    "paper": MappingTrainConfig(),
+    # Two-time-scale rates (discriminator 4x faster) converge in fewer steps on a 2-core CPU.
+    "demo": MappingTrainConfig(batch_size=64, steps=4_000, lr=5e-4, lr_d=2e-3, log_every=50, save_every=1_000,
+                               keep_last=2),
+    "tiny": MappingTrainConfig(batch_size=64, steps=400, lr=1e-3, lr_d=4e-3, log_every=50, save_every=100,
+                               keep_last=2),
+}
+
+
+def check_train_config(cfg: Any) -> None:
+    """Values every bank trainer needs (a subclass's config may add its own checks)."""
+    checks = [
+        (cfg.batch_size >= 1, f"train.batch_size must be at least 1, got {cfg.batch_size}"),
+        (cfg.steps >= 1, f"train.steps must be at least 1, got {cfg.steps}"),
+        (cfg.lr >= 0 and getattr(cfg, "lr_d", 0) >= 0, "train.lr and train.lr_d must be >= 0"),
+        (cfg.log_every >= 1, f"train.log_every must be at least 1, got {cfg.log_every}"),
+        (cfg.save_every >= 1, f"train.save_every must be at least 1, got {cfg.save_every}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+def apply_overrides(model: Any, train: Any, items: list[str] | None) -> tuple[Any, Any]:
+    """``section.key=value`` overrides (``model.hidden_dim=128``, ``train.steps=500``) on two configs."""
+    for item in items or []:
+        path, sep, value = item.partition("=")
+        section, dot, key = path.partition(".")
+        if not sep or not dot:
+            raise InputError(f"override {item!r} is not of the form section.key=value (e.g. train.steps=100)")
+        if section not in ("model", "train"):
+            raise InputError(f"override {item!r}: section must be model or train")
+        target = model if section == "model" else train
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if key not in fields:
+            raise InputError(f"unknown config key {path!r}; {section} keys: {', '.join(fields)}")
+        hint = typing.get_type_hints(type(target))[key]
+        target = replace(target, **{key: coerce(hint, value, path)})
+        model, train = (target, train) if section == "model" else (model, target)
+    return model, train
+
+
+def load_run_config(path: str | os.PathLike, model_cls: type, train_cls: type) -> tuple[Any, Any]:
+    """The (model, train) configs a run folder's ``config.yaml`` holds."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read the run's config ({exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected model: and train: sections")
+    return (config_from_dict(model_cls, data.get("model", {}), f"{path} model"),
+            config_from_dict(train_cls, data.get("train", {}), f"{path} train"))
+
+
+class _Rows(Dataset):
+    """The bank's group codes (N, K, D) as a dataset keyed by :class:`~.common.EpochSampler`'s
+    (index, seed) pairs."""
+
+    def __init__(self, codes: Tensor) -> None:
+        self.codes = codes
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, key: tuple[int, int]) -> Tensor:
+        return self.codes[key[0]]
+
+
+class BankTrainer:
+    """The training loop every style network shares: data from a style bank, one process, the run folder
+    of :mod:`facestyle.train.common`. Subclasses define :meth:`build`, :meth:`train_step` and the
+    auxiliary state; ``self.network`` (with a ``normalizer`` and a ``config``) is what gets saved."""
+
+    kind = ""  # "mapping" or "flow": the checkpoint kind and the folder beside the generator
+    command = ""  # the CLI subcommand, for messages
+
+    def __init__(self, model_config: Any, train_config: Any, bank: str | os.PathLike, out_dir: str | os.PathLike,
+                 *, resume_from: Path | None = None, device: str = "cpu", stop_at: int | None = None,
+                 install_to: str | os.PathLike | None = None) -> None:
+        check_train_config(train_config)
+        self.model_config, self.train_config = model_config, train_config
+        self.run_dir, self.stop_at = Path(out_dir), stop_at
+        self.install_to = install_to
+        self.dist = Distributed()  # the networks are small: one process
+        self.device = self.dist.device(device)
+        self.bank_path = Path(bank)
+        self.bank = StyleBank.load(bank, label_set=model_config.label_set, checkpoint=install_to)
+        if self.bank.style_dim != model_config.style_dim:
+            raise InputError(f"{bank}: codes of length {self.bank.style_dim}, the config says {model_config.style_dim}")
+        self.codes = self.bank.group(model_config.classes, min_samples=train_config.batch_size)
+        self.bank_info = {"path": str(bank), "sha256": file_sha256(bank), "samples": len(self.codes),
+                          "checkpoint_sha256": self.bank.checkpoint_sha256, "label_set": self.bank.label_set,
+                          "checkpoint": self.bank.info.get("checkpoint"), "data": self.bank.info.get("data")}
+        resume_state = None
+        if resume_from is not None:
+            check_same_network(model_config, resume_from, self.kind)
+            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
+            trained_on = (resume_state.get("bank") or {}).get("sha256")
+            if trained_on != self.bank_info["sha256"]:
+                raise CheckpointError(f"{resume_from} was trained on another bank than {bank}; resume it with its "
+                                      f"own ({(resume_state.get('bank') or {}).get('path')})")
+        self.data = DataStream(_Rows(self.codes), train_config.batch_size, train_config.seed, self.dist)
+        seed_everything(train_config.seed)
+        self.step = 0
+        self.last_saved: Path | None = None
+        self.last_losses: dict[str, float] = {}
+        self.build()
+        if resume_from is not None:
+            self.load(resume_from, resume_state)
+        else:
+            self.network.normalizer.fit(self.codes.to(self.device))
+
+    # ---------------------------------------------------------------------------------- subclass API
+
+    network: nn.Module
+
+    def build(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, codes: Tensor) -> dict[str, Tensor]:
+        """One optimisation step on a batch of group codes (B, K, D); returns the losses (logged as
+        ``loss/NAME``) and other scalars (names with a ``/``, logged as they are)."""
+        raise NotImplementedError
+
+    def aux_state(self) -> dict[str, Any]:
+        """Auxiliary networks and optimizers for the trainer state."""
+        raise NotImplementedError
+
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def eval_scalars(self) -> dict[str, float]:
+        """Extra scalars logged every ``log_every`` steps."""
+        return {}
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.network.parameters())
+        c = self.model_config
+        names = "+".join(self.bank.labels.classes[k] for k in c.classes)
+        return (f"{self.kind} network for {c.region} ({names}, {len(c.classes)} x {c.style_dim} codes, "
+                f"{n:,} parameters) on {len(self.codes)} codes, batch {self.train_config.batch_size}")
+
+    # ------------------------------------------------------------------------------------- training
+
+    def train(self) -> Path:
+        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), saving as configured."""
+        cfg = self.train_config
+        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
+        if self.step >= end:
+            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
+            return self.run_dir
+        self.prepare_run_dir()
+        log(self.dist, f"training the {self.describe()} from step {self.step} to {end} on {self.device}; "
+                       f"run folder {self.run_dir}")
+        self.network.train()
+        batches = iter(self.data)
+        meter = Meter()
+        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
+        stop = GracefulStop(on_request=self.announce_stop)
+        try:
+            with stop:
+                while self.step < end:
+                    codes = next(batches).to(self.device, non_blocking=True)
+                    losses = self.train_step(codes)
+                    self.step += 1
+                    scalars = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist(),
+                                       strict=True))
+                    meter.update(scalars, images=codes.shape[0])
+                    progress.step({k: scalars[k] for k in list(scalars)[:2]})
+                    if self.step % cfg.log_every == 0 or self.step == end:
+                        self.last_losses = meter.means()
+                        progress.log(self.step, {**{k if "/" in k else f"loss/{k}": v
+                                                    for k, v in self.last_losses.items()},
+                                                 **self.eval_scalars(),
+                                                 "speed/codes_per_second": meter.images_per_second()})
+                        meter.reset()
+                    interrupted = stop.requested is not None
+                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
+                        self.save_checkpoint()
+                    if interrupted:
+                        break
+        finally:
+            progress.close()
+        if self.step >= cfg.steps:
+            self.write_final()
+        else:
+            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
+            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
+                           f"facestyle {self.command} --resume {self.run_dir}")
+        return self.run_dir
+
+    def check_finite(self, losses: dict[str, Tensor]) -> None:
+        """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
+        if not nonfinite(losses):
+            return
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
+        raise TrainingError(f"non-finite loss at step {self.step + 1} ({terms}); stopped without saving; {kept} "
+                            "(lower train.lr, or check the bank)")
+
+    def announce_stop(self, signal_name: str) -> None:
+        log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
+                       "(press Ctrl-C again to abort without saving)")
+
+    # --------------------------------------------------------------------------------------- saving
+
+    def run_info(self) -> dict[str, Any]:
+        return {"kind": self.kind, "region": self.model_config.region, "bank": str(self.bank_path),
+                "install_to": None if self.install_to is None else str(self.install_to)}
+
+    def prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.run_dir)
+        config = {"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)}
+        atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+        atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(self.run_info(), indent=2) + "\n").encode())
+
+    def trainer_state(self) -> dict[str, Any]:
+        rng_tensors, rng_meta = rng_state()
+        return {"step": self.step, "data": self.data.state_dict(), "bank": self.bank_info,
+                "config": dataclasses.asdict(self.train_config), "losses": self.last_losses,
+                "rng": {"tensors": rng_tensors, "meta": rng_meta}, **self.aux_state()}
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoints/step_X`` (the network + ``trainer/``) written atomically, then ``latest``, the mirror
+        at the run folder's root, and rotation to the last ``keep_last``."""
+        bad = nonfinite_parameters(self.network)
+        if bad:
+            kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
+            raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
+        path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
+        with atomic_directory(path) as tmp:
+            save_style_network(self.network, tmp, self.kind, bank=self.bank_info, step=self.step)
+            save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
+        write_latest(self.run_dir, path)
+        link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
+        link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
+        rotate_checkpoints(self.run_dir, self.train_config.keep_last)
+        self.last_saved = path
+        return path
+
+    def write_final(self) -> None:
+        """``RUN_DIR/final`` (links to the last checkpoint's files), and the copy beside the generator."""
+        if self.last_saved is None:
+            return
+        final = self.run_dir / FINAL_DIR
+        with atomic_directory(final) as tmp:
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
+                link_or_copy(self.last_saved / name, tmp / name)
+        where = final
+        if self.install_to is not None:
+            where = install_style_network(final, self.install_to, self.kind, self.model_config.region)
+        log(self.dist, f"done: step {self.step}; {self.kind} network for {self.model_config.region} in {where}")
+
+    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
+        """Restore weights, auxiliary state, step, data position and RNG states from a checkpoint folder."""
+        load_state(self.network, checkpoint)
+        try:
+            self.load_aux_state(state)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this network "
+                                  f"({str(exc).splitlines()[0]})") from None
+        self.step = int(state["step"])
+        self.data.load_state_dict(state["data"])
+        self.last_losses = dict(state.get("losses") or {})
+        self.last_saved = checkpoint
+        for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
+            log(self.dist, f"warning: {warning}")
+        log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
+
+
+def check_same_network(config: Any, checkpoint: Path, kind: str) -> None:
+    """A resumed run keeps its network: the model config must equal the checkpoint's."""
+    saved = read_config(checkpoint, kind=kind).get("model", {})
+    now = config.to_dict()
+    diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
+    if diff:
+        raise CheckpointError(f"cannot resume {checkpoint} with another model config ({'; '.join(diff)}); "
+                              "only train.* values may change on resume")
+
+
+# ------------------------------------------------------------------------------------ mapping trainer
+
+
+class MappingTrainer(BankTrainer):
+    """M_g and D_g of one region group, trained with eq. 6 on a style bank."""
+
+    kind = "mapping"
+    command = "train-mapping"
+
+    def build(self) -> None:
+        cfg = self.train_config
+        self.network = MappingNetwork(self.model_config).to(self.device)
+        self.discriminator = CodeDiscriminator(self.model_config).to(self.device)
+        betas = (float(cfg.beta1), float(cfg.beta2))
+        self.opt_m = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=betas)
+
+    def train_step(self, codes: Tensor) -> dict[str, Tensor]:
+        """One discriminator step, then one mapping step (eq. 6, non-saturating for M_g, R1 for D_g)."""
+        cfg = self.train_config
+        real = self.network.normalizer.normalize(codes)
+        z = torch.randn(codes.shape[0], self.model_config.latent_dim, device=self.device, dtype=codes.dtype)
+        fake = self.network.forward_normalized(z)
+
+        # D_g: log D(s) + log(1 - D(M(z))), as softplus of the logits; R1 on the real codes.
+        real.requires_grad_(cfg.r1_weight > 0)
+        d_real = self.discriminator(real)
+        d_fake = self.discriminator(fake.detach())
+        loss_real, loss_fake = F.softplus(-d_real).mean(), F.softplus(d_fake).mean()
+        r1 = real.new_zeros(())
+        if cfg.r1_weight > 0:
+            (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+            r1 = 0.5 * grad.square().flatten(1).sum(1).mean()
+        d_losses = {"d_real": loss_real, "d_fake": loss_fake, "r1": r1}
+        self.check_finite(d_losses)
+        self.opt_d.zero_grad(set_to_none=True)
+        (loss_real + loss_fake + cfg.r1_weight * r1).backward()
+        self.opt_d.step()
+
+        # M_g: the non-saturating form, -log D(M(z)); D's parameters get no gradient here.
+        self.discriminator.requires_grad_(False)
+        try:
+            loss_m = F.softplus(-self.discriminator(fake)).mean()
+        finally:
+            self.discriminator.requires_grad_(True)
+        self.check_finite({"mapping": loss_m})
+        self.opt_m.zero_grad(set_to_none=True)
+        loss_m.backward()
+        self.opt_m.step()
+        return {"mapping": loss_m, "D": loss_real + loss_fake, **d_losses}
+
+    @torch.no_grad()
+    def eval_scalars(self) -> dict[str, float]:
+        """How far the mapped codes' mean and covariance are from the bank's (standardised space)."""
+        n = min(len(self.codes), 2048)
+        real = self.network.normalizer.normalize(self.codes[:n].to(self.device)).flatten(1)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the training stream stays as it was
+            torch.manual_seed(self.train_config.seed + 1)
+            z = torch.randn(n, self.model_config.latent_dim, device=self.device)
+        fake = self.network.forward_normalized(z).flatten(1)
+        errors = moment_errors(fake, real)
+        return {"codes/mean_error": errors[0], "codes/covariance_error": errors[1]}
+
+    def aux_state(self) -> dict[str, Any]:
+        return {"discriminator": self.discriminator.state_dict(), "optimizer_mapping": self.opt_m.state_dict(),
+                "optimizer_discriminator": self.opt_d.state_dict()}
+
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_m.load_state_dict(state["optimizer_mapping"])
+        self.opt_d.load_state_dict(state["optimizer_discriminator"])
+
+
+def moment_errors(x: Tensor, y: Tensor) -> tuple[float, float]:
+    """(||mean_x - mean_y|| / sqrt(dim), ||cov_x - cov_y||_F / ||cov_y||_F) for samples (N, dim)."""
+    mx, my = x.mean(0), y.mean(0)
+    cx, cy = torch.cov(x.T), torch.cov(y.T)
+    return (float((mx - my).norm() / x.shape[1] ** 0.5),
+            float(torch.linalg.matrix_norm(cx - cy) / torch.linalg.matrix_norm(cy).clamp_min(1e-12)))
+
+
+# --------------------------------------------------------------------------------------------- Python API
+
+
+def resolve_region(bank: StyleBank, region: str) -> tuple[int, ...]:
+    """The class indices of a named region (or class name) in the bank's label set."""
+    return bank.labels.region_classes(region)
+
+
+def run_bank_training(trainer_cls: type[BankTrainer], model_config: Any, train_config: Any,
+                      bank: str | os.PathLike | None, out_dir: str | os.PathLike, *,
+                      resume: bool | str | os.PathLike = False, device: str = "cpu", stop_at: int | None = None,
+                      install_to: str | os.PathLike | None = None) -> Path:
+    """Start or resume a bank trainer's run; returns the run folder."""
+    out_dir = Path(out_dir)
+    resume_from = None
+    if resume:
+        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
+        info = read_run_info(resume_from.parent.parent)
+        bank = bank if bank is not None else info.get("bank")
+        if install_to is None:
+            install_to = info.get("install_to")
+    elif list_checkpoints(out_dir):
+        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
+                            "or choose another --out")
+    if bank is None:
+        raise InputError("no style bank given (--bank BANK.safetensors)")
+    with deterministic_mode(train_config.deterministic):
+        trainer = trainer_cls(model_config, train_config, bank, out_dir, resume_from=resume_from, device=device,
+                              stop_at=stop_at, install_to=install_to)
+        return trainer.train()
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_INFO
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def train_mapping(bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str = "skin", *,
+                  preset: str | None = None, overrides: list[str] | None = None,
+                  resume: bool | str | os.PathLike = False, device: str = "cpu", stop_at: int | None = None,
+                  install_to: str | os.PathLike | None = None) -> Path:
+    """Train the mapping network of ``region`` on a style bank and return the run folder.
+
+    Args:
+        bank: a style bank (``facestyle encode-styles``); on resume, None reads the run's own.
+        out_dir: the run folder (it must not hold a run unless ``resume``).
+        region: a named region of the bank's label set (``skin`` = skin + nose, ``hair``...) or a class.
+        preset: ``paper`` (default), ``demo`` or ``tiny`` (architecture and schedule); on resume the
+            run's own config.yaml (a preset given on resume replaces its train section).
+        overrides: ``model.KEY=VALUE`` / ``train.KEY=VALUE`` items on top of the preset.
+        resume: True to continue the run in ``out_dir``, or a run / ``checkpoints/step_X`` folder.
+        stop_at: stop after this step (saving), keeping the schedule.
+        install_to: a generator checkpoint: the bank must have been encoded by it, and the finished
+            network is copied to ``install_to/mapping/REGION``.
+    """
+    model, train = resolve_configs(MappingConfig, MappingTrainConfig, MAPPING_PRESETS, MAPPING_TRAIN_PRESETS,
+                                   bank, out_dir, region, preset, overrides, resume)
+    return run_bank_training(MappingTrainer, model, train, bank, out_dir, resume=resume, device=device,
+                             stop_at=stop_at, install_to=install_to)
+
+
+def resolve_configs(model_cls: type, train_cls: type, model_presets: dict, train_presets: dict,
+                    bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str, preset: str | None,
+                    overrides: list[str] | None, resume: bool | str | os.PathLike,
+                    **model_changes: Any) -> tuple[Any, Any]:
+    """The run's (model, train) configs: on resume its config.yaml, else the preset filled in from the
+    bank (label set, region's classes, code length); then ``model_changes`` and the overrides."""
+    if resume:
+        run_dir = resolve_resume(Path(out_dir) if resume is True else Path(resume)).parent.parent
+        model, train = load_run_config(run_dir / RUN_CONFIG, model_cls, train_cls)
+        if preset is not None:
+            train = train_presets[preset]
+    else:
+        if bank is None:
+            raise InputError("no style bank given (--bank BANK.safetensors)")
+        preset = preset or "paper"
+        if preset not in model_presets:
+            raise InputError(f"unknown preset {preset!r}; choose one of: {', '.join(model_presets)}")
+        loaded = StyleBank.load(bank)
+        model = replace(model_presets[preset], label_set=loaded.label_set, region=region,
+                        classes=resolve_region(loaded, region), style_dim=loaded.style_dim, **model_changes)
+        train = train_presets[preset]
+    return apply_overrides(model, train, overrides)
