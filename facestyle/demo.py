@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .data.synthetic import Illumination, render, sample_face
+from .demo_styles import demo_styles
 from .edit import Editor
 from .imageio import save_image
 from .visualize import contact_sheet, label_image
@@ -65,9 +66,12 @@ def run_demo(out_dir: str | Path, checkpoint: str = "demo", device: str = "cpu",
             save_image(image, out / f"{name}_{region}.png")
         rows.append([pair["target"], label_image(pair["target_labels"], label_set), pair["reference"], recon, *moved])
         log(f"{name}: reconstruction and {len(REGIONS)} transfers in {time.perf_counter() - tic:.1f} s")
-    sheet = contact_sheet(rows, columns, cell=128)
+    titles = [f"{pair['name']}" for pair in pairs]
+    for title, row in demo_styles(editor, pairs, out, log, checkpoint=checkpoint):
+        rows.append(row)  # random skin and hair styles, then fine-tuning in z space and in style space
+        titles.append(title)
+    sheet = contact_sheet(rows, columns, row_titles=titles, cell=128)
     path = out / "contact_sheet.png"
     save_image(sheet, path)
-    log(f"wrote {len(rows) * (3 + len(REGIONS)) + 1} images to {out}/ in {time.perf_counter() - start:.1f} s; "
-        f"open {path}")
+    log(f"wrote the results and {path} in {time.perf_counter() - start:.1f} s")
     return path

@@ -27,13 +27,13 @@ SEED = 0
 
 def demo_styles(editor: Any, pairs: Sequence[dict], out_dir: str | Path, log: Callable[[str], Any] = print,
                 samples: int = SAMPLES, steps: Sequence[float] = FINETUNE_STEPS, seed: int = SEED,
-                checkpoint: str | Path | None = None) -> list[list]:
+                checkpoint: str | Path | None = None) -> list[tuple[str, list]]:
     """Random skin and hair styles and a skin fine-tuning sequence for ``pairs[0]``'s target.
 
     ``pairs`` are :func:`facestyle.demo.demo_faces`' dicts (``target``, ``target_labels``, ``name``).
     Writes ``{name}_random_{region}_{i}.png``, ``{name}_finetune_{space}_{i}.png`` and
-    ``styles_sheet.png`` (with row titles) into ``out_dir``; returns the rows (each: target, its labels,
-    then the results) for the caller's contact sheet, or [] when the checkpoint has no mapping
+    ``styles_sheet.png`` (with row titles) into ``out_dir``; returns (title, row) pairs (a row: target,
+    its labels, then the results) for the caller's contact sheet, or [] when the checkpoint has no mapping
     networks or flows for these regions. ``checkpoint`` (``demo`` or a directory) says where the
     networks are when the editor does not know its ``checkpoint_dir``.
     """
@@ -76,4 +76,4 @@ def demo_styles(editor: Any, pairs: Sequence[dict], out_dir: str | Path, log: Ca
     if rows:
         columns = ["target", "labels", *(f"result {i + 1}" for i in range(max(samples, len(steps))))]
         save_image(contact_sheet(rows, columns, row_titles=titles, cell=128), out / "styles_sheet.png")
-    return rows
+    return list(zip(titles, rows))

@@ -512,7 +512,8 @@ def test_demo_styles_rows_and_graceful_skip(checkpoint, tmp_path):
     save_style_network(flow, ckpt / "flow" / "skin", "flow", bank=sha)
     editor = Editor.from_pretrained(ckpt)
     rows = demo_styles(editor, pairs, tmp_path / "out", log=lines.append, checkpoint=ckpt)
-    assert len(rows) == 4 and all(len(row) == 7 for row in rows)
+    assert [title for title, _ in rows] == ["random skin", "random hair", "tune skin (z)", "tune skin (style)"]
+    assert all(len(row) == 7 for _, row in rows)
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert "styles_sheet.png" in written and "pair0_random_hair_4.png" in written
     assert "pair0_finetune_style_4.png" in written and "pair0_finetune_z_0.png" in written
