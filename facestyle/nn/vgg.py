@@ -9,13 +9,10 @@ folder (see :mod:`facestyle.weights`); the network is frozen and always in eval 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor, nn
 
-from ..errors import WeightsError
-from ..weights import find_weight, load_state_dict_file
+from .pretrained import TorchvisionFeatures
 
 WEIGHT_FILE = "vgg19-dcbbf910.pth"
 
@@ -25,6 +22,7 @@ VGG19_CFG: tuple[int | str, ...] = (
 )
 LAYER_NAMES = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 LAYER_INDICES = (1, 6, 11, 20, 29)  # positions of those ReLUs in ``features``
+CHANNELS = (64, 128, 256, 512, 512)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,70 +40,30 @@ def _make_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGG19Features(nn.Module):
-    """Frozen VGG19 returning ``[relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]`` for images in [-1, 1].
+class VGG19Features(TorchvisionFeatures):
+    """Frozen VGG19 returning ``[relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]`` for images in [-1, 1]
+    (strides 1, 2, 4, 8, 16).
 
-    ImageNet normalisation happens inside. Build it with :meth:`from_pretrained`; the plain constructor
-    gives random weights (tests only).
+    ImageNet normalisation happens inside (:meth:`prepare`). Build it with :meth:`from_pretrained`; the
+    plain constructor gives random weights (tests only).
     """
+
+    weight_file = WEIGHT_FILE
+    network = "torchvision VGG19"
+    layer_names = LAYER_NAMES
+    layer_indices = LAYER_INDICES
+    channels = CHANNELS
+    count_unexpected = False
+    make_features = staticmethod(_make_features)
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = _make_features()
         # [-1, 1] -> [0, 1] -> ImageNet statistics, in one affine map: (x - (2 mean - 1)) / (2 std).
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         self.register_buffer("shift", 2 * mean - 1, persistent=False)
         self.register_buffer("scale", 2 * std, persistent=False)
-        self.requires_grad_(False)
-        self.eval()
 
-    def train(self, mode: bool = True) -> VGG19Features:
-        """Always stays in eval mode: a fixed feature extractor."""
-        return super().train(False)
-
-    def forward(self, images: Tensor) -> list[Tensor]:
-        """(B, 3, H, W) images in [-1, 1] -> the five ReLU feature maps, at strides 1, 2, 4, 8, 16."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"VGG19Features expects (B, 3, H, W) images, got shape {tuple(images.shape)}")
-        x = (images - self.shift) / self.scale
-        outputs = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in LAYER_INDICES:
-                outputs.append(x)
-                if len(outputs) == len(LAYER_INDICES):
-                    break
-        return outputs
-
-    def load_torchvision_state_dict(self, state: dict[str, Tensor], source: str = "state dict") -> None:
-        """Load a torchvision ``vgg19`` state dict; ``classifier.*`` entries are ignored.
-
-        A missing, unexpected or wrongly shaped key raises :class:`WeightsError` naming ``source`` and the
-        first bad key.
-        """
-        features = {k: v for k, v in state.items() if not k.startswith("classifier.")}
-        expected = self.state_dict()
-        for key, param in expected.items():
-            if key not in features:
-                raise WeightsError(f"{source}: missing key {key!r}; is it a torchvision VGG19 file?")
-            if features[key].shape != param.shape:
-                raise WeightsError(f"{source}: {key} has shape {tuple(features[key].shape)}, expected "
-                                   f"{tuple(param.shape)}; is it a torchvision VGG19 file?")
-        unexpected = [k for k in features if k not in expected]
-        if unexpected:
-            raise WeightsError(f"{source}: unexpected key {unexpected[0]!r}; is it a torchvision VGG19 file?")
-        self.load_state_dict(features)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> VGG19Features:
-        """Load a torchvision VGG19 weight file (``.pth`` or ``.safetensors``)."""
-        model = cls()
-        model.load_torchvision_state_dict(load_state_dict_file(path), source=str(path))
-        return model
-
-    @classmethod
-    def from_pretrained(cls, weights_dir: str | os.PathLike[str] | None = None) -> VGG19Features:
-        """Load ``vgg19-dcbbf910.pth`` from the weights folder (``--weights-dir`` / ``FACESTYLE_WEIGHTS``
-        / torch's hub cache); a missing file raises :class:`WeightsError` saying where to get it."""
-        return cls.from_file(find_weight(WEIGHT_FILE, weights_dir))
+    def prepare(self, x: Tensor) -> Tensor:
+        """Images in [-1, 1] -> ImageNet-normalised input."""
+        return (x - self.shift) / self.scale
