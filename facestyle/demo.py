@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from .data.synthetic import Illumination, render, sample_face
 from .demo_styles import demo_styles
@@ -66,11 +67,15 @@ def run_demo(out_dir: str | Path, checkpoint: str = "demo", device: str = "cpu",
             save_image(image, out / f"{name}_{region}.png")
         rows.append([pair["target"], label_image(pair["target_labels"], label_set), pair["reference"], recon, *moved])
         log(f"{name}: reconstruction and {len(REGIONS)} transfers in {time.perf_counter() - tic:.1f} s")
-    titles = [f"{pair['name']}" for pair in pairs]
-    for title, row in demo_styles(editor, pairs, out, log, checkpoint=checkpoint):
-        rows.append(row)  # random skin and hair styles, then fine-tuning in z space and in style space
-        titles.append(title)
-    sheet = contact_sheet(rows, columns, row_titles=titles, cell=128)
+    sheet = contact_sheet(rows, columns, row_titles=[pair["name"] for pair in pairs], cell=128)
+    styles = demo_styles(editor, pairs, out, log, checkpoint=checkpoint)
+    if styles:  # random skin and hair styles, then fine-tuning in z space and in style space, below
+        lower = contact_sheet([row for _, row in styles], ["target", "labels", *(f"result {i}" for i in range(1, 6))],
+                              row_titles=[title for title, _ in styles], cell=128)
+        both = Image.new("RGB", (max(sheet.width, lower.width), sheet.height + lower.height), "white")
+        both.paste(sheet, (0, 0))
+        both.paste(lower, (0, sheet.height))
+        sheet = both
     path = out / "contact_sheet.png"
     save_image(sheet, path)
     log(f"wrote the results and {path} in {time.perf_counter() - start:.1f} s")

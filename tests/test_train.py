@@ -179,13 +179,16 @@ def test_checkpoints_rotate_and_the_run_folder_loads(tmp_path: Path) -> None:
         train_generator(tiny(), "synthetic:4", tmp_path)
 
 
-def test_sigint_finishes_the_step_saves_and_resumes(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_sigint_finishes_the_step_saves_and_resumes(tmp_path: Path, monkeypatch, capsys, request) -> None:
     def interrupt(loss):
         os.kill(os.getpid(), signal.SIGINT)  # delivered to GracefulStop's handler in this thread
         return loss
 
     count_calls_then(monkeypatch, after=2, action=interrupt)
     config = tiny("train.steps=8")
+    # the run must put back the handler it found; a background job starts with SIGINT ignored, so set one
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     train_generator(config, "synthetic:4", tmp_path)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3]  # step 3 finished, then saved
     assert not (tmp_path / "final").exists()
