@@ -284,16 +284,7 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
         return pil[0] if photos.form == "single" else pil
 
     def _image_tensor(self, item: Any, name: str) -> Tensor:
-        """One photo as a float32 (3, H, W) tensor in [-1, 1] (on the CPU, or the input tensor's device)."""
-        if isinstance(item, (str, os.PathLike)):
-            return load_image(item)
-        if isinstance(item, Image.Image):
-            return _pil_image(item)
-        if isinstance(item, np.ndarray):
-            return _numpy_image(item, name)
-        if isinstance(item, Tensor):
-            return _tensor_image(item, name)
-        raise InputError(_kind_error(item, name))
+        return photo_tensor(item, name)
 
     def _label_tensor(self, item: Any, name: str) -> Tensor:
         """One label map as an int64 (H, W) tensor, every value checked against the label set."""
@@ -443,3 +434,17 @@ def _integral(arr: np.ndarray, name: str) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         raise InputError(f"{name}: unsupported label map dtype {arr.dtype}")
     return arr
+
+
+def photo_tensor(item: Any, name: str = "image") -> Tensor:
+    """One photo of any kind the Editor takes as a float32 (3, H, W) tensor in [-1, 1] (on the CPU, or
+    the input tensor's device)."""
+    if isinstance(item, (str, os.PathLike)):
+        return load_image(item)
+    if isinstance(item, Image.Image):
+        return _pil_image(item)
+    if isinstance(item, np.ndarray):
+        return _numpy_image(item, name)
+    if isinstance(item, Tensor):
+        return _tensor_image(item, name)
+    raise InputError(_kind_error(item, name))

@@ -188,18 +188,9 @@ def _paste(labels: Tensor, height: int, width: int, top: int, left: int) -> Tens
 
 def photo_tensor(item: Any, name: str = "image") -> Tensor:
     """One photo of any kind the Editor takes as float32 (3, H, W) in [-1, 1] on the CPU."""
-    from .edit import _numpy_image, _pil_image, _tensor_image
-    from .imageio import load_image
+    from .edit import photo_tensor as editor_photo_tensor
 
-    if isinstance(item, (str, os.PathLike)):
-        return load_image(item)
-    if isinstance(item, Image.Image):
-        return _pil_image(item)
-    if isinstance(item, np.ndarray):
-        return _numpy_image(item, name)
-    if isinstance(item, Tensor):
-        return _tensor_image(item, name).cpu()
-    raise InputError(f"{name}: expected a path, PIL image, numpy array or tensor, got {type(item).__name__}")
+    return editor_photo_tensor(item, name).cpu()
 
 
 # ------------------------------------------------------------------------------------------- previews
