@@ -55,6 +55,14 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file of a checkpoint or trainer state; unparsable content is a CheckpointError naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+
+
 def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint directory, checked for format and kind."""
     directory = resolve(path)
@@ -65,10 +73,7 @@ def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, A
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
         raise CheckpointError(f"{directory} is not a facestyle checkpoint: {CONFIG_NAME} is missing")
-    try:
-        data = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from None
+    data = read_json(cfg_path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{directory} is not a facestyle checkpoint ({CONFIG_NAME} has no format: {FORMAT})")
     if data.get("kind", "generator") != kind:

@@ -43,7 +43,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import atomic_write_bytes, load_tensors, save_tensors
+from ..checkpoint import atomic_write_bytes, load_tensors, read_json, save_tensors
 from ..errors import CheckpointError, FacestyleError, InputError
 
 TRAINER_DIR = "trainer"
@@ -364,10 +364,7 @@ def load_trainer_state(directory: Path, map_location: str | torch.device = "cpu"
     path = directory / STATE_JSON
     if not path.is_file():
         raise CheckpointError(f"{directory}: no trainer state ({STATE_JSON} is missing); it cannot be resumed")
-    try:
-        payload = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    payload = read_json(path)
     if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path} is not a facestyle trainer state")
     tensors = load_tensors(directory / STATE_TENSORS)
