@@ -2,8 +2,12 @@
 
 Each (path, batch) runs in its own process so that its peak memory is its own. The label maps are
 face-like (the synthetic renderer's, or ``--labels PNG``), since the sparse path's work depends on how
-much of the map is region boundary. Prints a table, then the outputs' agreement, then last
-``speedup_vs_naive=X.XX`` (naive seconds per image / sparse seconds per image, at the largest batch).
+much of the map is region boundary. Every path runs with the allocator setting the ``facestyle`` command
+uses (:func:`facestyle.runtime.keep_freed_memory`: glibc keeps freed memory instead of unmapping every
+block over 32 MB); one more row per batch runs the sparse path with glibc's default allocator, which is
+what a plain ``import facestyle`` gets. Prints a table, then the outputs' agreement, then last
+``speedup_vs_naive=X.XX`` (naive seconds per image / sparse seconds per image, at the largest batch,
+both with the same allocator).
 
     python benchmarks/generator_speed.py             # 256x256, batch 1 and 4 (several minutes on 2 cores)
     python benchmarks/generator_speed.py --size 128  # quick
@@ -24,6 +28,7 @@ import torch
 
 from facestyle.config import ModelConfig
 from facestyle.model import FaceStyleNet
+from facestyle.runtime import SYSTEM_ALLOCATOR_ENV, keep_freed_memory
 
 PATHS = ("naive", "factorized", "sparse")
 
@@ -55,6 +60,7 @@ def build(size: int, path: str, device: str) -> FaceStyleNet:
 
 def worker(args: argparse.Namespace) -> None:
     """Time one (path, batch) and report JSON on stdout; saves its output for the agreement check."""
+    keep_freed_memory()  # unless the parent set FACESTYLE_SYSTEM_ALLOCATOR=1
     device = torch.device(args.device)
     model = build(args.size, args.path, args.device)
     g = torch.Generator().manual_seed(1)
@@ -89,6 +95,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--labels", help="a CelebAMask-HQ label PNG (default: synthetic face labels)")
+    parser.add_argument("--no-system-allocator-row", action="store_true",
+                        help="skip the extra sparse row with glibc's default allocator")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -106,41 +114,48 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="facestyle-bench-")
     print(f"paper-size network (ngf 64, D 512, 19 classes), {args.size}x{args.size}, {args.device}, "
           f"float32, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    runs = [(path, "keep") for path in paths]
+    if "sparse" in paths and not args.no_system_allocator_row:
+        runs.append(("sparse", "system"))
     for batch in batches:
-        for path in paths:
-            save = os.path.join(tmp, f"{path}-{batch}.pt")
+        for path, allocator in runs:
+            save = os.path.join(tmp, f"{path}-{allocator}-{batch}.pt")
             cmd = [sys.executable, __file__, "--worker", "--size", str(args.size), "--path", path,
                    "--batch", str(batch), "--repeats", str(args.repeats), "--device", args.device,
                    "--save", save] + (["--labels", args.labels] if args.labels else [])
-            result = subprocess.run(cmd, capture_output=True, text=True)
+            env = {**os.environ, SYSTEM_ALLOCATOR_ENV: "1" if allocator == "system" else "0"}
+            result = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if result.returncode:
                 sys.exit(f"worker failed ({path}, batch {batch}):\n{result.stderr}")
-            rows[path, batch] = json.loads(result.stdout.strip().splitlines()[-1])
-            outputs[path, batch] = torch.load(save, weights_only=True)
-            print(f"  measured {path:<10} batch {batch}: {rows[path, batch]['seconds_per_image']:.3f} s/image",
-                  flush=True)
+            key = path, batch, allocator
+            rows[key] = json.loads(result.stdout.strip().splitlines()[-1])
+            outputs[key] = torch.load(save, weights_only=True)
+            print(f"  measured {path:<10} batch {batch} ({allocator} allocator): "
+                  f"{rows[key]['seconds_per_image']:.3f} s/image", flush=True)
 
     print()
-    print("| path | batch | s / image | images / s | peak memory (MB) | speedup vs naive |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| path | allocator | batch | s / image | images / s | peak memory (MB) | speedup vs naive |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    names = {"keep": "keep freed memory", "system": "glibc default"}
     for batch in batches:
-        for path in paths:
-            r = rows[path, batch]
-            base = rows.get(("naive", batch), r)["seconds_per_image"]
-            print(f"| {path} | {batch} | {r['seconds_per_image']:.3f} | {1 / r['seconds_per_image']:.2f} | "
-                  f"{r['peak_mb']:.0f} | {base / r['seconds_per_image']:.2f}x |")
+        for path, allocator in runs:
+            r = rows[path, batch, allocator]
+            base = rows.get(("naive", batch, "keep"), r)["seconds_per_image"]
+            print(f"| {path} | {names[allocator]} | {batch} | {r['seconds_per_image']:.3f} | "
+                  f"{1 / r['seconds_per_image']:.2f} | {r['peak_mb']:.0f} | {base / r['seconds_per_image']:.2f}x |")
     print()
     for batch in batches:
-        for path in paths:
-            if path != "naive" and ("naive", batch) in outputs:
-                ref, out = outputs["naive", batch], outputs[path, batch]
+        for path, allocator in runs:
+            ref = outputs.get(("naive", batch, "keep"))
+            if path != "naive" and ref is not None:
+                out = outputs[path, batch, allocator]
                 ok = torch.allclose(out, ref, rtol=1e-4, atol=1e-5)
-                print(f"{path} vs naive, batch {batch}: max abs diff {(out - ref).abs().max():.2e} "
+                print(f"{path} ({allocator}) vs naive, batch {batch}: max abs diff {(out - ref).abs().max():.2e} "
                       f"({'within' if ok else 'OUTSIDE'} rtol 1e-4, atol 1e-5)")
     top = max(batches)
-    if ("naive", top) in rows and ("sparse", top) in rows:
-        best = rows["sparse", top]["seconds_per_image"]
-        print(f"speedup_vs_naive={rows['naive', top]['seconds_per_image'] / best:.2f}")
+    if ("naive", top, "keep") in rows and ("sparse", top, "keep") in rows:
+        best = rows["sparse", top, "keep"]["seconds_per_image"]
+        print(f"speedup_vs_naive={rows['naive', top, 'keep']['seconds_per_image'] / best:.2f}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .errors import FacestyleError
+from .runtime import keep_freed_memory
 
 # Modules that register subcommands, in the order they are listed by --help.
 COMMAND_MODULES = (
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()  # large CPU tensors are reused rather than re-mapped: see facestyle.runtime
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
