@@ -36,7 +36,14 @@ from facestyle.edit_style import (
 from facestyle.errors import CheckpointError, InputError
 from facestyle.imageio import save_image, save_labels
 from facestyle.model import FaceStyleNet
-from facestyle.nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver, SolverError
+from facestyle.nn.flow import (
+    CALIBRATION_STEPS,
+    FLOW_PRESETS,
+    ContinuousNormalizingFlow,
+    FlowConfig,
+    Solver,
+    SolverError,
+)
 from facestyle.nn.mapping import MAPPING_PRESETS, CodeWhitener, MappingConfig, MappingNetwork
 from facestyle.style_bank import (
     StyleBank,
@@ -195,14 +202,28 @@ def test_code_to_z_to_code_returns_the_code(trained_flows, objective):
     flow = trained_flows[objective]
     codes = gaussian(128, seed=4)
     with torch.no_grad():
-        z = flow(codes)  # the flow's default solver: dopri5 (ML), rk4 x8 (flow matching)
+        z = flow(codes)  # the default solver, calibrated at the end of training
         forward_nfe = flow.nfe
         back = flow.reverse(z)
     assert relative_error(back, codes) < 1e-3
     assert 0 < forward_nfe <= 2_000 and flow.nfe > 0
     assert z.shape == (128, K * D)
-    if objective == "flow-matching":
-        assert forward_nfe == 4 * 8  # rk4, 8 steps
+
+
+@pytest.mark.parametrize("objective", ["maximum-likelihood", "flow-matching"])
+def test_training_calibrates_the_cheapest_solver_that_inverts(trained_flows, objective, gaussian_bank):
+    """The finished flow's default solver is the cheapest rk4 whose round trip on bank codes is within
+    1e-3 (relative, the largest error): one step fewer is not."""
+    flow = trained_flows[objective]
+    solver = flow.config.solver
+    assert solver.method == "rk4", solver.describe()
+    codes = StyleBank.load(gaussian_bank).group(SKIN)
+    error, nfe = flow.round_trip_error(codes[:256], solver)
+    assert error <= 1e-3 and nfe == 2 * 4 * solver.steps
+    rank = CALIBRATION_STEPS.index(solver.steps)
+    assert rank > 0  # these flows need more than the fewest steps: the check below has something to check
+    fewer = Solver("rk4", steps=CALIBRATION_STEPS[rank - 1])
+    assert flow.round_trip_error(codes[:256], fewer)[0] > 1e-3
 
 
 def test_hutchinson_estimates_the_exact_log_likelihood():

@@ -9,12 +9,16 @@ Two objectives for the same ODE network (:class:`~facestyle.nn.flow.ContinuousNo
 - ``flow-matching`` (conditional flow matching on straight paths / rectified flow): regress the ODE
   function on the velocity of straight lines from codes to Gaussian samples at random times; no solve
   in training, so a step costs one forward and backward pass of the network (measured: the same
-  held-out likelihood in about 20x less training time than maximum likelihood). ``train.coupling =
+  held-out likelihood in 15-50x less training time than maximum likelihood). ``train.coupling =
   minibatch-ot`` pairs codes and noise by an optimal assignment within each batch; ``train.sigma_min``
   widens the paths at the codes.
 
-Both give an invertible map (a flow of an ODE); the run folder, logging, checkpoints and resume are the
-mapping trainer's (:class:`facestyle.train.mapping.BankTrainer`); the finished flow is copied to
+Both give an invertible map (a flow of an ODE). When training ends, the flow's default solver (unless
+``model.method`` names one) becomes the cheapest rk4 (then dopri5) whose round trip code -> z -> code
+returns ``train.round_trip_codes`` bank codes within ``train.round_trip_tolerance`` (1e-3 relative), and
+the log says which and the error; the ``final`` folder holds that config, the step checkpoints keep theirs
+so that a run resumes as it was. The run folder, logging, checkpoints and resume are the mapping
+trainer's (:class:`facestyle.train.mapping.BankTrainer`); the finished flow is copied to
 ``CHECKPOINT/flow/REGION`` with ``install_to=CHECKPOINT``.
 """
 
@@ -30,6 +34,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver
+from ..style_bank import save_style_network
+from .common import log
 from .mapping import BankTrainer, resolve_configs, run_bank_training
 
 __all__ = ["FlowTrainConfig", "FLOW_TRAIN_PRESETS", "FlowTrainer", "train_flow", "OBJECTIVES"]
@@ -54,6 +60,10 @@ class FlowTrainConfig:
     max_steps: int = 1_000
     coupling: Literal["independent", "minibatch-ot"] = "independent"
     sigma_min: float = 0.0  # flow matching's path width at the codes (0: rectified flow)
+    # the finished flow's default solver: the cheapest that returns this many bank codes through
+    # code -> z -> code within this relative error (0: keep the configured solver, only report its error)
+    round_trip_tolerance: float = 1e-3
+    round_trip_codes: int = 256
     log_every: int = 100
     save_every: int = 1_000
     keep_last: int = 3
@@ -84,6 +94,8 @@ class FlowTrainer(BankTrainer):
             raise InputError(f"train.coupling must be independent or minibatch-ot, got {cfg.coupling!r}")
         if not 0 <= cfg.sigma_min < 1:
             raise InputError(f"train.sigma_min must be in [0, 1), got {cfg.sigma_min}")
+        if cfg.round_trip_tolerance < 0 or cfg.round_trip_codes < 1:
+            raise InputError("train.round_trip_tolerance must be >= 0 and train.round_trip_codes >= 1")
         self.solver = Solver("dopri5", cfg.atol, cfg.rtol, max_steps=cfg.max_steps)
         self.network = ContinuousNormalizingFlow(self.model_config).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -108,6 +120,29 @@ class FlowTrainer(BankTrainer):
 
     def describe(self) -> str:
         return f"{super().describe()}, {self.model_config.objective}"
+
+    def write_final_files(self, directory: Path) -> None:
+        """The finished flow, its default solver calibrated on bank codes (see
+        :meth:`~facestyle.nn.flow.ContinuousNormalizingFlow.calibrate_solver`) unless the config names one."""
+        cfg, flow = self.train_config, self.network
+        g = torch.Generator().manual_seed(cfg.seed)
+        pick = torch.randperm(len(self.codes), generator=g)[:cfg.round_trip_codes]
+        codes = self.codes[pick].to(self.device)
+        flow.eval()
+        if cfg.round_trip_tolerance > 0 and flow.config.method == "auto":
+            solver, error, passed = flow.calibrate_solver(codes, cfg.round_trip_tolerance)
+            fields = {"atol": solver.atol, "rtol": solver.rtol} if solver.adaptive else {"steps": solver.steps}
+            flow.config = replace(flow.config, method=solver.method, **fields)
+            verdict = "within" if passed else "warning: NOT within"
+            log(self.dist, f"default solver {solver.describe()}: code -> z -> code on {len(codes)} bank codes, "
+                           f"largest relative error {error:.1e} ({verdict} train.round_trip_tolerance="
+                           f"{cfg.round_trip_tolerance:g})")
+            save_style_network(flow, directory, self.kind, bank=self.bank_info, step=self.step)
+            return
+        error, _ = flow.round_trip_error(codes)
+        log(self.dist, f"default solver {flow.config.solver.describe()}: code -> z -> code on {len(codes)} bank "
+                       f"codes, largest relative error {error:.1e}")
+        super().write_final_files(directory)
 
     def aux_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}

@@ -353,12 +353,16 @@ class BankTrainer:
             return
         final = self.run_dir / FINAL_DIR
         with atomic_directory(final) as tmp:
-            for name in (CONFIG_NAME, WEIGHTS_NAME):
-                link_or_copy(self.last_saved / name, tmp / name)
+            self.write_final_files(tmp)
         where = final
         if self.install_to is not None:
             where = install_style_network(final, self.install_to, self.kind, self.model_config.region)
         log(self.dist, f"done: step {self.step}; {self.kind} network for {self.model_config.region} in {where}")
+
+    def write_final_files(self, directory: Path) -> None:
+        """The finished network's files: links to the last checkpoint's."""
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            link_or_copy(self.last_saved / name, directory / name)
 
     def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Restore weights, auxiliary state, step, data position and RNG states from a checkpoint folder."""
