@@ -1,26 +1,31 @@
 """Speed of random styles and style fine-tuning: the mapping network (paper eq. 3) and the CNF round trip
 (eq. 7-8) with flows trained by maximum likelihood (FFJORD) and by flow matching.
 
-One run prints a table, then last a headline line. Rows:
+One run prints two tables, then last a headline line.
 
-- ``mapping``: seconds per generated style code, batch 1 and batch 64 (the demo preset's network for
-  the skin group: 2 classes x D);
-- ``flow ...``: one fine-tuning round trip (code -> z -> code, batch 1): milliseconds, the number of
-  evaluations of the ODE function (NFE, forward + reverse) and the round trip's error
-  (max over 256 held-out codes of ||s' - s|| / ||s||), and the held-out negative log-likelihood
-  (nats per coordinate of the normalised codes, exact trace; lower is better): every flow at the
-  same solver tolerance (dopri5, ``--tol``); then with its cheapest solver (rk4 with 1 to 32 steps, or
-  dopri5 at 1e-2 to 1e-6) whose round-trip error is at most the maximum-likelihood flow's at ``--tol``
-  (the NFE at the same round-trip accuracy); then the flow-matching flows' default solver (rk4 x8).
+- ``mapping``: seconds per generated style code, batch 1 and batch 64 (the demo preset's architecture for
+  the skin group: 2 classes x D).
+- Flows: a maximum-likelihood flow and a flow-matching flow trained for the same wall-clock budget
+  (``--train-seconds``), then two flow-matching flows (independent and minibatch-OT coupling) trained
+  only until they reach the maximum-likelihood flow's held-out likelihood: the same density-model
+  quality. For each: the held-out negative log-likelihood (nats per coordinate of the normalised codes,
+  exact trace; lower is better), one fine-tuning round trip (code -> z -> code, batch 1) at the shared
+  tolerance (dopri5, ``--tol``) and with the flow-matching default (rk4 x8): milliseconds, evaluations of
+  the ODE function (NFE, forward + reverse) and round-trip error (max over 256 held-out codes of
+  ||s' - s|| / ||s||).
+- NFE at the same round-trip accuracy: for each flow and each accuracy (1e-2, 1e-3: the invertibility
+  the project guarantees, 1e-4, and the maximum-likelihood flow's error at ``--tol``), the fewest NFE of
+  any candidate solver (rk4 with 1 to 32 steps, dopri5 at 1e-2 to 1e-6) whose round-trip error is at most
+  that; and the ratio maximum likelihood / flow matching.
 
 Unless flow checkpoints are given, the benchmark trains the flows itself on a synthetic bank of the skin
 group's dimension (2 x 64 codes: a curved 8-dimensional manifold, a random tanh network of 8 Gaussian
-factors, as the encoder's codes are region means of tanh features, plus noise): one per objective for
-the same wall-clock budget (``--train-seconds``), and a flow-matching flow trained only until it
-reaches the maximum-likelihood flow's held-out likelihood (the same density-model quality).
+factors, as the encoder's codes are region means of tanh features, plus noise), or on ``--bank``'s skin
+codes (the last 256 held out).
 
-    python benchmarks/style_speed.py                      # about 4 minutes on 2 cores
+    python benchmarks/style_speed.py                      # about 9 minutes on 2 cores
     python benchmarks/style_speed.py --train-seconds 20   # quick
+    python benchmarks/style_speed.py --bank runs/demo/bank.safetensors
     python benchmarks/style_speed.py --flow-ml DIR --flow-fm DIR --bank BANK.safetensors
 """
 
@@ -36,7 +41,7 @@ import torch
 from facestyle.nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, Solver
 from facestyle.nn.mapping import MAPPING_PRESETS, MappingNetwork
 
-K, D = 2, 64  # the skin group (skin + nose) at the demo model's style length
+K, D = 2, 64  # the skin group (skin + nose) at D = 64: twice the demo model's style length (the paper: 512)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -81,7 +86,8 @@ def mapping_rows(style_dim: int) -> list[tuple[str, str]]:
 
 
 def train(objective: str, codes: torch.Tensor, seconds: float, normalization: str, seed: int = 0,
-          until_nll: tuple[float, torch.Tensor] | None = None) -> tuple[ContinuousNormalizingFlow, int, float]:
+          until_nll: tuple[float, torch.Tensor] | None = None,
+          coupling: str = "independent") -> tuple[ContinuousNormalizingFlow, int, float]:
     """A demo-size flow trained for ``seconds`` of wall clock (or, with ``until_nll=(nll, codes)``, until
     its NLL on those codes is at most ``nll``, checked every 25 steps); returns it, its steps and the
     seconds spent training (NLL checks excluded)."""
@@ -100,7 +106,7 @@ def train(objective: str, codes: torch.Tensor, seconds: float, normalization: st
         if objective == "maximum-likelihood":
             loss = flow.nll_per_dim(batch, trace="hutchinson", generator=g, solver=solver)
         else:
-            loss = flow.flow_matching_loss(batch, generator=g)
+            loss = flow.flow_matching_loss(batch, generator=g, coupling=coupling)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -140,21 +146,18 @@ def nll(flow: ContinuousNormalizingFlow, codes: torch.Tensor) -> float:
 
 CANDIDATES = [Solver("rk4", steps=s) for s in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)] + \
              [Solver("dopri5", t, t) for t in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)]
+ACCURACIES = (1e-2, 1e-3, 1e-4)
 
 
-def cheapest(flow: ContinuousNormalizingFlow, codes: torch.Tensor, target: float) -> tuple[Solver, dict]:
-    """The solver with the fewest NFE whose round-trip error is at most ``target`` (else the most
-    accurate one)."""
-    results = [(solver, round_trip(flow, codes, solver)) for solver in CANDIDATES]
+def cheapest(results: list[tuple[Solver, dict]], target: float) -> tuple[Solver, dict] | None:
+    """Of the candidates' round trips, the one with the fewest NFE whose error is at most ``target``."""
     good = [r for r in results if r[1]["error"] <= target]
-    if not good:
-        return min(results, key=lambda r: r[1]["error"])
-    return min(good, key=lambda r: (r[1]["nfe"], r[1]["error"]))
+    return min(good, key=lambda r: (r[1]["nfe"], r[1]["error"])) if good else None
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train-seconds", type=float, default=60.0, help="training budget per objective")
+    p.add_argument("--train-seconds", type=float, default=150.0, help="training budget per objective")
     p.add_argument("--tol", type=float, default=1e-5, help="the shared dopri5 tolerance (atol = rtol)")
     p.add_argument("--normalization", choices=("standardize", "whiten"), default="standardize")
     p.add_argument("--flow-ml", metavar="DIR", help="a maximum-likelihood flow checkpoint (skips its training)")
@@ -189,43 +192,64 @@ def main() -> None:
             flows[objective] = flow, f"{steps} in {spent:.0f} s"
     likelihood = {name: nll(flow, held_out[:64]) for name, (flow, _) in flows.items()}
     if not args.flow_fm:  # the same density-model quality: flow matching until the ML flow's likelihood
-        print("training a flow-matching flow until the maximum-likelihood flow's NLL ...", flush=True)
-        flow, steps, spent = train("flow-matching", train_codes, args.train_seconds, args.normalization,
-                                   until_nll=(likelihood["maximum-likelihood"], held_out[:64]))
-        name = "flow-matching, same NLL"
-        flows[name] = flow, f"{steps} in {spent:.0f} s"
-        likelihood[name] = nll(flow, held_out[:64])
+        same = (("independent", "flow-matching, same NLL"), ("minibatch-ot", "flow-matching OT, same NLL"))
+        for coupling, name in same:
+            print(f"training a flow-matching flow ({coupling} coupling) until the maximum-likelihood flow's NLL ...",
+                  flush=True)
+            flow, steps, spent = train("flow-matching", train_codes, args.train_seconds, args.normalization,
+                                       until_nll=(likelihood["maximum-likelihood"], held_out[:64]), coupling=coupling)
+            flows[name] = flow, f"{steps} in {spent:.0f} s"
+            likelihood[name] = nll(flow, held_out[:64])
 
     shared = Solver("dopri5", args.tol, args.tol)
-    same_tol = {name: round_trip(flow, held_out, shared) for name, (flow, _) in flows.items()}
-    target = max(same_tol["maximum-likelihood"]["error"], 1e-6)
-    matched = {name: cheapest(flow, held_out, target) for name, (flow, _) in flows.items()}
-    default = {name: round_trip(flow, held_out, flow.config.solver)
-               for name, (flow, _) in flows.items() if name != "maximum-likelihood"}
+    default = Solver("rk4", steps=8)
+    print("solving round trips ...", flush=True)
+    trips = {name: [(solver, round_trip(flow, held_out, solver)) for solver in CANDIDATES]
+             for name, (flow, _) in flows.items()}
+    at = {name: {solver.describe(): r for solver, r in results} for name, results in trips.items()}
 
     header = ("flow", "training steps", "NLL/dim", "solver", "NFE", "ms/round trip", "round-trip err")
     rows = []
-    for section, results in (("same tolerance", {n: (shared, r) for n, r in same_tol.items()}),
-                             (f"same accuracy (<= {target:.1e})", matched),
-                             ("default solver", {n: (flows[n][0].config.solver, r) for n, r in default.items()})):
-        for name, (solver, r) in results.items():
-            rows.append((name, flows[name][1], f"{likelihood[name]:.3f}", f"{section}: {solver.describe()}",
-                         f"{r['nfe']:.0f}", f"{r['ms']:.1f}", f"{r['error']:.1e}"))
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for solver in (shared, default):
+        for name in flows:
+            r = at[name][solver.describe()]
+            rows.append((name, flows[name][1], f"{likelihood[name]:.3f}", solver.describe(), f"{r['nfe']:.0f}",
+                         f"{r['ms']:.1f}", f"{r['error']:.1e}"))
     print(f"\nfine-tuning round trip (code -> z -> code, batch 1; {len(held_out)} held-out codes of "
           f"{K} x {held_out.shape[-1]}; {args.normalization} normalisation; NLL in nats per normalised coordinate)")
-    for row in [header, *rows]:
-        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    print_table(header, rows)
 
-    ml_nfe = matched["maximum-likelihood"][1]["nfe"]
-    ratios = {name: ml_nfe / matched[name][1]["nfe"] for name in flows if name != "maximum-likelihood"}
-    fm_default = default["flow-matching"]
+    ml_error = max(at["maximum-likelihood"][shared.describe()]["error"], 1e-6)
+    accuracies = (*ACCURACIES, ml_error)
+    header = ("round-trip error at most", *flows, *(f"ML / {name}" for name in flows if name != "maximum-likelihood"))
+    rows, ratio = [], {}
+    for target in accuracies:
+        best = {name: cheapest(trips[name], target) for name in flows}
+        row = [f"{target:.1e}" + (" (ML at --tol)" if target == ml_error else "")]
+        row += [f"{b[1]['nfe']:.0f} ({b[0].describe()})" if b else "none" for b in best.values()]
+        for name in flows:
+            if name != "maximum-likelihood":
+                ml, fm = best["maximum-likelihood"], best[name]
+                ratio[name, target] = ml[1]["nfe"] / fm[1]["nfe"] if ml and fm else float("nan")
+                row.append(f"{ratio[name, target]:.2f}")
+        rows.append(tuple(row))
+    print("\nNFE of the cheapest solver at the same round-trip accuracy (NFE (solver); ML / flow matching)")
+    print_table(header, rows)
+
+    fm_default = at["flow-matching"][default.describe()]
     parts = [f"mapping_s_per_code_b64={float(mapping[1][1].split()[0]):.2e}",
              f"fm_round_trip_ms={fm_default['ms']:.1f}",
-             f"nfe_ratio_ml_over_fm_same_accuracy={ratios['flow-matching']:.2f}"]
-    if "flow-matching, same NLL" in ratios:
-        parts.append(f"nfe_ratio_ml_over_fm_same_accuracy_same_nll={ratios['flow-matching, same NLL']:.2f}")
+             f"nfe_ratio_ml_over_fm_same_accuracy={ratio['flow-matching', ml_error]:.2f}"]
+    for name, key in (("flow-matching, same NLL", "same_nll"), ("flow-matching OT, same NLL", "ot_same_nll")):
+        if name in flows:
+            parts.append(f"nfe_ratio_ml_over_fm_{key}_at_1e-3={ratio[name, 1e-3]:.2f}")
     print("\n" + " ".join(parts))
+
+
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
 
 if __name__ == "__main__":
