@@ -4,7 +4,8 @@ A step is what `facestyle train` does: generator forward, discriminator on real 
 generator's losses (hinge GAN + feature matching + perceptual, or pixel L1 for presets without VGG19)
 and backward, then the discriminator's hinge loss and backward, and both Adam steps. The VGG19 loss
 runs with random weights in the published layout when a preset uses it (the cost is the same).
-Each (preset, batch) runs in its own process so that its peak memory is its own.
+Each (preset, batch) runs in its own process so that its peak memory is its own, with the allocator
+setting `facestyle train` uses (:func:`facestyle.runtime.keep_freed_memory`).
 
     python benchmarks/train_speed.py                         # tiny, demo, paper@128; batch 1 and 4
     python benchmarks/train_speed.py --paper-size 256 --device cuda --batches 8   # the GPU figure
@@ -30,6 +31,9 @@ def worker(args: argparse.Namespace) -> None:
     from facestyle.model import FaceStyleNet
     from facestyle.nn.discriminator import MultiscaleDiscriminator
     from facestyle.nn.vgg import VGG19Features
+    from facestyle.runtime import keep_freed_memory
+
+    keep_freed_memory()
 
     device = torch.device(args.device)
     config = get_preset(args.preset)
