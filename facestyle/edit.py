@@ -45,6 +45,7 @@ from .imageio import LABEL_MODES, load_image, load_labels, to_pil
 from .labels import LabelSet, get_label_set
 from .model import FaceStyleNet
 from .parse import find_parser
+from .runtime import keep_freed_memory
 
 __all__ = ["Editor", "RegionAbsentWarning", "resolve_device"]
 
@@ -110,6 +111,8 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
         # where the networks stored beside the generator (mapping networks, flows, style mean) are found
         self.checkpoint_dir: Path | None = None if checkpoint_dir is None else Path(checkpoint_dir)
         param = next(model.parameters())
+        if param.device.type == "cpu":
+            keep_freed_memory()  # large activations reused rather than re-mapped: see facestyle.runtime
         self.device = param.device
         self.dtype = param.dtype
         self.label_set: LabelSet = get_label_set(model.config.label_set)

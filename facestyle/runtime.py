@@ -11,8 +11,9 @@ forward 2.24 s per image instead of 1.38 (``benchmarks/generator_speed.py --syst
 mapped, so that a block freed by one layer is reused by the next: PyTorch's own CPU tuning guide gets
 the same effect by preloading jemalloc or tcmalloc. The cost is that the process keeps its peak heap
 (the resident size does not shrink after a large forward pass), which is what a command or a server
-that runs the network again wants. The ``facestyle`` command calls it at start-up; a library user can
-call it, or set ``FACESTYLE_SYSTEM_ALLOCATOR=1`` to keep glibc's defaults everywhere.
+that runs the network again wants. The ``facestyle`` command calls it at start-up and the
+:class:`~facestyle.edit.Editor` when its model is on the CPU; a user of :class:`~facestyle.model.FaceStyleNet`
+can call it, or set ``FACESTYLE_SYSTEM_ALLOCATOR=1`` to keep glibc's defaults everywhere.
 """
 
 from __future__ import annotations
