@@ -14,12 +14,18 @@ the same effect by preloading jemalloc or tcmalloc. The cost is that the process
 that runs the network again wants. The ``facestyle`` command calls it at start-up and the
 :class:`~facestyle.edit.Editor` when its model is on the CPU; a user of :class:`~facestyle.model.FaceStyleNet`
 can call it, or set ``FACESTYLE_SYSTEM_ALLOCATOR=1`` to keep glibc's defaults everywhere.
+
+It helps the threads that allocate from glibc's main arena: the main thread, where the commands run
+the network. Other threads get arenas of their own once the process has started (importing torch is
+enough), and those still map and unmap large blocks; so a server whose requests run on worker threads
+(``facestyle serve``) should be started with ``GLIBC_TUNABLES=glibc.malloc.arena_max=1`` (every thread
+on the main arena) or with jemalloc or tcmalloc preloaded. Under a preloaded allocator this function
+does nothing.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -38,14 +44,19 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get(SYSTEM_ALLOCATOR_ENV, "") not in ("", "0") or not sys.platform.startswith("linux"):
+    if os.environ.get(SYSTEM_ALLOCATOR_ENV, "") not in ("", "0") or not _glibc():
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
+    if any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        return False  # malloc is not glibc's: its mallopt would change nothing
+    mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; the trim threshold is an int, so 2 GiB - 1 is its largest value
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def _glibc() -> bool:
+    try:
+        return sys.platform.startswith("linux") and bool(os.confstr("CS_GNU_LIBC_VERSION"))
+    except (ValueError, OSError):  # the name is unknown to this C library (musl)
+        return False

@@ -351,7 +351,7 @@ class ContinuousNormalizingFlow(nn.Module):
             tried.append((error, solver))
         if not tried:
             raise SolverError("no solver could integrate the flow (every adaptive solve ran out of steps)")
-        error, solver = min(tried, key=lambda t: t[0])
+        error, solver = min(tried, key=lambda t: t[0] if math.isfinite(t[0]) else math.inf)
         return solver, error, False
 
     def sample(self, n: int, generator: torch.Generator | None = None, solver: Solver | None = None) -> Tensor:

@@ -18,13 +18,14 @@ Sparse boundary path (``style_branch="sparse"``, the default): where a pixel's 5
 inside the image and inside one class j, every tap of both branches sees class j only, so gamma and beta
 there are a per-(sample, class) constant that a small table holds. Only the remaining boundary pixels
 (about 18% of a 256x256 face, 33% at 128, 57% at 64) are convolved, from gathered 3x3 patches. Also
-exact; when nearly every pixel is boundary (16x16 and below) it falls back to the dense factorized
-convolution.
+exact; when nearly every pixel is boundary (over 95%: a face at 16x16) it falls back to the dense
+factorized convolution.
 
 Both fast paths return ``(1 + gamma, beta)`` (the 1 is folded into the kernels' bias), so the modulation
 is one ``addcmul``. The generator runs channels-last (NHWC): the sparse path writes gamma and beta as
-rows of 2C channels per pixel, which the modulation then reads in the activation's own layout, and
-oneDNN convolves NHWC maps without reordering them (a few percent of the forward at 256x256).
+rows of 2C channels per pixel, which the modulation then reads in the activation's own layout (batch
+norm keeps NHWC; instance norm returns NCHW), and oneDNN convolves NHWC maps without reordering them (a
+few percent of the forward at 256x256, and of a training step).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class SEANNorm(nn.Module):
         hidden = F.relu(self.spade_shared(segmap))
         if self.style_branch == "sparse" and labels is not None:
             scale, shift = self._sparse(labels, segmap, hidden, codes)
-        elif self.style_branch == "naive" and self.use_style:
+        elif self.style_branch == "naive":  # the oracle: no folded kernels, with or without a style branch
             gamma, beta = self._naive(segmap, hidden, codes)
             return normalized * (1 + gamma) + beta
         else:
@@ -106,6 +107,8 @@ class SEANNorm(nn.Module):
 
     def _naive(self, segmap: Tensor, hidden: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
         """SEAN's own computation: broadcast mu_j over class j's pixels into (B, D, H, W), then convolve."""
+        if not self.use_style:
+            return self.spade_gamma(hidden), self.spade_beta(hidden)
         mu = F.relu(self.fc_mu(codes))
         broadcast = torch.einsum("brhw,brd->bdhw", segmap, mu)
         a_g, a_b = self._blend()

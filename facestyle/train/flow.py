@@ -15,7 +15,7 @@ Two objectives for the same ODE network (:class:`~facestyle.nn.flow.ContinuousNo
 
 Both give an invertible map (a flow of an ODE). When training ends, the flow's default solver (unless
 ``model.method`` names one) becomes the cheapest rk4 (then dopri5) whose round trip code -> z -> code
-returns ``train.round_trip_codes`` bank codes within ``train.round_trip_tolerance`` (1e-3 relative), and
+returns ``train.round_trip_codes`` bank codes within half ``train.round_trip_tolerance`` (1e-3 relative), and
 the log says which and the error; the ``final`` folder holds that config, the step checkpoints keep theirs
 so that a run resumes as it was. The run folder, logging, checkpoints and resume are the mapping
 trainer's (:class:`facestyle.train.mapping.BankTrainer`); the finished flow is copied to
@@ -33,12 +33,12 @@ import torch
 from torch import Tensor
 
 from ..errors import InputError
-from ..nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver
+from ..nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver, SolverError
 from ..style_bank import save_style_network
 from .common import log
 from .mapping import BankTrainer, resolve_configs, run_bank_training
 
-__all__ = ["FlowTrainConfig", "FLOW_TRAIN_PRESETS", "FlowTrainer", "train_flow", "OBJECTIVES"]
+__all__ = ["FlowTrainConfig", "FLOW_TRAIN_PRESETS", "FlowTrainer", "train_flow", "OBJECTIVES", "calibration_codes"]
 
 OBJECTIVES = ("maximum-likelihood", "flow-matching")
 
@@ -95,7 +95,8 @@ class FlowTrainer(BankTrainer):
         if not 0 <= cfg.sigma_min < 1:
             raise InputError(f"train.sigma_min must be in [0, 1), got {cfg.sigma_min}")
         if cfg.round_trip_tolerance < 0 or cfg.round_trip_codes < 1:
-            raise InputError("train.round_trip_tolerance must be >= 0 and train.round_trip_codes >= 1")
+            raise InputError(f"train.round_trip_tolerance must be >= 0 and train.round_trip_codes >= 1, got "
+                             f"{cfg.round_trip_tolerance} and {cfg.round_trip_codes}")
         self.solver = Solver("dopri5", cfg.atol, cfg.rtol, max_steps=cfg.max_steps)
         self.network = ContinuousNormalizingFlow(self.model_config).to(self.device)
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -123,25 +124,28 @@ class FlowTrainer(BankTrainer):
 
     def write_final_files(self, directory: Path) -> None:
         """The finished flow, its default solver calibrated on bank codes (see
-        :meth:`~facestyle.nn.flow.ContinuousNormalizingFlow.calibrate_solver`) unless the config names one."""
+        :meth:`~facestyle.nn.flow.ContinuousNormalizingFlow.calibrate_solver`) unless the config names one.
+        The calibration asks for half ``train.round_trip_tolerance``: a margin for codes it has not seen."""
         cfg, flow = self.train_config, self.network
-        g = torch.Generator().manual_seed(cfg.seed)
-        pick = torch.randperm(len(self.codes), generator=g)[:cfg.round_trip_codes]
-        codes = self.codes[pick].to(self.device)
+        codes = calibration_codes(self.codes, cfg.round_trip_codes, cfg.seed).to(self.device)
         flow.eval()
         if cfg.round_trip_tolerance > 0 and flow.config.method == "auto":
-            solver, error, passed = flow.calibrate_solver(codes, cfg.round_trip_tolerance)
+            log(self.dist, f"choosing the default ODE solver: round trips of {len(codes)} bank codes ...")
+            solver, error, passed = flow.calibrate_solver(codes, cfg.round_trip_tolerance / 2)
             fields = {"atol": solver.atol, "rtol": solver.rtol} if solver.adaptive else {"steps": solver.steps}
             flow.config = replace(flow.config, method=solver.method, **fields)
             verdict = "within" if passed else "warning: NOT within"
             log(self.dist, f"default solver {solver.describe()}: code -> z -> code on {len(codes)} bank codes, "
-                           f"largest relative error {error:.1e} ({verdict} train.round_trip_tolerance="
+                           f"largest relative error {error:.1e} ({verdict} half of train.round_trip_tolerance="
                            f"{cfg.round_trip_tolerance:g})")
             save_style_network(flow, directory, self.kind, bank=self.bank_info, step=self.step)
             return
-        error, _ = flow.round_trip_error(codes)
-        log(self.dist, f"default solver {flow.config.solver.describe()}: code -> z -> code on {len(codes)} bank "
-                       f"codes, largest relative error {error:.1e}")
+        try:
+            error, _ = flow.round_trip_error(codes)
+            log(self.dist, f"default solver {flow.config.solver.describe()}: code -> z -> code on {len(codes)} "
+                           f"bank codes, largest relative error {error:.1e}")
+        except SolverError as exc:
+            log(self.dist, f"warning: the default solver cannot integrate the flow: {exc}")
         super().write_final_files(directory)
 
     def aux_state(self) -> dict[str, Any]:
@@ -149,6 +153,12 @@ class FlowTrainer(BankTrainer):
 
     def load_aux_state(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+
+
+def calibration_codes(codes: Tensor, n: int, seed: int) -> Tensor:
+    """The ``n`` bank codes (a fixed random subset) on which a finished flow's default solver is chosen."""
+    pick = torch.randperm(len(codes), generator=torch.Generator().manual_seed(seed))[:n]
+    return codes[pick]
 
 
 def train_flow(bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str = "skin", *,

@@ -255,6 +255,9 @@ class BankTrainer:
         cfg = self.train_config
         end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
         if self.step >= end:
+            if self.step >= cfg.steps and not self.final_is_current():  # e.g. stopped while writing it
+                self.write_final()
+                return self.run_dir
             log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
             return self.run_dir
         self.prepare_run_dir()
@@ -358,6 +361,13 @@ class BankTrainer:
         if self.install_to is not None:
             where = install_style_network(final, self.install_to, self.kind, self.model_config.region)
         log(self.dist, f"done: step {self.step}; {self.kind} network for {self.model_config.region} in {where}")
+
+    def final_is_current(self) -> bool:
+        """Whether ``RUN_DIR/final`` holds the network at this step."""
+        try:
+            return read_config(self.run_dir / FINAL_DIR, kind=self.kind).get("step") == self.step
+        except CheckpointError:
+            return False
 
     def write_final_files(self, directory: Path) -> None:
         """The finished network's files: links to the last checkpoint's."""
