@@ -38,6 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FacestyleError, InputError
 from ..labels import LabelSet
+from ..runtime import worker_thread_hint
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
 
@@ -549,6 +550,9 @@ def serve(checkpoint: str | os.PathLike, parser: str | os.PathLike | None = None
     demo = build_app(editor, limits)
     if host not in ("127.0.0.1", "localhost", "::1") and not quiet:
         logger.warning("binding to %s: anyone who can reach this machine can use the editor", host)
+    hint = worker_thread_hint()
+    if hint and editor.device.type == "cpu" and not quiet:
+        logger.warning("note: %s", hint)
     try:
         demo.launch(server_name=host, server_port=port, max_file_size=limits.max_upload_bytes, show_error=True,
                     ssr_mode=False, prevent_thread_lock=not block, quiet=quiet, theme=_theme(), css=CSS,

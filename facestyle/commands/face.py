@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
 from ..errors import InputError
-from ..runtime import worker_thread_hint
 from .core import (
     add_model_options,
     check_input_file,
@@ -183,9 +181,6 @@ def run_serve(args: argparse.Namespace) -> int:
             raise InputError(f"the web editor needs {exc.name.split('.')[0]}: pip install 'facestyle[web]'") from None
         raise
 
-    hint = worker_thread_hint()
-    if hint and str(args.device).startswith("cpu"):
-        print(f"facestyle serve: note: {hint}", file=sys.stderr)
     limits = ServerLimits(max_upload_mb=args.max_upload_mb, max_side=args.max_side,
                           concurrency=args.concurrency, queue_size=args.queue_size)
     serve(args.checkpoint, parser=args.parser, host=args.host, port=args.port, device=args.device, limits=limits)
