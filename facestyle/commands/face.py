@@ -23,6 +23,7 @@ from .core import (
     check_output_dir,
     check_output_file,
     cli_warnings,
+    positive_float,
     positive_int,
     progress,
 )
@@ -187,16 +188,6 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 # ----------------------------------------------------------------------------------------- registration
 
 
@@ -283,7 +274,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="address to bind (default: 127.0.0.1; 0.0.0.0 exposes the editor to your network)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=10.0, metavar="MB",
+    p.add_argument("--max-upload-mb", type=positive_float, default=10.0, metavar="MB",
                    help="largest upload accepted, in megabytes (default: 10)")
     p.add_argument("--max-side", type=positive_int, default=4096, metavar="PX",
                    help="largest image side accepted, in pixels (default: 4096)")

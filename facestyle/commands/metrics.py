@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from .core import positive_int
+from .core import positive_float, positive_int
 
 WEIGHTS_DESCRIPTION = """\
 List the standard weight files the metrics and losses need (VGG19, VGG16, AlexNet, the FID
@@ -73,16 +73,6 @@ def run_train_harmony(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("weights", help="list the pretrained weight files: present, missing or wrong",
                               description=WEIGHTS_DESCRIPTION,
@@ -102,7 +92,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="images per step, half real, half composite on average (default: 32, or the run's)")
     p.add_argument("--image-size", type=positive_int, default=None, metavar="PX",
                    help="square input size of the classifier (default: 256, or the run's)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate (default: 2e-4)")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default: 2e-4)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--seed", type=int, default=0, help="initial weights and data order (default: 0)")
