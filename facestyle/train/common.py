@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import atomic_write_bytes, load_tensors, read_json, save_tensors
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_tensors, read_json, save_tensors
 from ..errors import CheckpointError, FacestyleError, InputError
 
 TRAINER_DIR = "trainer"
@@ -53,6 +54,9 @@ STATE_FORMAT = "facestyle-trainer"
 STATE_VERSION = 1
 CHECKPOINTS_DIR = "checkpoints"
 LATEST_FILE = "latest"
+RUN_CONFIG = "config.yaml"  # the resolved config of a run folder
+RUN_INFO = "run.json"  # what the run trains on
+FINAL_DIR = "final"  # the finished network
 
 
 class TrainingError(FacestyleError):
@@ -535,6 +539,122 @@ def nonfinite(losses: Mapping[str, Tensor]) -> list[str]:
 
 def nonfinite_parameters(*modules: nn.Module) -> list[str]:
     return [name for m in modules for name, p in m.named_parameters() if not torch.isfinite(p).all()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run folder every trainer keeps
+
+
+class CheckpointedRun:
+    """What the trainers (generator, parser, mapping networks, flows) share about their run folder:
+    ``config.yaml`` + ``run.json``, ``checkpoints/step_X`` (the network + ``trainer/``) written atomically
+    with ``latest``, the mirror at the folder's root and rotation, ``final``, the non-finite stops, and
+    restoring the progress on resume.
+
+    A trainer has ``dist``, ``device``, ``run_dir``, ``step``, ``last_saved``, ``data`` (a
+    :class:`DataStream`), ``last_losses`` and ``train_config`` (with ``seed`` and ``keep_last``), and
+    defines :meth:`checkpointed_networks`, :meth:`save_network` and :meth:`trainer_state`.
+    """
+
+    dist: Distributed
+    device: torch.device
+    run_dir: Path
+    step: int
+    last_saved: Path | None
+    data: DataStream
+    last_losses: dict[str, float]
+    train_config: Any
+    nonfinite_advice = "lower train.lr, or check the data"  # the end of a non-finite loss's message
+
+    def checkpointed_networks(self) -> tuple[nn.Module, ...]:
+        """The networks whose weights must be finite to be saved."""
+        raise NotImplementedError
+
+    def save_network(self, directory: Path) -> None:
+        """Write the network's checkpoint files (config.json + model.safetensors) into ``directory``."""
+        raise NotImplementedError
+
+    def trainer_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def check_finite(self, losses: dict[str, Tensor], network: str = "") -> None:
+        """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
+        (any_bad,) = self.dist.any(bool(nonfinite(losses)), device=self.device)
+        if not any_bad:
+            return
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+        kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
+        what = f"non-finite {network} loss" if network else "non-finite loss"
+        raise TrainingError(f"{what} at step {self.step + 1} ({terms}); stopped without saving; {kept} "
+                            f"({self.nonfinite_advice})")
+
+    def announce_stop(self, signal_name: str) -> None:
+        log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
+                       "(press Ctrl-C again to abort without saving)")
+
+    def write_run_files(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        """Create the run folder with its resolved config and ``run.json`` (rank 0)."""
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.run_dir)
+            atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(dict(config), sort_keys=False).encode())
+            atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(info, indent=2) + "\n").encode())
+        self.dist.barrier()
+
+    def save_checkpoint(self) -> Path:
+        """``checkpoints/step_X`` (the network + ``trainer/``) written atomically, then ``latest``, the mirror
+        at the run folder's root, and rotation to the last ``train_config.keep_last``."""
+        bad = nonfinite_parameters(*self.checkpointed_networks())
+        if bad:
+            kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
+            raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
+        path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
+        if self.dist.is_main:
+            with atomic_directory(path) as tmp:
+                self.save_network(tmp)
+                save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
+            write_latest(self.run_dir, path)
+            link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
+            link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
+            rotate_checkpoints(self.run_dir, self.train_config.keep_last)
+        self.dist.barrier()
+        self.last_saved = path
+        return path
+
+    def write_final(self) -> Path | None:
+        """``RUN_DIR/final``, the finished network (:meth:`write_final_files`); None before any checkpoint."""
+        if self.last_saved is None:
+            return None
+        final = self.run_dir / FINAL_DIR
+        if self.dist.is_main:
+            with atomic_directory(final) as tmp:
+                self.write_final_files(tmp)
+        self.dist.barrier()
+        return final
+
+    def write_final_files(self, directory: Path) -> None:
+        """The finished network's files: links to the last checkpoint's."""
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            link_or_copy(self.last_saved / name, directory / name)
+
+    def restore_progress(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
+        """Step, data position (re-sharded when the number of processes changed), losses and RNG states
+        from a checkpoint's trainer state; the network and optimizers are the trainer's to restore."""
+        self.step = int(state["step"])
+        data = dict(state["data"])
+        if int(state.get("world_size", 1)) != self.dist.world_size:  # re-shard: keep the samples seen
+            data["position"] = data["position"] * int(state["world_size"]) // self.dist.world_size
+            log(self.dist, f"resuming a {state['world_size']}-process run on {self.dist.world_size}: the data "
+                           "order differs from an uninterrupted run")
+        self.data.load_state_dict(data)
+        self.last_losses = dict(state.get("losses") or {})
+        self.last_saved = checkpoint
+        if self.dist.rank == 0:
+            for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
+                log(self.dist, f"warning: {warning}")
+        else:  # only rank 0's RNG states are saved; the others restart from a seed tied to the step
+            seed_everything(self.train_config.seed + self.dist.rank + 1_000_003 * self.step)
+        log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
 
 
 # ---------------------------------------------------------------------------------------------------------

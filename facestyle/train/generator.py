@@ -34,10 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_model_config, load_state, save_pretrained
+from ..checkpoint import load_model_config, load_state, save_pretrained
 from ..config import PRESETS, Config, TrainConfig, load_config
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import eval_transform, train_transform
@@ -48,8 +47,11 @@ from ..losses import GeneratorLosses, hinge_d_loss_terms
 from ..model import FaceStyleNet
 from ..nn.discriminator import MultiscaleDiscriminator
 from .common import (
-    CHECKPOINTS_DIR,
+    FINAL_DIR,
+    RUN_CONFIG,
+    RUN_INFO,
     TRAINER_DIR,
+    CheckpointedRun,
     DataStream,
     Distributed,
     GracefulStop,
@@ -57,29 +59,17 @@ from .common import (
     Progress,
     SeededTransform,
     TrainingError,
-    atomic_directory,
     deterministic_mode,
-    link_or_copy,
     list_checkpoints,
     load_trainer_state,
     log,
-    nonfinite,
-    nonfinite_parameters,
-    remove_stale_temporaries,
     resolve_resume,
     rng_state,
-    rotate_checkpoints,
-    save_trainer_state,
     seed_everything,
-    set_rng_state,
     step_dir_name,
-    write_latest,
 )
 
-RUN_CONFIG = "config.yaml"
-RUN_INFO = "run.json"
 SAMPLES_DIR = "samples"
-FINAL_DIR = "final"
 SAMPLE_COUNT = 4  # columns of a sample grid
 TRANSFER_REGIONS = ("skin", "hair")  # what the sample grid's last row moves between neighbours
 
@@ -150,11 +140,17 @@ def build_dataset(spec: str, split: str, resolution: int, seed: int, label_set: 
     return dataset
 
 
-class GeneratorTrainer:
+class GeneratorTrainer(CheckpointedRun):
     """Everything one training process holds: networks, optimizers, data, and the run folder.
 
     Build it with the run's config, then call :meth:`train`. Rank 0 writes the run folder.
     """
+
+    nonfinite_advice = "lower train.lr_g / train.lr_d, or check the data"
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.config.train
 
     def __init__(self, config: Config, data_spec: str, out_dir: Path, *, resume_from: Path | None = None,
                  device: str = "cpu", split: str = "train", resolution: int | None = None, data_seed: int = 0,
@@ -298,21 +294,6 @@ class GeneratorTrainer:
             for group in optimizer.param_groups:
                 group["lr"] = base * factor
 
-    def check_finite(self, losses: dict[str, Tensor], network: str) -> None:
-        """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
-        bad = nonfinite(losses)
-        (any_bad,) = self.dist.any(bool(bad), device=self.device)
-        if not any_bad:
-            return
-        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
-        raise TrainingError(f"non-finite {network} loss at step {self.step + 1} ({terms}); stopped without "
-                            f"saving; {kept} (lower train.lr_g / train.lr_d, or check the data)")
-
-    def announce_stop(self, signal_name: str) -> None:
-        log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
-                       "(press Ctrl-C again to abort without saving)")
-
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters()) / 1e6
         m = self.config.model
@@ -323,14 +304,7 @@ class GeneratorTrainer:
     # ------------------------------------------------------------------------------------------ saving
 
     def prepare_run_dir(self) -> None:
-        """Create the run folder with its resolved config and data description (rank 0)."""
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.run_dir)
-            text = yaml.safe_dump(self.config.to_dict(), sort_keys=False)
-            atomic_write_bytes(self.run_dir / RUN_CONFIG, text.encode())
-            atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(self.data_info, indent=2) + "\n").encode())
-        self.dist.barrier()
+        self.write_run_files(self.config.to_dict(), self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
         rng_tensors, rng_meta = rng_state()
@@ -346,33 +320,11 @@ class GeneratorTrainer:
             "rng": {"tensors": rng_tensors, "meta": rng_meta},
         }
 
-    def save_checkpoint(self) -> Path:
-        """``checkpoints/step_X`` (generator + ``trainer/``), written atomically, then ``latest``, the mirror
-        at the run folder's root, and rotation to the last ``keep_last``."""
-        bad = nonfinite_parameters(self.model, self.discriminator)
-        if bad:
-            kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
-            raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
-        path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
-        if self.dist.is_main:
-            with atomic_directory(path) as tmp:
-                save_pretrained(self.model, tmp, step=self.step)
-                save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
-            write_latest(self.run_dir, path)
-            link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
-            link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
-            rotate_checkpoints(self.run_dir, self.config.train.keep_last)
-        self.dist.barrier()
-        self.last_saved = path
-        return path
+    def checkpointed_networks(self) -> tuple[nn.Module, ...]:
+        return self.model, self.discriminator
 
-    def write_final(self) -> None:
-        """``RUN_DIR/final``: the finished generator (links to the last checkpoint's files)."""
-        if self.dist.is_main and self.last_saved is not None:
-            with atomic_directory(self.run_dir / FINAL_DIR) as tmp:
-                for name in (CONFIG_NAME, WEIGHTS_NAME):
-                    link_or_copy(self.last_saved / name, tmp / name)
-        self.dist.barrier()
+    def save_network(self, directory: Path) -> None:
+        save_pretrained(self.model, directory, step=self.step)
 
     def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Restore weights, optimizers, step, data position and RNG states from a checkpoint folder."""
@@ -384,21 +336,7 @@ class GeneratorTrainer:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this model "
                                   f"({str(exc).splitlines()[0]})") from None
-        self.step = int(state["step"])
-        data = dict(state["data"])
-        if int(state.get("world_size", 1)) != self.dist.world_size:  # re-shard: keep the samples seen
-            data["position"] = data["position"] * int(state["world_size"]) // self.dist.world_size
-            log(self.dist, f"resuming a {state['world_size']}-process run on {self.dist.world_size}: the data "
-                           "order differs from an uninterrupted run")
-        self.data.load_state_dict(data)
-        self.last_losses = dict(state.get("losses") or {})
-        self.last_saved = checkpoint
-        if self.dist.rank == 0:
-            for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
-                log(self.dist, f"warning: {warning}")
-        else:  # only rank 0's RNG states are saved; the others restart from a seed tied to the step
-            seed_everything(self.config.train.seed + self.dist.rank + 1_000_003 * self.step)
-        log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
+        self.restore_progress(checkpoint, state)
 
     # ----------------------------------------------------------------------------------------- samples
 

@@ -39,7 +39,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_state, read_config
+from ..checkpoint import load_state, read_config
 from ..errors import CheckpointError, InputError
 from ..nn.mapping import MAPPING_PRESETS, CodeDiscriminator, MappingConfig, MappingNetwork
 from ..style_bank import (
@@ -51,39 +51,29 @@ from ..style_bank import (
     save_style_network,
 )
 from .common import (
-    CHECKPOINTS_DIR,
+    FINAL_DIR,
+    RUN_CONFIG,
+    RUN_INFO,
     TRAINER_DIR,
+    CheckpointedRun,
     DataStream,
     Distributed,
     GracefulStop,
     Meter,
     Progress,
     TrainingError,
-    atomic_directory,
     deterministic_mode,
-    link_or_copy,
     list_checkpoints,
     load_trainer_state,
     log,
-    nonfinite,
-    nonfinite_parameters,
-    remove_stale_temporaries,
     resolve_resume,
     rng_state,
-    rotate_checkpoints,
-    save_trainer_state,
     seed_everything,
-    set_rng_state,
-    step_dir_name,
-    write_latest,
 )
 
 __all__ = ["MappingTrainConfig", "MAPPING_TRAIN_PRESETS", "BankTrainer", "MappingTrainer", "train_mapping",
            "load_run_config", "apply_overrides"]
 
-RUN_CONFIG = "config.yaml"
-RUN_INFO = "run.json"
-FINAL_DIR = "final"
 
 
 @dataclass(frozen=True)
@@ -174,13 +164,14 @@ class _Rows(Dataset):
         return self.codes[key[0]]
 
 
-class BankTrainer:
+class BankTrainer(CheckpointedRun):
     """The training loop every style network shares: data from a style bank, one process, the run folder
     of :mod:`facestyle.train.common`. Subclasses define :meth:`build`, :meth:`train_step` and the
     auxiliary state; ``self.network`` (with a ``normalizer`` and a ``config``) is what gets saved."""
 
     kind = ""  # "mapping" or "flow": the checkpoint kind and the folder beside the generator
     command = ""  # the CLI subcommand, for messages
+    nonfinite_advice = "lower train.lr, or check the bank"
 
     def __init__(self, model_config: Any, train_config: Any, bank: str | os.PathLike, out_dir: str | os.PathLike,
                  *, resume_from: Path | None = None, device: str = "cpu", stop_at: int | None = None,
@@ -300,19 +291,6 @@ class BankTrainer:
                            f"facestyle {self.command} --resume {self.run_dir}")
         return self.run_dir
 
-    def check_finite(self, losses: dict[str, Tensor]) -> None:
-        """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
-        if not nonfinite(losses):
-            return
-        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
-        raise TrainingError(f"non-finite loss at step {self.step + 1} ({terms}); stopped without saving; {kept} "
-                            "(lower train.lr, or check the bank)")
-
-    def announce_stop(self, signal_name: str) -> None:
-        log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
-                       "(press Ctrl-C again to abort without saving)")
-
     # --------------------------------------------------------------------------------------- saving
 
     def run_info(self) -> dict[str, Any]:
@@ -320,11 +298,8 @@ class BankTrainer:
                 "install_to": None if self.install_to is None else str(self.install_to)}
 
     def prepare_run_dir(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.run_dir)
-        config = {"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)}
-        atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
-        atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(self.run_info(), indent=2) + "\n").encode())
+        self.write_run_files({"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)},
+                             self.run_info())
 
     def trainer_state(self) -> dict[str, Any]:
         rng_tensors, rng_meta = rng_state()
@@ -332,35 +307,22 @@ class BankTrainer:
                 "config": dataclasses.asdict(self.train_config), "losses": self.last_losses,
                 "rng": {"tensors": rng_tensors, "meta": rng_meta}, **self.aux_state()}
 
-    def save_checkpoint(self) -> Path:
-        """``checkpoints/step_X`` (the network + ``trainer/``) written atomically, then ``latest``, the mirror
-        at the run folder's root, and rotation to the last ``keep_last``."""
-        bad = nonfinite_parameters(self.network)
-        if bad:
-            kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
-            raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
-        path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
-        with atomic_directory(path) as tmp:
-            save_style_network(self.network, tmp, self.kind, bank=self.bank_info, step=self.step)
-            save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
-        write_latest(self.run_dir, path)
-        link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
-        link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
-        rotate_checkpoints(self.run_dir, self.train_config.keep_last)
-        self.last_saved = path
-        return path
+    def checkpointed_networks(self) -> tuple[nn.Module, ...]:
+        return (self.network,)
 
-    def write_final(self) -> None:
-        """``RUN_DIR/final`` (links to the last checkpoint's files), and the copy beside the generator."""
-        if self.last_saved is None:
-            return
-        final = self.run_dir / FINAL_DIR
-        with atomic_directory(final) as tmp:
-            self.write_final_files(tmp)
+    def save_network(self, directory: Path) -> None:
+        save_style_network(self.network, directory, self.kind, bank=self.bank_info, step=self.step)
+
+    def write_final(self) -> Path | None:
+        """``RUN_DIR/final``, and the copy beside the generator."""
+        final = super().write_final()
+        if final is None:
+            return None
         where = final
         if self.install_to is not None:
             where = install_style_network(final, self.install_to, self.kind, self.model_config.region)
         log(self.dist, f"done: step {self.step}; {self.kind} network for {self.model_config.region} in {where}")
+        return final
 
     def final_is_current(self) -> bool:
         """Whether ``RUN_DIR/final`` holds the network at this step."""
@@ -368,11 +330,6 @@ class BankTrainer:
             return read_config(self.run_dir / FINAL_DIR, kind=self.kind).get("step") == self.step
         except CheckpointError:
             return False
-
-    def write_final_files(self, directory: Path) -> None:
-        """The finished network's files: links to the last checkpoint's."""
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            link_or_copy(self.last_saved / name, directory / name)
 
     def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Restore weights, auxiliary state, step, data position and RNG states from a checkpoint folder."""
@@ -382,13 +339,7 @@ class BankTrainer:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this network "
                                   f"({str(exc).splitlines()[0]})") from None
-        self.step = int(state["step"])
-        self.data.load_state_dict(state["data"])
-        self.last_losses = dict(state.get("losses") or {})
-        self.last_saved = checkpoint
-        for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
-            log(self.dist, f"warning: {warning}")
-        log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
+        self.restore_progress(checkpoint, state)
 
 
 def check_same_network(config: Any, checkpoint: Path, kind: str) -> None:

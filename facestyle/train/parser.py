@@ -46,15 +46,18 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_state, read_config
+from ..checkpoint import atomic_write_bytes, load_state, read_config
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import KIND, PARSER_PRESETS, FaceParserNet, ParserConfig, parser_config_from_dict, save_parser_net
 from .common import (
-    CHECKPOINTS_DIR,
+    FINAL_DIR,
+    RUN_CONFIG,
+    RUN_INFO,
     TRAINER_DIR,
+    CheckpointedRun,
     DataStream,
     Distributed,
     GracefulStop,
@@ -62,32 +65,19 @@ from .common import (
     Progress,
     SeededTransform,
     TrainingError,
-    atomic_directory,
     deterministic_mode,
-    link_or_copy,
     list_checkpoints,
     load_trainer_state,
     log,
-    nonfinite,
-    nonfinite_parameters,
-    remove_stale_temporaries,
     resolve_resume,
     rng_state,
-    rotate_checkpoints,
-    save_trainer_state,
     seed_everything,
-    set_rng_state,
-    step_dir_name,
-    write_latest,
 )
 
 __all__ = ["ParserTrainConfig", "PARSER_TRAIN_PRESETS", "ParserTrainer", "train_parser", "evaluate_parser",
            "confusion_matrix", "iou_from_confusion", "format_iou_table", "RandomScale", "ColorJitter"]
 
-RUN_CONFIG = "config.yaml"
-RUN_INFO = "run.json"
 METRICS_FILE = "metrics.json"
-FINAL_DIR = "final"
 LOAD_SCALE = 9 / 8  # SEAN's 286 / 256, rounded: read size = image_size * 9 / 8
 
 
@@ -314,7 +304,7 @@ def split_datasets(spec: str, split: str, eval_split: str, image_size: int, data
 # ------------------------------------------------------------------------------------------- trainer
 
 
-class ParserTrainer:
+class ParserTrainer(CheckpointedRun):
     """Everything one training process holds: the parser, its optimizer, the data and the run folder."""
 
     def __init__(self, model_config: ParserConfig, train_config: ParserTrainConfig, data_spec: str,
@@ -441,21 +431,6 @@ class ParserTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate(self.step)
 
-    def check_finite(self, losses: dict[str, Tensor]) -> None:
-        """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
-        bad = nonfinite(losses)
-        (any_bad,) = self.dist.any(bool(bad), device=self.device)
-        if not any_bad:
-            return
-        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-        kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
-        raise TrainingError(f"non-finite loss at step {self.step + 1} ({terms}); stopped without saving; {kept} "
-                            "(lower train.lr, or check the data)")
-
-    def announce_stop(self, signal_name: str) -> None:
-        log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
-                       "(press Ctrl-C again to abort without saving)")
-
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters()) / 1e6
         m = self.model_config
@@ -495,14 +470,8 @@ class ParserTrainer:
     # ---------------------------------------------------------------------------------------- saving
 
     def prepare_run_dir(self) -> None:
-        """Create the run folder with its resolved config and data description (rank 0)."""
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.run_dir)
-            config = {"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)}
-            atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
-            atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(self.data_info, indent=2) + "\n").encode())
-        self.dist.barrier()
+        config = {"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)}
+        self.write_run_files(config, self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
         rng_tensors, rng_meta = rng_state()
@@ -511,37 +480,16 @@ class ParserTrainer:
                 "evaluations": self.evaluations, "optimizer": self.optimizer.state_dict(),
                 "rng": {"tensors": rng_tensors, "meta": rng_meta}}
 
-    def save_checkpoint(self) -> Path:
-        """``checkpoints/step_X`` (the parser + ``trainer/``) written atomically, then ``latest``, the mirror
-        at the run folder's root, and rotation to the last ``keep_last``."""
-        bad = nonfinite_parameters(self.model)
-        if bad:
-            kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
-            raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
-        path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
-        if self.dist.is_main:
-            last = self.evaluations[-1] if self.evaluations and self.evaluations[-1]["step"] == self.step else None
-            meta = {"step": self.step, "data": self.data_info}
-            if last is not None:
-                meta["held_out_mean_iou"] = _finite(last["mean_iou"])
-            with atomic_directory(path) as tmp:
-                save_parser_net(_plain(self.model), tmp, **meta)
-                save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
-            write_latest(self.run_dir, path)
-            link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
-            link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
-            rotate_checkpoints(self.run_dir, self.train_config.keep_last)
-        self.dist.barrier()
-        self.last_saved = path
-        return path
+    def checkpointed_networks(self) -> tuple[nn.Module, ...]:
+        return (self.model,)
 
-    def write_final(self) -> None:
-        """``RUN_DIR/final``: the finished parser (links to the last checkpoint's files)."""
-        if self.dist.is_main and self.last_saved is not None:
-            with atomic_directory(self.run_dir / FINAL_DIR) as tmp:
-                for name in (CONFIG_NAME, WEIGHTS_NAME):
-                    link_or_copy(self.last_saved / name, tmp / name)
-        self.dist.barrier()
+    def save_network(self, directory: Path) -> None:
+        """The parser, with the held-out mean IoU when it was measured at this step."""
+        last = self.evaluations[-1] if self.evaluations and self.evaluations[-1]["step"] == self.step else None
+        meta = {"step": self.step, "data": self.data_info}
+        if last is not None:
+            meta["held_out_mean_iou"] = _finite(last["mean_iou"])
+        save_parser_net(_plain(self.model), directory, **meta)
 
     def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Restore weights, optimizer, step, data position, evaluations and RNG states."""
@@ -551,22 +499,8 @@ class ParserTrainer:
         except (KeyError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this parser "
                                   f"({str(exc).splitlines()[0]})") from None
-        self.step = int(state["step"])
-        data = dict(state["data"])
-        if int(state.get("world_size", 1)) != self.dist.world_size:  # re-shard: keep the samples seen
-            data["position"] = data["position"] * int(state["world_size"]) // self.dist.world_size
-            log(self.dist, f"resuming a {state['world_size']}-process run on {self.dist.world_size}: the data "
-                           "order differs from an uninterrupted run")
-        self.data.load_state_dict(data)
-        self.last_losses = dict(state.get("losses") or {})
+        self.restore_progress(checkpoint, state)
         self.evaluations = [dict(e) for e in state.get("evaluations") or [] if int(e["step"]) <= self.step]
-        self.last_saved = checkpoint
-        if self.dist.rank == 0:
-            for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
-                log(self.dist, f"warning: {warning}")
-        else:
-            seed_everything(self.train_config.seed + self.dist.rank + 1_000_003 * self.step)
-        log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
 
 
 def _plain(model: nn.Module) -> nn.Module:
