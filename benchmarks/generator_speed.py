@@ -35,7 +35,7 @@ PATHS = ("naive", "factorized", "sparse")
 
 def face_labels(size: int, batch: int, labels_png: str | None) -> torch.Tensor:
     if labels_png:
-        from facestyle.imageio import load_labels
+        from facestyle.io import load_labels
         from facestyle.labels import CELEBAMASK_HQ
         from facestyle.nn.pooling import resize_labels
 

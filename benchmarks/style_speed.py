@@ -174,7 +174,7 @@ def main() -> None:
         print(f"  {name:<22} {value}")
 
     if args.bank:
-        from facestyle.style_bank import StyleBank
+        from facestyle.styles.bank import StyleBank
 
         bank_codes = StyleBank.load(args.bank).region("skin")[1]
         train_codes, held_out = bank_codes[:-256], bank_codes[-256:]
@@ -183,7 +183,7 @@ def main() -> None:
     flows: dict[str, tuple[ContinuousNormalizingFlow, str]] = {}
     for objective, given in (("maximum-likelihood", args.flow_ml), ("flow-matching", args.flow_fm)):
         if given:
-            from facestyle.style_bank import load_style_network
+            from facestyle.styles.bank import load_style_network
 
             flows[objective] = load_style_network(given, "flow"), "given"
         else:

@@ -30,7 +30,7 @@ def worker(args: argparse.Namespace) -> None:
     from facestyle.losses import GeneratorLosses, hinge_d_loss
     from facestyle.model import FaceStyleNet
     from facestyle.nn.discriminator import MultiscaleDiscriminator
-    from facestyle.nn.vgg import VGG19Features
+    from facestyle.nn.features.vgg19 import VGG19Features
     from facestyle.runtime import keep_freed_memory
 
     keep_freed_memory()

@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .edit import Editor  # noqa: E402
+from .editor.editor import Editor  # noqa: E402
 
 __all__ = ["Editor", "__version__"]

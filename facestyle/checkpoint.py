@@ -18,9 +18,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .atomic import atomic_path
 from .config import ModelConfig, model_config_from_dict
 from .errors import CheckpointError, FacestyleError
+from .io import atomic_path, atomic_write_bytes
 
 FORMAT = "facestyle"
 FORMAT_VERSION = 1
@@ -35,11 +35,6 @@ def demo_dir() -> Path:
 def resolve(path: str | os.PathLike) -> Path:
     """A checkpoint directory: ``demo`` names the bundled model."""
     return demo_dir() if str(path) == "demo" else Path(path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

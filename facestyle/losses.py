@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .nn.vgg import VGG19Features
+from .nn.features.vgg19 import VGG19Features
 
 if TYPE_CHECKING:
     from .config import TrainConfig

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .nn.attention import MRSA
 from .nn.encoder import MultiScaleEncoder
+from .nn.mrsa import MRSA
 from .nn.sean import SEANGenerator
 
 

@@ -12,7 +12,7 @@ mapped, so that a block freed by one layer is reused by the next: PyTorch's own 
 the same effect by preloading jemalloc or tcmalloc. The cost is that the process keeps its peak heap
 (the resident size does not shrink after a large forward pass), which is what a command or a server
 that runs the network again wants. The ``facestyle`` command calls it at start-up and the
-:class:`~facestyle.edit.Editor` when its model is on the CPU; a user of :class:`~facestyle.model.FaceStyleNet`
+:class:`~facestyle.editor.editor.Editor` when its model is on the CPU; a user of :class:`~facestyle.model.FaceStyleNet`
 can call it, or set ``FACESTYLE_SYSTEM_ALLOCATOR=1`` to keep glibc's defaults everywhere.
 
 It helps the threads that allocate from glibc's main arena: the main thread, where the commands run

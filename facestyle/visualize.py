@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .imageio import to_pil
+from .io import to_pil
 from .labels import LabelSet
 
 

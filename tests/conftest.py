@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from facestyle.imageio import shared_root as find_shared_root
+from facestyle.io import shared_root as find_shared_root
 
 
 @pytest.fixture(scope="session")

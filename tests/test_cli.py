@@ -16,7 +16,7 @@ from PIL import Image
 from facestyle.checkpoint import save_pretrained
 from facestyle.cli import main
 from facestyle.config import get_preset
-from facestyle.imageio import shared_root
+from facestyle.io import shared_root
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
 

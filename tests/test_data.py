@@ -31,7 +31,7 @@ from facestyle.data import (
 )
 from facestyle.data.celebamask import ANNO_DIR, IMAGE_DIR, PARTS
 from facestyle.errors import InputError
-from facestyle.imageio import load_image, load_labels, save_image, save_labels, shared_root, to_pil
+from facestyle.io import load_image, load_labels, save_image, save_labels, shared_root, to_pil
 from facestyle.labels import CELEBAMASK_HQ, LAPA
 
 

@@ -1,4 +1,4 @@
-"""The Editor (facestyle.edit): input kinds, sizes, batching, regional transfer and its warnings, bad input."""
+"""The Editor (facestyle.editor.editor): input kinds, sizes, batching, regional transfer and its warnings, bad input."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from PIL import Image
 
 from facestyle.checkpoint import demo_dir, save_pretrained
 from facestyle.config import get_preset
-from facestyle.edit import Editor, RegionAbsentWarning
+from facestyle.editor.editor import Editor, RegionAbsentWarning
 from facestyle.errors import CheckpointError, InputError
-from facestyle.imageio import load_image, load_labels, shared_root
+from facestyle.io import load_image, load_labels, shared_root
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
 

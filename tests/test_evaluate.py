@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from facestyle.bench_harmony import (
+from facestyle.checkpoint import demo_dir, load_pretrained, save_pretrained
+from facestyle.cli import main
+from facestyle.config import get_preset
+from facestyle.data.synthetic import SKIN_CLASSES, render, sample_face
+from facestyle.errors import InputError
+from facestyle.evaluation.bench_harmony import (
     FIRST_INDEX,
     cut_and_paste,
     ground_truth,
@@ -21,12 +26,7 @@ from facestyle.bench_harmony import (
     masked_errors,
     render_pair,
 )
-from facestyle.checkpoint import demo_dir, load_pretrained, save_pretrained
-from facestyle.cli import main
-from facestyle.config import get_preset
-from facestyle.data.synthetic import SKIN_CLASSES, render, sample_face
-from facestyle.errors import InputError
-from facestyle.evaluate import (
+from facestyle.evaluation.evaluate import (
     PAPER_TABLE1,
     PAPER_TABLE3,
     VOID,
@@ -38,7 +38,7 @@ from facestyle.evaluate import (
     transfer_codes,
     unmapped_classes,
 )
-from facestyle.imageio import load_image, load_labels, save_image, save_labels
+from facestyle.io import load_image, load_labels, save_image, save_labels
 from facestyle.labels import CELEBAMASK_HQ, LAPA
 from facestyle.metrics import HarmonyClassifier, HarmonyConfig, psnr, to_unit_range
 from facestyle.model import FaceStyleNet
@@ -382,7 +382,7 @@ def test_bench_harmony_reports_every_row(tiny_checkpoint, tiny_off_checkpoint, r
 
 
 def test_bench_harmony_runs_mrsa_and_its_bypass(tiny_checkpoint):
-    from facestyle.bench_harmony import _Runner
+    from facestyle.evaluation.bench_harmony import _Runner
 
     model = load_pretrained(tiny_checkpoint)
     with torch.no_grad():
@@ -420,9 +420,9 @@ def test_multimodal_with_a_style_sampler(monkeypatch, tiny_checkpoint, random_we
         noise = torch.rand(n, 3, *labels.shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
         return torch.where(inside, noise, target.expand(n, -1, -1, -1))
 
-    module = types.ModuleType("facestyle.edit_style")
+    module = types.ModuleType("facestyle.editor.styles")
     module.sample = sample
-    monkeypatch.setitem(sys.modules, "facestyle.edit_style", module)
+    monkeypatch.setitem(sys.modules, "facestyle.editor.styles", module)
     options = EvaluateOptions(checkpoint=str(tiny_checkpoint), task="multimodal", data="synthetic:20",
                               out=tmp_path / "report", limit=2, styles=3, regions=["skin"],
                               weights_dir=str(random_weights), paper_rows="celebamask-hq",

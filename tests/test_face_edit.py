@@ -14,12 +14,12 @@ from PIL import Image
 from facestyle.checkpoint import demo_dir, save_pretrained
 from facestyle.cli import main
 from facestyle.config import get_preset
-from facestyle.edit_face import NewClassWarning, decolorize_nearest, load_face_editor
+from facestyle.editor.edits import NewClassWarning, decolorize_nearest, load_face_editor
 from facestyle.errors import CheckpointError, InputError
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
 from facestyle.nn.parser import PARSER_PRESETS, FaceParserNet, save_parser_net
-from facestyle.style_stats import compute_style_mean, load_style_mean, save_style_mean
+from facestyle.styles.mean import compute_style_mean, load_style_mean, save_style_mean
 
 CLASSES = CELEBAMASK_HQ.classes
 SKIN, HAIR, HAT, NECK = (CLASSES.index(c) for c in ("skin", "hair", "hat", "neck"))
@@ -198,7 +198,7 @@ def _install_hat_mapping(editor) -> torch.nn.Module:
     import dataclasses
 
     from facestyle.nn.mapping import MAPPING_PRESETS, MappingConfig, MappingNetwork
-    from facestyle.style_bank import checkpoint_identity, save_style_network
+    from facestyle.styles.bank import checkpoint_identity, save_style_network
 
     cfg = dataclasses.replace(MAPPING_PRESETS["tiny"], region="hat", classes=(HAT,),
                               style_dim=editor.model.config.style_dim)

@@ -37,7 +37,7 @@ from facestyle.metrics import (
     to_unit_range,
     train_harmony,
 )
-from facestyle.nn.inception import FIDInceptionV3
+from facestyle.nn.features.inception import FIDInceptionV3
 
 # torchvision's published layouts, written out independently of the project's modules.
 ALEXNET_CONVS = {0: (64, 3, 11), 3: (192, 64, 5), 6: (384, 192, 3), 8: (256, 384, 3), 10: (256, 256, 3)}

@@ -9,7 +9,7 @@ from facestyle.checkpoint import load_pretrained, save_pretrained
 from facestyle.config import ModelConfig, get_preset
 from facestyle.errors import CheckpointError
 from facestyle.model import FaceStyleNet
-from facestyle.nn.attention import MRSA
+from facestyle.nn.mrsa import MRSA
 from facestyle.nn.pooling import region_average_pool
 
 TINY = get_preset("tiny").model

@@ -13,11 +13,11 @@ from PIL import Image
 from facestyle.checkpoint import save_pretrained
 from facestyle.cli import main
 from facestyle.config import get_preset
+from facestyle.editor.parser import FaceParser, crop_box
 from facestyle.errors import CheckpointError, InputError
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
 from facestyle.nn.parser import PARSER_PRESETS, FaceParserNet, load_parser_net, save_parser_net
-from facestyle.parse import FaceParser, crop_box
 from facestyle.train.parser import confusion_matrix, iou_from_confusion, train_parser
 
 TINY = PARSER_PRESETS["tiny"]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from facestyle.checkpoint import load_pretrained
 from facestyle.cli import main
-from facestyle.sean_import import convert_sean_state_dict, fold_spectral_norm
+from facestyle.convert.sean import convert_sean_state_dict, fold_spectral_norm
 
 pytestmark = pytest.mark.slow
 

@@ -22,8 +22,8 @@ from facestyle.checkpoint import demo_dir, save_pretrained
 from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.data.synthetic import render, sample_face
-from facestyle.edit import Editor
-from facestyle.edit_style import (
+from facestyle.editor.editor import Editor
+from facestyle.editor.styles import (
     StyleEditingMixin,
     add_style_network,
     finetune,
@@ -35,7 +35,7 @@ from facestyle.edit_style import (
     unit_direction,
 )
 from facestyle.errors import CheckpointError, InputError
-from facestyle.imageio import save_image, save_labels
+from facestyle.io import save_image, save_labels
 from facestyle.model import FaceStyleNet
 from facestyle.nn.flow import (
     CALIBRATION_STEPS,
@@ -46,7 +46,7 @@ from facestyle.nn.flow import (
     SolverError,
 )
 from facestyle.nn.mapping import MAPPING_PRESETS, CodeWhitener, MappingConfig, MappingNetwork
-from facestyle.style_bank import (
+from facestyle.styles.bank import (
     StyleBank,
     available_style_networks,
     checkpoint_identity,
@@ -525,8 +525,8 @@ def test_resume_continues_exactly(gaussian_bank, tmp_path):
 
 
 def test_demo_styles_rows_and_graceful_skip(checkpoint, tmp_path):
-    from facestyle.demo import demo_faces
-    from facestyle.demo_styles import demo_styles
+    from facestyle.demo.sheet import demo_faces
+    from facestyle.demo.styles import demo_styles
 
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()

@@ -20,8 +20,8 @@ from facestyle.config import load_config
 from facestyle.data.spec import parse_data_spec
 from facestyle.data.transforms import eval_transform
 from facestyle.errors import WeightsError
-from facestyle.imageio import shared_root
-from facestyle.nn.vgg import VGG19Features
+from facestyle.io import shared_root
+from facestyle.nn.features.vgg19 import VGG19Features
 from facestyle.train.common import (
     DataStream,
     Distributed,

@@ -21,7 +21,7 @@ from facestyle.losses import (
     pixel_l1_loss,
 )
 from facestyle.nn.discriminator import MultiscaleDiscriminator
-from facestyle.nn.vgg import VGG19Features
+from facestyle.nn.features.vgg19 import VGG19Features
 
 VGG19_NAME = "vgg19-dcbbf910.pth"
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbbf910.pth"

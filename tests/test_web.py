@@ -367,7 +367,7 @@ def test_painting_a_large_photos_map_changes_only_the_painted_pixels(editor_app)
 
 @pytest.fixture()
 def editor_app(tmp_path):
-    from facestyle.edit_face import load_face_editor
+    from facestyle.editor.edits import load_face_editor
 
     torch.manual_seed(0)
     return _App(load_face_editor(save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "c")),
@@ -381,7 +381,7 @@ def styled_checkpoint(tmp_path) -> Path:
 
     from facestyle.nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow
     from facestyle.nn.mapping import MAPPING_PRESETS, MappingNetwork
-    from facestyle.style_bank import checkpoint_identity, save_style_network
+    from facestyle.styles.bank import checkpoint_identity, save_style_network
 
     torch.manual_seed(0)
     checkpoint = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
@@ -397,7 +397,7 @@ def styled_checkpoint(tmp_path) -> Path:
 
 
 def test_random_style_and_fine_tuning_work_when_the_checkpoint_has_the_networks(styled_checkpoint, files):
-    from facestyle.edit_face import load_face_editor
+    from facestyle.editor.edits import load_face_editor
 
     app = _App(load_face_editor(styled_checkpoint), ServerLimits())
     assert (app.mapping_regions, app.flow_regions) == (["hair"], ["skin"])
@@ -412,7 +412,7 @@ def test_random_style_and_fine_tuning_work_when_the_checkpoint_has_the_networks(
 
 
 def test_without_style_networks_those_controls_are_off(tmp_path, files):
-    from facestyle.edit_face import load_face_editor
+    from facestyle.editor.edits import load_face_editor
     from facestyle.errors import InputError
 
     torch.manual_seed(0)

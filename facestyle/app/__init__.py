@@ -1,4 +1,4 @@
-"""The web editor: a Gradio app over the :class:`~facestyle.edit.Editor` (``facestyle serve``).
+"""The web editor: a Gradio app over the :class:`~facestyle.editor.editor.Editor` (``facestyle serve``).
 
 Needs the ``web`` extra (``pip install 'facestyle[web]'``); :func:`facestyle.app.server.build_app` builds
 the page for an editor and :func:`facestyle.app.server.serve` runs it.

@@ -112,7 +112,7 @@ def read_label_upload(path: str | os.PathLike | None, label_set: LabelSet, photo
     import torch
 
     from ..data.transforms import resize_labels
-    from ..edit_face import load_label_map
+    from ..editor.edits import load_label_map
 
     read_upload(path, limits, what)  # the same size checks as photos
     labels = load_label_map(path, label_set)
@@ -131,7 +131,7 @@ def labels_from_painting(painting: dict, label_set: LabelSet) -> np.ndarray:
 
     The brush colour is read from the layer, not the composite, so the blend of two colours at an
     antialiased stroke's edge never reads as a third class."""
-    from ..edit_face import decolorize_nearest
+    from ..editor.edits import decolorize_nearest
 
     background = painting.get("background")
     if background is None:
@@ -229,7 +229,7 @@ class _App:
 
     def views(self, state: dict) -> tuple:
         """The overlay and the two painting canvases of a loaded photo."""
-        from ..parse import overlay
+        from ..editor.parser import overlay
 
         image, labels = state.get("image"), state.get("labels")
         if image is None:
@@ -394,7 +394,7 @@ CSS = """
 
 
 def build_app(editor: Any, limits: ServerLimits | None = None, title: str = "facestyle") -> gr.Blocks:
-    """The page for an editor (an Editor with face editing, see :func:`facestyle.edit_face.load_face_editor`)."""
+    """The page for an editor (an Editor with face editing, see :func:`facestyle.editor.edits.load_face_editor`)."""
     limits = limits or ServerLimits()
     app = _App(editor, limits)
     label_set = app.label_set
@@ -541,7 +541,7 @@ def serve(checkpoint: str | os.PathLike, parser: str | os.PathLike | None = None
           quiet: bool = False) -> gr.Blocks:
     """Load the checkpoint and run the web editor on ``host:port`` (blocking unless ``block=False``, in which
     case the running app is returned: stop it with ``app.close()``)."""
-    from ..edit_face import load_face_editor
+    from ..editor.edits import load_face_editor
 
     limits = limits or ServerLimits()
     if not 0 < port < 65536:

@@ -66,7 +66,7 @@ def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> No
 
 
 def load_editor(args: argparse.Namespace):
-    from ..edit import Editor
+    from ..editor.editor import Editor
 
     return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set)
 
@@ -172,7 +172,7 @@ class _Once(logging.Filter):
 @contextlib.contextmanager
 def cli_warnings(command: str) -> Iterator[None]:
     """Show the library's warnings (absent regions...) once each, as ``facestyle COMMAND: warning: ...``."""
-    from ..edit import RegionAbsentWarning
+    from ..editor.editor import RegionAbsentWarning
 
     log = logging.getLogger("facestyle")
     handler = logging.StreamHandler(sys.stderr)
@@ -232,7 +232,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         outputs = [check_output_file(args.out)]
         check_not_overwriting_inputs(outputs, [pairs[0][1], pairs[0][2]])
 
-    from ..imageio import save_image
+    from ..io import save_image
 
     editor = load_editor(args)
     jobs = list(zip(pairs, outputs))
@@ -253,8 +253,8 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 def run_import_sean(args: argparse.Namespace) -> int:
     from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from ..convert.sean import import_sean
     from ..errors import CheckpointError
-    from ..sean_import import import_sean
 
     check_input_file(args.checkpoint, "SEAN's latest_net_G.pth")
     out_dir = Path(args.out_dir)

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..demo.sheet import run_demo
 
     run_demo(args.out, checkpoint=args.checkpoint, device=args.device)
     return 0

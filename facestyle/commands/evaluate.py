@@ -46,7 +46,7 @@ contact_sheet.png.
 
 
 def _paper_rows(text: str) -> str:
-    from ..evaluate import paper_dataset
+    from ..evaluation.evaluate import paper_dataset
 
     if text == "auto":  # the option given without a value: the dataset is inferred from --data
         return text
@@ -67,7 +67,7 @@ def _nonnegative_int(text: str) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluate import EvaluateOptions, evaluate, parse_regions, table_markdown
+    from ..evaluation.evaluate import EvaluateOptions, evaluate, parse_regions, table_markdown
 
     out = check_output_dir(args.out)
     options = EvaluateOptions(
@@ -86,8 +86,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_bench_harmony(args: argparse.Namespace) -> int:
-    from ..bench_harmony import BenchOptions, bench_harmony
-    from ..evaluate import parse_regions, table_markdown
+    from ..evaluation.bench_harmony import BenchOptions, bench_harmony
+    from ..evaluation.evaluate import parse_regions, table_markdown
 
     out = check_output_dir(args.out)
     options = BenchOptions(
@@ -121,7 +121,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..evaluate import DEFAULT_STYLES, TASKS
+    from ..evaluation.evaluate import DEFAULT_STYLES, TASKS
 
     p = subparsers.add_parser("evaluate", help="the paper's Tables 1-4 for a checkpoint (Markdown, CSV, JSON)",
                               description=EVALUATE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -45,8 +45,8 @@ def run_parse(args: argparse.Namespace) -> int:
     check_not_overwriting_inputs(outputs + previews, images)
     crop = _crop(args.crop)
 
-    from ..imageio import save_image, save_labels
-    from ..parse import FaceParser, colorize
+    from ..editor.parser import FaceParser, colorize
+    from ..io import save_image, save_labels
 
     parser = FaceParser.from_pretrained(args.checkpoint, device=args.device)
     parser.batch_size = args.batch_size
@@ -82,7 +82,7 @@ def _crop(text: str):
 
 
 def _load_face_editor(args: argparse.Namespace):
-    from ..edit_face import load_face_editor
+    from ..editor.edits import load_face_editor
 
     return load_face_editor(args.checkpoint, device=args.device, label_set=args.label_set, parser=args.parser)
 
@@ -104,8 +104,8 @@ def run_edit_shape(args: argparse.Namespace) -> int:
     out = check_output_file(args.out)
     check_not_overwriting_inputs([out], [p for p in (image, labels, new_labels, reference, reference_labels) if p])
 
-    from ..edit_face import NewClassWarning
-    from ..imageio import save_image
+    from ..editor.edits import NewClassWarning
+    from ..io import save_image
 
     editor = _load_face_editor(args)
     with cli_warnings("edit-shape"), warnings.catch_warnings():
@@ -127,7 +127,7 @@ def run_edit_color(args: argparse.Namespace) -> int:
     out = check_output_file(args.out)
     check_not_overwriting_inputs([out], [p for p in (image, labels, strokes, mask) if p])
 
-    from ..imageio import save_image
+    from ..io import save_image
 
     editor = _load_face_editor(args)
     if args.regions is not None:
@@ -146,19 +146,19 @@ def run_edit_color(args: argparse.Namespace) -> int:
 
 def run_style_mean(args: argparse.Namespace) -> int:
     from ..checkpoint import resolve
-    from ..style_stats import compute_style_mean, save_style_mean
+    from ..styles.mean import compute_style_mean, save_style_mean
 
     if (args.data is None) == (args.bank is None):
         raise InputError("give either --data SPEC (encode a dataset) or --bank BANK.safetensors (a style bank)")
     checkpoint = resolve(args.checkpoint)
     if args.bank is not None:
-        from ..style_bank import StyleBank
+        from ..styles.bank import StyleBank
 
         bank = StyleBank.load(args.bank, checkpoint=checkpoint)
     else:
         from tqdm import tqdm
 
-        from ..style_bank import encode_bank
+        from ..styles.bank import encode_bank
 
         with tqdm(desc="style-mean", unit="img", disable=None, dynamic_ncols=True) as bar:
             bank = encode_bank(checkpoint, args.data, split=args.split, seed=args.seed, batch_size=args.batch_size,

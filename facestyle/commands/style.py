@@ -37,7 +37,7 @@ PRESET_CHOICES = ("paper", "demo", "tiny")
 def run_encode_styles(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..style_bank import encode_bank
+    from ..styles.bank import encode_bank
 
     out = Path(args.out)
     if out.is_dir():
@@ -135,15 +135,15 @@ def _target(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def _write_sheet(rows: list, titles: list[str], columns: list[str], path: Path) -> None:
-    from ..imageio import save_image
+    from ..io import save_image
     from ..visualize import contact_sheet
 
     save_image(contact_sheet(rows, columns, row_titles=titles, cell=128), path)
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ..edit_style import sample
-    from ..imageio import open_image, save_image
+    from ..editor.styles import sample
+    from ..io import open_image, save_image
 
     target, labels = _target(args)
     out_dir = check_output_dir(args.out_dir)
@@ -162,8 +162,8 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..edit_style import finetune, parse_steps
-    from ..imageio import open_image, save_image
+    from ..editor.styles import finetune, parse_steps
+    from ..io import open_image, save_image
     from ..nn.flow import Solver
 
     steps = parse_steps(args.steps)

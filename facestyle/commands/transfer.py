@@ -81,7 +81,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     inputs = [p for _, image, labels in (*targets, *references) for p in (image, labels)]
     check_not_overwriting_inputs([out for _, _, out in jobs], inputs)
 
-    from ..imageio import save_image
+    from ..io import save_image
 
     editor = load_editor(args)
     regions = editor.resolve_regions(args.regions)  # an unknown name fails before any work

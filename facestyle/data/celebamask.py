@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..imageio import copy_file_atomic, load_image, open_image, save_labels
+from ..io import copy_file_atomic, load_image, open_image, save_labels
 from ..labels import CELEBAMASK_HQ
 from .transforms import PairTransform, resize_labels
 

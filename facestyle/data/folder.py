@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import InputError
-from ..imageio import load_image, load_labels
+from ..io import load_image, load_labels
 from ..labels import LabelSet, get_label_set
 from .transforms import PairTransform, resize_labels
 

@@ -1,7 +1,7 @@
 """The paper's metrics (section 4.1): PSNR, SSIM, LPIPS, FID, mCSD / mOCD and the harmony score.
 
 One convention for all of them: **images are float tensors (B, 3, H, W) in [0, 1]**, and every metric
-refuses values outside that range. The project's images (generator outputs, :func:`facestyle.imageio.
+refuses values outside that range. The project's images (generator outputs, :func:`facestyle.io.
 load_image`) are in [-1, 1]: convert them with :func:`to_unit_range`. Per-image metrics return one value
 per image (a (B,) tensor); tables average them.
 

@@ -1,6 +1,6 @@
 """Frechet Inception Distance (Heusel et al., NeurIPS 2017), as pytorch-fid computes it.
 
-FID fits a Gaussian to the pool3 features of each image set (:class:`~facestyle.nn.inception.FIDInceptionV3`,
+FID fits a Gaussian to the pool3 features of each image set (:class:`~facestyle.nn.features.inception.FIDInceptionV3`,
 the FID variant of InceptionV3 with the ``pt_inception-2015-12-05`` weights) and takes the Frechet
 (2-Wasserstein) distance between the two Gaussians:
 
@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..checkpoint import save_tensors
 from ..errors import InputError
-from ..nn.inception import FEATURE_DIM, FIDInceptionV3
+from ..nn.features.inception import FEATURE_DIM, FIDInceptionV3
 from .pixel import check_unit_range, to_unit_range
 
 CACHE_ENV_VAR = "FACESTYLE_CACHE"
@@ -225,7 +225,7 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
 
 
 def _load_unit(path: Path) -> Tensor:
-    from ..imageio import load_image
+    from ..io import load_image
 
     return to_unit_range(load_image(path))
 

@@ -47,13 +47,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    atomic_write_bytes,
     load_state,
     read_config,
     resolve,
     save_pretrained,
 )
 from ..errors import CheckpointError, InputError
+from ..io import atomic_write_bytes
 from .pixel import check_unit_range
 
 KIND = "harmony"

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError, WeightsError
-from ..nn import alexnet, vgg16
+from ..nn.features import alexnet, vgg16
 from ..weights import find_weight, load_state_dict_file
 from .pixel import check_unit_range
 

@@ -28,7 +28,7 @@ def to_unit_range(images: Tensor) -> Tensor:
     """Map the project's images in [-1, 1] to [0, 1]: ``(x + 1) / 2``, clamped to [0, 1].
 
     Every metric in :mod:`facestyle.metrics` takes images in [0, 1]; generator outputs and
-    :func:`facestyle.imageio.load_image` give [-1, 1], so convert them with this function first.
+    :func:`facestyle.io.load_image` give [-1, 1], so convert them with this function first.
     """
     return ((images + 1) / 2).clamp(0, 1)
 

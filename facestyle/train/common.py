@@ -44,8 +44,9 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes, load_tensors, read_json, save_tensors
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_tensors, read_json, save_tensors
 from ..errors import CheckpointError, FacestyleError, InputError
+from ..io import atomic_write_bytes
 
 TRAINER_DIR = "trainer"
 STATE_JSON = "state.json"

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver, SolverError
-from ..style_bank import save_style_network
+from ..styles.bank import save_style_network
 from .common import log
 from .mapping import BankTrainer, resolve_configs, run_bank_training
 

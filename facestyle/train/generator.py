@@ -41,7 +41,7 @@ from ..config import PRESETS, Config, TrainConfig, load_config
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import eval_transform, train_transform
 from ..errors import CheckpointError, InputError
-from ..imageio import save_image
+from ..io import save_image
 from ..labels import LabelSet, get_label_set
 from ..losses import GeneratorLosses, hinge_d_loss_terms
 from ..model import FaceStyleNet

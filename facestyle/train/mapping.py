@@ -42,7 +42,7 @@ from torch.utils.data import Dataset
 from ..checkpoint import load_state, read_config
 from ..errors import CheckpointError, InputError
 from ..nn.mapping import MAPPING_PRESETS, CodeDiscriminator, MappingConfig, MappingNetwork
-from ..style_bank import (
+from ..styles.bank import (
     StyleBank,
     coerce,
     config_from_dict,

@@ -46,10 +46,11 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import atomic_write_bytes, load_state, read_config
+from ..checkpoint import load_state, read_config
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
 from ..errors import CheckpointError, InputError
+from ..io import atomic_write_bytes
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import KIND, PARSER_PRESETS, FaceParserNet, ParserConfig, parser_config_from_dict, save_parser_net
 from .common import (

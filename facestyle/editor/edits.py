@@ -1,4 +1,4 @@
-"""Shape and colour editing, and automatic parsing, for the :class:`~facestyle.edit.Editor` (paper section 5).
+"""Shape and colour editing, and automatic parsing, for the :class:`~facestyle.editor.editor.Editor` (paper section 5).
 
 >>> editor = Editor.from_pretrained("demo")
 >>> out = editor.edit_shape("me.png", "me_labels.png", "me_labels_longer_hair.png")
@@ -7,8 +7,8 @@
 - **Shape editing** (Fig. 10a): the target's style codes are decoded on an edited label map. A class the
   edited map has and the target lacks needs a style from elsewhere, taken in this order: the given
   reference photo (when the reference has the class), the region's mapping network ``M_g(z)`` (when one
-  is installed beside the checkpoint, see :mod:`facestyle.edit_style`), the dataset's mean code of the
-  class kept with the checkpoint (:mod:`facestyle.style_stats`). MRSA then harmonizes the codes over the
+  is installed beside the checkpoint, see :mod:`facestyle.editor.styles`), the dataset's mean code of the
+  class kept with the checkpoint (:mod:`facestyle.styles.mean`). MRSA then harmonizes the codes over the
   classes of the new map and the generator decodes them on it.
 - **Colour editing** (Fig. 10b): colour strokes painted over the photo, given as an RGBA layer (alpha > 0
   where painted) or an (image, mask) pair, are composited onto the target; the composite is encoded
@@ -38,10 +38,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .data.transforms import resize_image
-from .errors import CheckpointError, InputError
-from .labels import LabelSet
-from .nn.pooling import one_hot
+from ..data.transforms import resize_image
+from ..errors import CheckpointError, InputError
+from ..labels import LabelSet
+from ..nn.pooling import one_hot
 
 __all__ = ["FaceEditingMixin", "NewClassWarning", "load_face_editor", "decolorize_nearest", "load_label_map",
            "stroke_layers", "SOURCE_REFERENCE", "SOURCE_MEAN", "SOURCE_NONE"]
@@ -73,9 +73,9 @@ class FaceEditingMixin:
 
     def set_parser(self, parser: Any) -> None:
         """Configure the face parser used when a label map is not given: a
-        :class:`~facestyle.parse.FaceParser`, a parser checkpoint directory, or None to turn parsing off.
+        :class:`~facestyle.editor.parser.FaceParser`, a parser checkpoint directory, or None to turn parsing off.
         It must label the classes of this editor's label set."""
-        from .parse import FaceParser
+        from .parser import FaceParser
 
         if parser is not None and not isinstance(parser, FaceParser):
             parser = FaceParser.from_pretrained(parser, device=self.device)
@@ -85,7 +85,7 @@ class FaceEditingMixin:
         self.parser = parser
 
     def parse(self, images: Any, crop: Any = "center") -> Tensor | list[Tensor]:
-        """Label maps of photos from the configured parser (see :meth:`facestyle.parse.FaceParser.parse`)."""
+        """Label maps of photos from the configured parser (see :meth:`facestyle.editor.parser.FaceParser.parse`)."""
         if self.parser is None:
             raise InputError("no face parser is configured: load one with editor.set_parser(DIR) (or "
                              "Editor.from_pretrained(..., parser=DIR), or put it in CHECKPOINT/parser/)")
@@ -193,7 +193,7 @@ class FaceEditingMixin:
         """(region, code (D,)) of class ``c`` from a mapping network whose group has it, or None. One z per
         region and edit, so that classes of one group (skin and nose) get codes drawn together."""
         try:
-            from . import edit_style
+            from . import styles as edit_style
         except ImportError:  # the style editing module is not installed
             return None
         for region, (group, codes) in sampled.items():
@@ -225,7 +225,7 @@ class FaceEditingMixin:
             return cached
         result = None
         if self.checkpoint_dir is not None:
-            from .style_stats import load_style_mean
+            from ..styles.mean import load_style_mean
 
             loaded = load_style_mean(self.checkpoint_dir)
             if loaded is not None:
@@ -382,9 +382,9 @@ def decolorize_nearest(rgb: np.ndarray, label_set: LabelSet, max_distance: float
 
 
 def load_label_map(path: str | os.PathLike, label_set: LabelSet) -> Tensor:
-    """A label map file as (H, W) int64 class indices: a class-index PNG (as :func:`facestyle.imageio.
+    """A label map file as (H, W) int64 class indices: a class-index PNG (as :func:`facestyle.io.
     load_labels` reads), or an image drawn in the label set's palette colours (nearest colour)."""
-    from .imageio import LABEL_MODES, load_labels, open_image
+    from ..io import LABEL_MODES, load_labels, open_image
 
     im = open_image(path)
     if im.mode in LABEL_MODES or im.mode == "LA":
@@ -400,7 +400,7 @@ def stroke_layers(strokes: Any, size: tuple[int, int], photo: str = "the photo")
 
     ``strokes``: an RGBA image (path, PIL image, (H, W, 4) array; alpha > 0 where painted) or an
     ``(image, mask)`` pair."""
-    from .parse import photo_tensor
+    from .parser import photo_tensor
 
     if isinstance(strokes, (tuple, list)):
         if len(strokes) != 2:
@@ -424,7 +424,7 @@ def stroke_layers(strokes: Any, size: tuple[int, int], photo: str = "the photo")
 
 
 def _rgba(strokes: Any) -> tuple[Tensor, Tensor]:
-    from .imageio import open_image
+    from ..io import open_image
 
     name = str(strokes) if isinstance(strokes, (str, os.PathLike)) else "strokes"
     if isinstance(strokes, (str, os.PathLike)):
@@ -456,7 +456,7 @@ def _rgba(strokes: Any) -> tuple[Tensor, Tensor]:
 
 def _mask_tensor(mask: Any) -> Tensor:
     """A stroke mask -> (H, W) float32 in [0, 1] (bool; uint8 0..255; float in [0, 1]; a path or PIL image)."""
-    from .imageio import open_image
+    from ..io import open_image
 
     if isinstance(mask, (str, os.PathLike)):
         mask = open_image(mask)
@@ -488,13 +488,13 @@ def _mask_tensor(mask: Any) -> Tensor:
 
 def _face_editor_class() -> type:
     """The Editor class, with this module's (and the style module's) methods mixed in where it lacks them."""
-    from .edit import Editor
+    from .editor import Editor
 
     bases: list[type] = []
     if not issubclass(Editor, FaceEditingMixin):
         bases.append(FaceEditingMixin)
     try:
-        from .edit_style import StyleEditingMixin
+        from .styles import StyleEditingMixin
     except ImportError:
         StyleEditingMixin = None  # noqa: N806
     if StyleEditingMixin is not None and not issubclass(Editor, StyleEditingMixin):
@@ -515,8 +515,8 @@ def load_face_editor(checkpoint: str | os.PathLike = "demo", device: str | torch
     """An Editor for ``checkpoint`` with face editing: its ``checkpoint_dir`` set (style mean, mapping
     networks, ``parser/``), and ``parser`` (a directory or FaceParser) or the one in ``CHECKPOINT/parser/``
     configured for automatic parsing."""
-    from .checkpoint import resolve
-    from .parse import find_parser
+    from ..checkpoint import resolve
+    from .parser import find_parser
 
     editor = _face_editor_class().from_pretrained(checkpoint, device=device, label_set=label_set)
     if getattr(editor, "checkpoint_dir", None) is None:

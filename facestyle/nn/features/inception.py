@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..weights import find_weight, load_state_dict_file
-from .pretrained import load_published_state_dict
+from ...weights import find_weight, load_state_dict_file
+from .base import load_published_state_dict
 
 WEIGHT_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FEATURE_DIM = 2048

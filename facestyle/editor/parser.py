@@ -1,6 +1,6 @@
 """Face parsing: label maps for photos that come without one.
 
->>> from facestyle.parse import FaceParser
+>>> from facestyle.editor.parser import FaceParser
 >>> parser = FaceParser.from_pretrained("runs/parser")          # a parser checkpoint (kind "parser")
 >>> labels = parser.parse("me.jpg")                              # (H, W) int64 class indices, the photo's size
 
@@ -11,7 +11,7 @@ result is mapped back to the photo's own size, background outside the crop. ``cr
 the whole photo to a square instead.
 
 Photos may be paths, PIL images, (H, W, 3) arrays (uint8, or float in [0, 1]) or (3, H, W) tensors in
-[-1, 1], alone or in a list, as the :class:`~facestyle.edit.Editor` takes them.
+[-1, 1], alone or in a list, as the :class:`~facestyle.editor.editor.Editor` takes them.
 
 A parser sits beside a generator checkpoint as ``CHECKPOINT/parser/`` (where the Editor looks for it), or
 anywhere as its own checkpoint directory (``facestyle train-parser`` writes one).
@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from .checkpoint import CONFIG_NAME, read_config, resolve
-from .data.transforms import resize_image, resize_labels
-from .errors import CheckpointError, InputError
-from .labels import LabelSet, get_label_set
-from .nn.parser import KIND, FaceParserNet, load_parser_net
+from ..checkpoint import CONFIG_NAME, read_config, resolve
+from ..data.transforms import resize_image, resize_labels
+from ..errors import CheckpointError, InputError
+from ..labels import LabelSet, get_label_set
+from ..nn.parser import KIND, FaceParserNet, load_parser_net
 
 __all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR"]
 
@@ -113,7 +113,7 @@ class FaceParser:
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> FaceParser:
         """Load a parser checkpoint directory (or the ``parser/`` of a generator checkpoint)."""
-        from .edit import resolve_device
+        from .editor import resolve_device
 
         directory = parser_dir(path)
         _refuse_a_bare_generator(directory)
@@ -133,7 +133,7 @@ class FaceParser:
         """Label maps, (H, W) int64 tensors on the CPU at each photo's own size: one for one photo, a list
         for a list. ``crop``: ``"center"`` (default), ``"none"``, a (left, top, size) box, or one of these
         per photo."""
-        from .edit import _name, _split_batch
+        from .editor import _name, _split_batch
 
         items, form = _split_batch(images, image=True)
         if not items:
@@ -188,7 +188,7 @@ def _paste(labels: Tensor, height: int, width: int, top: int, left: int) -> Tens
 
 def photo_tensor(item: Any, name: str = "image") -> Tensor:
     """One photo of any kind the Editor takes as float32 (3, H, W) in [-1, 1] on the CPU."""
-    from .edit import photo_tensor as editor_photo_tensor
+    from .editor import photo_tensor as editor_photo_tensor
 
     return editor_photo_tensor(item, name).cpu()
 

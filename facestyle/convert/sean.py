@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import SEAN_MODEL, ModelConfig
-from .errors import CheckpointError, InputError
+from ..config import SEAN_MODEL, ModelConfig
+from ..errors import CheckpointError, InputError
 
 # SEAN's Zencoder.model indices of its five convolutions -> our encoder's names.
 _ENCODER = {"1": "conv0", "4": "conv1", "7": "conv2", "10": "conv3", "14": "conv4"}
@@ -106,7 +106,7 @@ def load_sean_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise InputError(f"SEAN checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from .checkpoint import load_tensors
+        from ..checkpoint import load_tensors
 
         return load_tensors(path)
     try:
@@ -120,8 +120,8 @@ def load_sean_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
 def import_sean(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Convert SEAN's generator checkpoint into a facestyle checkpoint directory."""
-    from .checkpoint import save_pretrained
-    from .model import FaceStyleNet
+    from ..checkpoint import save_pretrained
+    from ..model import FaceStyleNet
 
     cfg, state = convert_sean_state_dict(load_sean_checkpoint(checkpoint))
     model = FaceStyleNet(cfg)

@@ -53,10 +53,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checkpoint import load_pretrained
-from .data.synthetic import FaceParams, Illumination, render, sample_face, sample_illumination
-from .data.transforms import resize_image, resize_labels
-from .errors import CheckpointError, InputError
+from ..checkpoint import load_pretrained
+from ..data.synthetic import FaceParams, Illumination, render, sample_face, sample_illumination
+from ..data.transforms import resize_image, resize_labels
+from ..errors import CheckpointError, InputError
+from ..labels import CELEBAMASK_HQ
+from ..model import FaceStyleNet
 from .evaluate import (
     Column,
     Report,
@@ -68,8 +70,6 @@ from .evaluate import (
     run_info,
     write_report,
 )
-from .labels import CELEBAMASK_HQ
-from .model import FaceStyleNet
 
 FIRST_INDEX = 1_000_000
 DEFAULT_MIN_LIGHT_DIFFERENCE = 0.15
@@ -308,8 +308,8 @@ def bench_harmony(options: BenchOptions) -> Report:
     """Run the benchmark and write its report (see the module docstring) into ``options.out``."""
     from tqdm import tqdm
 
-    from .edit import resolve_device
-    from .metrics import harmony_score, to_unit_range
+    from ..editor.editor import resolve_device
+    from ..metrics import harmony_score, to_unit_range
 
     options.check()
     out_dir = Path(options.out)
@@ -438,8 +438,8 @@ def bench_harmony(options: BenchOptions) -> Report:
     ]
     images = []
     if sheet_rows:
-        from .imageio import save_image
-        from .visualize import contact_sheet
+        from ..io import save_image
+        from ..visualize import contact_sheet
 
         columns = ["target", "reference", "ground truth", "MRSA", "bypass"]
         columns += ["w/o SA"] if off is not None else []

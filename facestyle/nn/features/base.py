@@ -7,7 +7,8 @@ key raises :class:`~facestyle.errors.WeightsError` naming the file and the first
 truncated file is never half-loaded.
 
 :class:`TorchvisionFeatures` is the shared frozen feature extractor behind AlexNet, VGG16 and VGG19
-(:mod:`facestyle.nn.alexnet`, :mod:`facestyle.nn.vgg16`, :mod:`facestyle.nn.vgg`): a torchvision
+(:mod:`facestyle.nn.features.alexnet`, :mod:`~facestyle.nn.features.vgg16`, :mod:`~facestyle.nn.features.vgg19`):
+a torchvision
 ``features`` module whose selected ReLU outputs the forward pass returns.
 """
 
@@ -19,8 +20,8 @@ from typing import ClassVar, TypeVar
 
 from torch import Tensor, nn
 
-from ..errors import WeightsError
-from ..weights import find_weight, load_state_dict_file
+from ...errors import WeightsError
+from ...weights import find_weight, load_state_dict_file
 
 _T = TypeVar("_T", bound="TorchvisionFeatures")
 

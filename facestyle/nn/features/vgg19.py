@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .pretrained import TorchvisionFeatures
+from .base import TorchvisionFeatures
 
 WEIGHT_FILE = "vgg19-dcbbf910.pth"
 

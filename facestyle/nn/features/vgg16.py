@@ -5,7 +5,7 @@ indices 0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28), so the standard ``vgg16
 for key (its ``classifier.*`` entries are ignored). The forward pass returns relu1_2, relu2_2, relu3_3,
 relu4_3 and relu5_3 (indices 3, 8, 15, 22, 29), the layers LPIPS compares (Zhang et al., CVPR 2018), and
 stops there. The weights come from the user's weights folder (see :mod:`facestyle.weights`); the network
-is frozen and always in eval mode. (VGG19 for the perceptual loss is :mod:`facestyle.nn.vgg`.)
+is frozen and always in eval mode. (VGG19 for the perceptual loss is :mod:`facestyle.nn.features.vgg19`.)
 
 Input normalisation is the caller's: LPIPS applies its own scaling layer (see
 :mod:`facestyle.metrics.lpips`).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .pretrained import TorchvisionFeatures
+from .base import TorchvisionFeatures
 
 WEIGHT_FILE = "vgg16-397923af.pth"
 

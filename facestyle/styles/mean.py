@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from .checkpoint import WEIGHTS_NAME, resolve, save_tensors
-from .errors import CheckpointError, InputError
+from ..checkpoint import WEIGHTS_NAME, resolve, save_tensors
+from ..errors import CheckpointError, InputError
 
 __all__ = ["STYLE_MEAN_NAME", "compute_style_mean", "save_style_mean", "load_style_mean", "style_mean_path"]
 
@@ -58,7 +58,7 @@ def save_style_mean(directory: str | os.PathLike, mean: Tensor, count: Tensor) -
     metadata = {"format": FORMAT}
     weights = directory / WEIGHTS_NAME
     if weights.is_file():
-        from .style_bank import file_sha256
+        from .bank import file_sha256
 
         metadata["checkpoint_sha256"] = file_sha256(weights)
     path = directory / STYLE_MEAN_NAME
@@ -88,7 +88,7 @@ def load_style_mean(directory: str | os.PathLike) -> tuple[Tensor, Tensor] | Non
     made_with = metadata.get("checkpoint_sha256")
     weights = directory / WEIGHTS_NAME
     if made_with and weights.is_file():
-        from .style_bank import file_sha256
+        from .bank import file_sha256
 
         if file_sha256(weights) != made_with:
             raise CheckpointError(f"{path} was computed with another generator than {directory}; "

@@ -1,6 +1,6 @@
 """The Editor: the user-facing Python API for reconstructing faces and transferring regional styles.
 
->>> from facestyle.edit import Editor
+>>> from facestyle.editor.editor import Editor
 >>> editor = Editor.from_pretrained("demo")                      # or a checkpoint directory
 >>> out = editor.transfer("me.png", "me_labels.png", "ref.png", "ref_labels.png", regions=["hair", "lips"])
 >>> out.save("me_with_ref_hair_and_lips.png")
@@ -36,16 +36,16 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .checkpoint import demo_dir, load_pretrained, resolve
-from .data.transforms import resize_image, resize_labels
-from .edit_face import FaceEditingMixin
-from .edit_style import StyleEditingMixin
-from .errors import CheckpointError, InputError
-from .imageio import LABEL_MODES, load_image, load_labels, to_pil
-from .labels import LabelSet, get_label_set
-from .model import FaceStyleNet
-from .parse import find_parser
-from .runtime import keep_freed_memory
+from ..checkpoint import demo_dir, load_pretrained, resolve
+from ..data.transforms import resize_image, resize_labels
+from ..errors import CheckpointError, InputError
+from ..io import LABEL_MODES, load_image, load_labels, to_pil
+from ..labels import LabelSet, get_label_set
+from ..model import FaceStyleNet
+from ..runtime import keep_freed_memory
+from .edits import FaceEditingMixin
+from .parser import find_parser
+from .styles import StyleEditingMixin
 
 __all__ = ["Editor", "RegionAbsentWarning", "resolve_device"]
 
@@ -345,7 +345,7 @@ def _check_aspect(label_shape: Sequence[int], photo_size: tuple[int, int], name:
 
 
 def _pil_image(im: Image.Image) -> Tensor:
-    """A PIL image as float32 (3, H, W) in [-1, 1] (as :func:`facestyle.imageio.load_image` reads files)."""
+    """A PIL image as float32 (3, H, W) in [-1, 1] (as :func:`facestyle.io.load_image` reads files)."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
         gray = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
         arr = np.repeat(gray[..., None], 3, axis=-1)

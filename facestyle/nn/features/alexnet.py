@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .pretrained import TorchvisionFeatures
+from .base import TorchvisionFeatures
 
 WEIGHT_FILE = "alexnet-owt-7be5be79.pth"
 

@@ -63,12 +63,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import __version__
-from .checkpoint import atomic_write_bytes, load_pretrained, resolve
-from .errors import FacestyleError, InputError, WeightsError
-from .labels import SHARED_CLASSES, LabelSet, get_label_set
-from .model import FaceStyleNet
-from .nn.pooling import region_average_pool
+from .. import __version__
+from ..checkpoint import load_pretrained, resolve
+from ..errors import FacestyleError, InputError, WeightsError
+from ..io import atomic_write_bytes
+from ..labels import SHARED_CLASSES, LabelSet, get_label_set
+from ..model import FaceStyleNet
+from ..nn.pooling import region_average_pool
 
 TASKS = ("reconstruction", "transfer", "cross-transfer", "multimodal")
 TABLE_OF_TASK = {"reconstruction": "Table 1", "transfer": "Table 2", "cross-transfer": "Table 3",
@@ -450,8 +451,8 @@ def load_metric_networks(*, lpips: bool = False, fid: bool = False, hs: bool = F
     """Load the networks the asked-for metrics need. A missing weight file is a skip (with the
     :class:`~facestyle.errors.WeightsError`'s message), never random weights; a harmony classifier that
     was asked for but does not load is an error."""
-    from .metrics import LPIPS, HarmonyClassifier
-    from .nn.inception import FIDInceptionV3
+    from ..metrics import LPIPS, HarmonyClassifier
+    from ..nn.features.inception import FIDInceptionV3
 
     nets = MetricNetworks()
     if lpips:
@@ -481,7 +482,7 @@ class FeatureSet:
         self.parts: list[Tensor] = []
 
     def add(self, images01: Tensor) -> None:
-        from .metrics import inception_features
+        from ..metrics import inception_features
 
         if self.inception is not None:
             self.parts.append(inception_features(self.inception, images01, self.batch_size))
@@ -500,7 +501,7 @@ class RealFeatures(FeatureSet):
 
     def __init__(self, inception: Any, dataset: Any, indices: Sequence[int], image_size: int,
                  use_cache: bool = True, batch_size: int = 50) -> None:
-        from .metrics import FeatureCache
+        from ..metrics import FeatureCache
 
         super().__init__(inception, batch_size)
         self.cache = self.key = self.cached = None
@@ -532,7 +533,7 @@ class RealFeatures(FeatureSet):
 
 def fid_value(nets: MetricNetworks, fake: FeatureSet, real: FeatureSet) -> tuple[float | None, str | None]:
     """(FID, None), or (None, why it is skipped)."""
-    from .metrics import fid_from_features
+    from ..metrics import fid_from_features
 
     if nets.inception is None:
         return None, nets.skipped.get("fid", "not computed")
@@ -558,7 +559,7 @@ def label_lookup(src: LabelSet, dst: LabelSet) -> np.ndarray:
     counterpart. Between different sets, only :data:`~facestyle.labels.SHARED_CLASSES` are mapped."""
     if src.name == dst.name:
         return np.arange(src.num_classes, dtype=np.int64)
-    from .labels import class_mapping
+    from ..labels import class_mapping
 
     table = np.full(src.num_classes, VOID, dtype=np.int64)
     for s, d in class_mapping(src, dst).items():
@@ -661,7 +662,7 @@ def parse_regions(text: str | Sequence[str]) -> list[str]:
 
 
 def load_dataset(spec: str, split: str, image_size: int, seed: int, label_set: str, what: str = "--data") -> Any:
-    from .data import parse_data_spec
+    from ..data import parse_data_spec
 
     try:
         return parse_data_spec(spec, split=split, resolution=image_size, seed=seed, label_set=label_set)
@@ -704,13 +705,13 @@ def _check_same_label_set(dataset: Any, model: FaceStyleNet, spec: str, task: st
 
 
 def _unit(images: Tensor) -> Tensor:
-    from .metrics import to_unit_range
+    from ..metrics import to_unit_range
 
     return to_unit_range(images.float())
 
 
 def _save_images(folder: Path, names: Sequence[str], images: Tensor) -> None:
-    from .imageio import save_image
+    from ..io import save_image
 
     for name, image in zip(names, images):
         save_image(image, folder / f"{name}.png")
@@ -762,7 +763,7 @@ def _region_label(model: FaceStyleNet, region: str) -> str:
 
 
 def _evaluate_reconstruction(ctx: _Context) -> Report:
-    from .metrics import psnr, ssim
+    from ..metrics import psnr, ssim
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
     size = model.config.image_size
@@ -854,7 +855,7 @@ def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references
                    ) -> tuple[dict[str, tuple[float | None, str | None]], list[dict], dict[str, int]]:
     """Transfer each region from reference i to target i for every pair; FID against ``real`` (filled with
     the targets when ``real_from_targets``)."""
-    from .metrics import harmony_score
+    from ..metrics import harmony_score
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
     masks = _region_masks(model, regions)
@@ -1025,20 +1026,20 @@ def _evaluate_cross_transfer(ctx: _Context) -> Report:
 
 
 def style_sampler() -> Callable[..., Any]:
-    """``facestyle.edit_style.sample(editor, target, labels, region, n, seed, return_tensors=True)``, or an
+    """``facestyle.editor.styles.sample(editor, target, labels, region, n, seed, return_tensors=True)``, or an
     InputError saying the multimodal task needs the regional style mapping networks."""
     import importlib
 
     try:
-        module = importlib.import_module("facestyle.edit_style")
+        module = importlib.import_module("facestyle.editor.styles")
     except ModuleNotFoundError as exc:
-        if exc.name != "facestyle.edit_style":
+        if exc.name != "facestyle.editor.styles":
             raise
         module = None
     sample = getattr(module, "sample", None)
     if sample is None:
         raise InputError("the multimodal task (Table 4) samples random styles with the regional style mapping "
-                         "networks (facestyle.edit_style.sample), which this installation does not provide")
+                         "networks (facestyle.editor.styles.sample), which this installation does not provide")
     return sample
 
 
@@ -1047,8 +1048,8 @@ def _as_batch(results: Any, size: int, device: torch.device) -> Tensor:
     (N, 3, size, size) tensor in [-1, 1]."""
     from PIL import Image
 
-    from .data.transforms import resize_image
-    from .edit import _pil_image
+    from ..data.transforms import resize_image
+    from ..editor.editor import _pil_image
 
     if isinstance(results, Tensor):
         items = list(results) if results.dim() == 4 else [results]
@@ -1062,8 +1063,8 @@ def _as_batch(results: Any, size: int, device: torch.device) -> Tensor:
 
 
 def _evaluate_multimodal(ctx: _Context) -> Report:
-    from .edit import Editor
-    from .metrics import region_diversity
+    from ..editor.editor import Editor
+    from ..metrics import region_diversity
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
     sample = style_sampler()  # fails before any work when mapping networks are unavailable
@@ -1161,7 +1162,7 @@ def evaluate(options: EvaluateOptions) -> Report:
     a missing checkpoint, data of the wrong label set...) raises :class:`~facestyle.errors.InputError` /
     :class:`~facestyle.errors.CheckpointError` before any long computation.
     """
-    from .edit import resolve_device
+    from ..editor.editor import resolve_device
 
     options.check()
     out = Path(options.out)

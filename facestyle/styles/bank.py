@@ -35,11 +35,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, resolve, save_pretrained, save_tensors
-from .errors import CheckpointError, InputError
-from .labels import LabelSet, get_label_set
-from .nn.flow import ContinuousNormalizingFlow, FlowConfig
-from .nn.mapping import MappingConfig, MappingNetwork
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, resolve, save_pretrained, save_tensors
+from ..errors import CheckpointError, InputError
+from ..labels import LabelSet, get_label_set
+from ..nn.flow import ContinuousNormalizingFlow, FlowConfig
+from ..nn.mapping import MappingConfig, MappingNetwork
 
 __all__ = ["StyleBank", "BANK_FORMAT", "STYLE_KINDS", "checkpoint_identity", "file_sha256", "encode_styles",
            "encode_bank", "available_style_networks", "style_network_dir", "load_style_network",
@@ -228,9 +228,9 @@ def encode_bank(checkpoint: str | os.PathLike, data_spec: str, split: str = "all
     the model's image size) and resized to the model's image size."""
     from torch.utils.data import Subset
 
-    from .checkpoint import load_pretrained
-    from .data.spec import parse_data_spec
-    from .data.transforms import eval_transform
+    from ..checkpoint import load_pretrained
+    from ..data.spec import parse_data_spec
+    from ..data.transforms import eval_transform
 
     model = load_pretrained(checkpoint, device=device)
     cfg = model.config
@@ -373,7 +373,7 @@ def install_style_network(source: str | os.PathLike, checkpoint: str | os.PathLi
                           region: str) -> Path:
     """Copy a trained network's ``config.json`` + ``model.safetensors`` to ``CHECKPOINT/kind/region``
     (replacing what was there in one rename), after checking it was trained on that generator's codes."""
-    from .train.common import atomic_directory
+    from ..train.common import atomic_directory
 
     source = Path(source)
     data = read_config(source, kind=kind)

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .data.synthetic import Illumination, render, sample_face
-from .demo_styles import demo_styles
-from .edit import Editor
-from .imageio import save_image
-from .visualize import contact_sheet, label_image
+from ..data.synthetic import Illumination, render, sample_face
+from ..editor.editor import Editor
+from ..io import save_image
+from ..visualize import contact_sheet, label_image
+from .styles import demo_styles
 
 DEMO_SEED = 2026  # a face stream disjoint from the training stream (seed 0)
 PAIRS = ((0, 1), (2, 3), (4, 5))

@@ -1,4 +1,4 @@
-"""Random regional styles and style fine-tuning for the :class:`~facestyle.edit.Editor`.
+"""Random regional styles and style fine-tuning for the :class:`~facestyle.editor.editor.Editor`.
 
 >>> editor = Editor.from_pretrained("demo")
 >>> faces = editor.sample("me.png", "me_labels.png", region="skin", n=10, seed=0)    # 10 skin styles
@@ -14,7 +14,7 @@
   moves the codes themselves: ``s + step * d``.
 
 The mapping networks and flows live beside the generator checkpoint (``CHECKPOINT/mapping/REGION``,
-``CHECKPOINT/flow/REGION``, see :mod:`facestyle.style_bank`), found through the editor's
+``CHECKPOINT/flow/REGION``, see :mod:`facestyle.styles.bank`), found through the editor's
 ``checkpoint_dir``; networks held in memory can be attached with :func:`add_style_network`.
 
 Everything here uses only the editor's ``model``, ``label_set``, ``image_size``, ``device`` and its
@@ -35,10 +35,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .errors import CheckpointError, InputError
-from .nn.flow import ContinuousNormalizingFlow, Solver
-from .nn.mapping import MappingNetwork
-from .style_bank import STYLE_KINDS, available_style_networks, checkpoint_identity, load_style_network
+from ..errors import CheckpointError, InputError
+from ..nn.flow import ContinuousNormalizingFlow, Solver
+from ..nn.mapping import MappingNetwork
+from ..styles.bank import STYLE_KINDS, available_style_networks, checkpoint_identity, load_style_network
 
 __all__ = ["StyleEditingMixin", "sample", "finetune", "finetune_codes", "unit_direction", "add_style_network",
            "get_style_network", "style_regions", "parse_steps"]
@@ -186,7 +186,7 @@ def _replace_group(codes: Tensor, classes: Tensor, group: Tensor) -> Tensor:
 
 
 def _warn_if_absent(editor: Any, region: str, classes: Sequence[int], presence: Tensor) -> None:
-    from .edit import RegionAbsentWarning
+    from .editor import RegionAbsentWarning
 
     missing = [c for c, present in zip(classes, presence[0, list(classes)].tolist()) if not present]
     if not missing:

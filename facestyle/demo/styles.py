@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import resolve
-from .edit_style import finetune, sample, style_regions
-from .imageio import save_image
-from .visualize import contact_sheet, label_image
+from ..checkpoint import resolve
+from ..editor.styles import finetune, sample, style_regions
+from ..io import save_image
+from ..visualize import contact_sheet, label_image
 
 SAMPLE_REGIONS = ("skin", "hair")
 SAMPLES = 5  # random styles per region (a row of target, labels and 5 results: the demo sheet's 7 columns)
@@ -30,7 +30,7 @@ def demo_styles(editor: Any, pairs: Sequence[dict], out_dir: str | Path, log: Ca
                 checkpoint: str | Path | None = None) -> list[tuple[str, list]]:
     """Random skin and hair styles and a skin fine-tuning sequence for ``pairs[0]``'s target.
 
-    ``pairs`` are :func:`facestyle.demo.demo_faces`' dicts (``target``, ``target_labels``, ``name``).
+    ``pairs`` are :func:`facestyle.demo.sheet.demo_faces`' dicts (``target``, ``target_labels``, ``name``).
     Writes ``{name}_random_{region}_{i}.png``, ``{name}_finetune_{space}_{i}.png`` and
     ``styles_sheet.png`` (with row titles) into ``out_dir``; returns (title, row) pairs (a row: target,
     its labels, then the results) for the caller's contact sheet, or [] when the checkpoint has no mapping
