@@ -11,14 +11,14 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ModelConfig, model_config_from_dict
+from .config import config_from_dict, config_to_dict
 from .errors import CheckpointError, FacestyleError
 from .io import atomic_path, atomic_write_bytes
 
@@ -76,60 +76,75 @@ def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, A
     return data
 
 
-def save_pretrained(model: nn.Module, directory: str | os.PathLike, kind: str = "generator",
-                    config: dict[str, Any] | None = None, **meta: Any) -> Path:
-    """Write ``model``'s weights and the config that rebuilds it into ``directory``."""
+def save_pretrained(model: nn.Module, directory: str | os.PathLike, kind: str, config: dict[str, Any],
+                    **meta: Any) -> Path:
+    """Write ``model``'s weights and the config that rebuilds it into ``directory`` (atomically, file by file)."""
     directory = Path(directory)
-    cfg = config if config is not None else _config_dict(model.config)
-    payload = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "model": cfg, **meta}
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, "kind": kind, "model": config, **meta}
     save_tensors(model.state_dict(), directory / WEIGHTS_NAME)
     atomic_write_bytes(directory / CONFIG_NAME, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
     return directory
 
 
-def _config_dict(cfg: ModelConfig) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
-
-
 def load_state(model: nn.Module, directory: Path) -> None:
+    """Load ``directory/model.safetensors`` into ``model``; missing, extra or misshapen tensors are a
+    CheckpointError."""
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS_NAME} is missing")
     state = load_tensors(weights)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a shape mismatch
+        raise CheckpointError(f"{weights} does not match its config.json: "
+                              f"{str(exc).splitlines()[-1].strip()}") from None
     problems = [*(f"missing {k}" for k in result.missing_keys), *(f"unexpected {k}" for k in result.unexpected_keys)]
     if problems:
         raise CheckpointError(f"{weights} does not match its config.json ({len(problems)} key(s): "
                               f"{', '.join(problems[:3])}{', ...' if len(problems) > 3 else ''})")
 
 
-def load_model_config(path: str | os.PathLike) -> ModelConfig:
-    data = read_config(path)
-    try:
-        return model_config_from_dict(data["model"])
-    except (KeyError, TypeError, FacestyleError) as exc:
-        raise CheckpointError(f"{resolve(path) / CONFIG_NAME}: invalid model config ({exc})") from None
+class Pretrained:
+    """Save and load for every network of the project: ``net.save_pretrained(dir)`` writes ``config.json``
+    (format, ``kind``, the config dataclass under ``model``, any metadata) and ``model.safetensors``;
+    ``Net.from_pretrained(dir)`` rebuilds the network from them, in eval mode. Nothing is unpickled.
 
-
-def load_pretrained(path: str | os.PathLike, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, label_set: str | None = None):
-    """Rebuild a :class:`~facestyle.model.FaceStyleNet` from a checkpoint directory, in eval mode.
-
-    ``label_set`` (when given) must match the checkpoint's: a model trained on CelebAMask-HQ classes
-    cannot read LaPa label maps.
+    A network class sets ``kind`` and ``config_class`` and keeps its config dataclass in ``self.config``;
+    :meth:`from_config` builds it (``cls(config)`` unless the class says otherwise).
     """
-    from .model import FaceStyleNet
 
-    directory = resolve(path)
-    cfg = load_model_config(directory)
-    if label_set is not None and cfg.label_set != label_set:
-        raise CheckpointError(f"{directory} was made for the {cfg.label_set} label set, not {label_set}")
-    model = FaceStyleNet(cfg)
-    try:
-        load_state(model, directory)
-    except RuntimeError as exc:  # shape mismatch
-        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match its config.json: "
-                              f"{str(exc).splitlines()[-1].strip()}") from None
-    return model.to(device=device, dtype=dtype).eval()
+    kind: ClassVar[str]
+    config_class: ClassVar[type]
+    config: Any
+
+    @classmethod
+    def from_config(cls, config: Any) -> Any:
+        return cls(config)
+
+    def save_pretrained(self, directory: str | os.PathLike, **meta: Any) -> Path:
+        """Write the network to ``directory`` (``meta``: JSON values stored beside the config)."""
+        return save_pretrained(self, directory, kind=self.kind, config=config_to_dict(self.config), **meta)
+
+    @classmethod
+    def pretrained_config(cls, path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+        """The config dataclass of a checkpoint directory of this kind, and its whole ``config.json``."""
+        directory = resolve(path)
+        data = read_config(directory, kind=cls.kind)
+        try:
+            config = config_from_dict(cls.config_class, data["model"], str(directory / CONFIG_NAME))
+        except (KeyError, TypeError, FacestyleError) as exc:
+            raise CheckpointError(f"{directory / CONFIG_NAME}: invalid {cls.kind} config ({exc})") from None
+        return config, data
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32, label_set: str | None = None) -> Any:
+        """Rebuild the network saved in ``path`` (``"demo"`` names the bundled model), in eval mode.
+        ``label_set`` (when given) must be the one it was made for."""
+        directory = resolve(path)
+        config, _ = cls.pretrained_config(directory)
+        if label_set is not None and config.label_set != label_set:
+            raise CheckpointError(f"{directory} was made for the {config.label_set} label set, not {label_set}")
+        network = cls.from_config(config)
+        load_state(network, directory)
+        return network.to(device=device, dtype=dtype).eval()

@@ -5,15 +5,14 @@ A checkpoint's ``config.json`` holds a :class:`ModelConfig` and is enough to reb
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .errors import InputError
 
+T = TypeVar("T")
 Fusion = Literal["softmax", "sum", "last"]
 
 
@@ -100,7 +99,8 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
-        return cls(model=_build(ModelConfig, data.get("model", {})), train=_build(TrainConfig, data.get("train", {})))
+        return cls(model=config_from_dict(ModelConfig, data.get("model", {}), "model."),
+                   train=config_from_dict(TrainConfig, data.get("train", {}), "train."))
 
 
 PRESETS: dict[str, Config] = {
@@ -142,15 +142,24 @@ def get_preset(name: str) -> Config:
         raise InputError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
+def coerce(tp: Any, value: Any, key: str) -> Any:
+    """``value`` (from JSON, YAML or a ``key=value`` string) as the dataclass field type ``tp``."""
     origin = typing.get_origin(tp)
     if origin is Literal:
-        if value not in typing.get_args(tp):
-            raise InputError(f"{key} must be one of {', '.join(map(str, typing.get_args(tp)))}, got {value!r}")
-        return value
+        choices = typing.get_args(tp)
+        for choice in choices:  # "8" from the command line is the Literal[8, 16] value 8
+            if value == choice or (isinstance(value, str) and not isinstance(choice, str) and value == str(choice)):
+                return choice
+        raise InputError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        try:
+            return tuple(int(v) for v in items)
+        except (TypeError, ValueError):
+            raise InputError(f"{key} must be a list of integers, got {value!r}") from None
     if tp is bool:
         if isinstance(value, str):
-            low = value.lower()
+            low = value.strip().lower()
             if low in ("1", "true", "yes", "on"):
                 return True
             if low in ("0", "false", "no", "off"):
@@ -158,6 +167,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise InputError(f"{key} must be true or false, got {value!r}")
         return bool(value)
     if tp in (int, float, str):
+        if tp is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
+            raise InputError(f"{key} must be a whole number, got {value!r}")
         try:
             return tp(value)
         except (TypeError, ValueError):
@@ -165,33 +176,89 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    unknown = set(data) - names
+def config_from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """A config dataclass from a JSON/YAML mapping: unknown keys and badly typed values are InputErrors.
+
+    ``where`` names the source in messages: a key prefix ending in a dot (``model.``) or a place (a file).
+    """
+    prefix, place = (where, "") if not where or where.endswith(".") else ("", f"{where}: ")
+    if not isinstance(data, dict):
+        raise InputError(f"{place or prefix + ': '}expected a mapping of config values")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
     if unknown:
-        raise InputError(f"unknown config key(s) {', '.join(sorted(prefix + k for k in unknown))}")
-    kwargs = {k: _coerce(hints[k], v, prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+        raise InputError(f"{place}unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+                         f"valid: {', '.join(names)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: coerce(hints[k], v, f"{place}{prefix}{k}") for k, v in data.items()})
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON- and YAML-ready mapping (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(asdict(config))
+
+
+def apply_overrides(sections: dict[str, Any], items: list[str] | None) -> dict[str, Any]:
+    """``section.key=value`` overrides (``model.style_dim=64``, ``train.steps=10``) on named config
+    dataclasses; returns the mapping with the changed sections replaced."""
+    sections = dict(sections)
+    names = " or ".join(sections)
+    for item in items or []:
+        path, sep, value = item.partition("=")
+        section, dot, key = path.partition(".")
+        if not sep or not dot:
+            raise InputError(f"override {item!r} is not of the form section.key=value (e.g. train.steps=100)")
+        if section not in sections:
+            raise InputError(f"override {item!r}: section must be {names}")
+        sub = sections[section]
+        hints = typing.get_type_hints(type(sub))
+        if key not in hints or key not in {f.name for f in fields(sub)}:
+            valid = ", ".join(f.name for f in fields(sub))
+            raise InputError(f"unknown config key {path!r}; {section} keys: {valid}")
+        sections[section] = replace(sub, **{key: coerce(hints[key], value, path)})
+    return sections
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping; a missing, unreadable or malformed file is an InputError."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a mapping of sections")
+    return data
+
+
+def load_sections(path: str | Path, base: dict[str, Any]) -> dict[str, Any]:
+    """The config dataclasses of ``base`` (section name -> dataclass) with a YAML file's sections laid
+    over them, key by key; unknown sections and keys are InputErrors."""
+    data = read_yaml(path)
+    unknown = sorted(set(data) - set(base))
+    if unknown:
+        raise InputError(f"{path}: unknown section(s) {', '.join(unknown)}; expected {' and '.join(base)}")
+    out = {}
+    for name, config in base.items():
+        merged = {**config_to_dict(config), **(data.get(name) or {})}
+        out[name] = config_from_dict(type(config), merged, f"{name}.")
+    return out
 
 
 def override(config: Config, items: list[str] | None) -> Config:
     """Apply ``section.key=value`` overrides (``model.style_dim=64``, ``train.steps=10``)."""
-    for item in items or []:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise InputError(f"override {item!r} is not of the form section.key=value (e.g. train.steps=100)")
-        path, value = item.split("=", 1)
-        section, key = path.split(".", 1)
-        if section not in ("model", "train"):
-            raise InputError(f"override {item!r}: section must be model or train")
-        sub = getattr(config, section)
-        hints = typing.get_type_hints(type(sub))
-        if key not in hints:
-            valid = ", ".join(f.name for f in fields(sub))
-            raise InputError(f"unknown config key {path!r}; {section} keys: {valid}")
-        sub = replace(sub, **{key: _coerce(hints[key], value, path)})
-        config = replace(config, **{section: sub})
-    return config
+    return Config(**apply_overrides({"model": config.model, "train": config.train}, items))
 
 
 def load_config(path: str | Path | None = None, preset: str | None = None,
@@ -199,29 +266,9 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
     """A preset, then a YAML file's values, then command-line overrides, each on top of the last."""
     config = get_preset(preset or "paper")
     if path is not None:
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"config file not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{p}: expected a mapping with model: and/or train: sections")
-        merged = config.to_dict()
-        for section in ("model", "train"):
-            merged[section].update(data.pop(section, None) or {})
-        if data:
-            raise InputError(f"{p}: unknown section(s) {', '.join(data)}; expected model and train")
-        config = Config.from_dict(merged)
+        config = Config(**load_sections(path, {"model": config.model, "train": config.train}))
     return override(config, overrides)
 
 
-def model_config_to_json(cfg: ModelConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg), indent=2, sort_keys=True)
-
-
 def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return _build(ModelConfig, data, prefix="model.")
+    return config_from_dict(ModelConfig, data, "model.")

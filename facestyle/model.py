@@ -5,14 +5,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import Pretrained
 from .config import ModelConfig
 from .nn.encoder import MultiScaleEncoder
 from .nn.mrsa import MRSA
 from .nn.sean import SEANGenerator
 
 
-class FaceStyleNet(nn.Module):
-    """Encoder, MRSA and SEAN generator; ``config`` rebuilds it (see :mod:`facestyle.checkpoint`)."""
+class FaceStyleNet(Pretrained, nn.Module):
+    """Encoder, MRSA and SEAN generator; ``config`` rebuilds it.
+
+    ``FaceStyleNet.from_pretrained("demo")`` loads the bundled model (or any checkpoint directory);
+    ``model.save_pretrained(dir)`` writes one.
+    """
+
+    kind = "generator"
+    config_class = ModelConfig
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

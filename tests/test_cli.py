@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from facestyle.checkpoint import save_pretrained
 from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.io import shared_root
@@ -30,7 +29,7 @@ HAIR = CELEBAMASK_HQ.classes.index("hair")
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path_factory.mktemp("cli") / "tiny")
+    return FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("cli") / "tiny")
 
 
 def _drawn_face(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:

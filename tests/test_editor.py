@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facestyle.checkpoint import demo_dir, save_pretrained
+from facestyle.checkpoint import demo_dir
 from facestyle.config import get_preset
 from facestyle.editor.editor import Editor, RegionAbsentWarning
 from facestyle.errors import CheckpointError, InputError
@@ -61,7 +61,7 @@ def synthetic_face(seed: int, height: int = 96, width: int = 80) -> tuple[np.nda
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path_factory.mktemp("tiny") / "ckpt")
+    return FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("tiny") / "ckpt")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from facestyle.checkpoint import demo_dir, load_pretrained, save_pretrained
+from facestyle.checkpoint import demo_dir
 from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.data.synthetic import SKIN_CLASSES, render, sample_face
@@ -66,7 +66,7 @@ def private_cache(tmp_path, monkeypatch):
 def _tiny(tmp_path_factory, name: str, **changes) -> Path:
     torch.manual_seed(0)
     model = FaceStyleNet(dataclasses.replace(get_preset("tiny").model, **changes))
-    return save_pretrained(model, tmp_path_factory.mktemp(name) / "ckpt")
+    return model.save_pretrained(tmp_path_factory.mktemp(name) / "ckpt")
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_reconstruction_on_shared_faces_skips_missing_weights(real_faces, tiny_c
     rows = _csv_rows(out / "per_image.csv")
     assert [r["name"] for r in rows] == sorted(p.stem for p in (real_faces / "images").iterdir())[:3]
     # Per-image PSNR is the model's reconstruction at its size against the input on [0, 1].
-    model = load_pretrained(tiny_checkpoint)
+    model = FaceStyleNet.from_pretrained(tiny_checkpoint)
     from facestyle.data import eval_transform
 
     image, labels = eval_transform(64)(load_image(next((real_faces / "images").glob(f"{rows[0]['name']}.*"))),
@@ -218,7 +218,7 @@ def test_transfer_splits_the_test_set_into_halves(real_faces, tiny_checkpoint, n
 
 
 def test_transfer_codes_match_the_model(tiny_checkpoint):
-    model = load_pretrained(tiny_checkpoint)
+    model = FaceStyleNet.from_pretrained(tiny_checkpoint)
     target, t_lab = (torch.from_numpy(a)[None] for a in render(sample_face(3, 0), 64))
     reference, r_lab = (torch.from_numpy(a)[None] for a in render(sample_face(3, 1), 64))
     classes = torch.zeros(CELEBAMASK_HQ.num_classes, dtype=torch.bool)
@@ -246,7 +246,7 @@ def test_label_mapping_between_celebamask_and_lapa():
 
 
 def test_void_pixels_are_left_out_of_pooling(tiny_lapa_checkpoint):
-    model = load_pretrained(tiny_lapa_checkpoint)
+    model = FaceStyleNet.from_pretrained(tiny_lapa_checkpoint)
     image, celeba_labels = (torch.from_numpy(a)[None] for a in render(sample_face(5, 0), 64))
     labels = map_labels(celeba_labels, label_lookup(CELEBAMASK_HQ, LAPA), void_to_background=False)
     assert (labels == VOID).any() and (labels == 0).any()
@@ -384,7 +384,7 @@ def test_bench_harmony_reports_every_row(tiny_checkpoint, tiny_off_checkpoint, r
 def test_bench_harmony_runs_mrsa_and_its_bypass(tiny_checkpoint):
     from facestyle.evaluation.bench_harmony import _Runner
 
-    model = load_pretrained(tiny_checkpoint)
+    model = FaceStyleNet.from_pretrained(tiny_checkpoint)
     with torch.no_grad():
         model.mrsa.alpha.fill_(1.0)  # a trained MRSA: the switch must reach it
     pair = make_pair(0, 0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facestyle.checkpoint import demo_dir, save_pretrained
+from facestyle.checkpoint import demo_dir
 from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.editor.edits import NewClassWarning, decolorize_nearest, load_face_editor
@@ -100,7 +100,7 @@ def run(capsys, *argv) -> tuple[int, str, list[str]]:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     torch.manual_seed(0)
-    return save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path_factory.mktemp("face") / "tiny")
+    return FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("face") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_color_edit_bad_strokes(editor, face):
 def fresh_editor(tmp_path):
     """An editor on its own copy of the tiny checkpoint (so that mapping networks and means can be added)."""
     torch.manual_seed(0)
-    ckpt = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     return load_face_editor(ckpt)
 
 
@@ -282,20 +282,20 @@ def test_style_mean_files(tmp_path):
     mean, count = compute_style_mean(codes, presence)
     torch.testing.assert_close(mean, torch.tensor([[2.0, 3.0], [0.0, 0.0]]))
     assert count.tolist() == [2, 0]
-    ckpt = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     assert load_style_mean(ckpt) is None
     save_style_mean(ckpt, mean, count)
     loaded_mean, loaded_count = load_style_mean(ckpt)
     torch.testing.assert_close(loaded_mean, mean)
     torch.manual_seed(9)  # another generator in the same folder: the mean no longer belongs to it
-    save_pretrained(FaceStyleNet(get_preset("tiny").model), ckpt)
+    FaceStyleNet(get_preset("tiny").model).save_pretrained(ckpt)
     with pytest.raises(CheckpointError, match="another generator"):
         load_style_mean(ckpt)
 
 
 def test_style_mean_command(capsys, tmp_path):
     torch.manual_seed(0)
-    ckpt = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     code, stdout, err = run(capsys, "style-mean", "--checkpoint", ckpt, "--data", "synthetic:6", "--split", "all")
     assert code == 0, err
     mean, count = load_style_mean(ckpt)
@@ -310,7 +310,7 @@ def test_style_mean_command(capsys, tmp_path):
 
 def test_a_missing_label_map_is_parsed_when_a_parser_is_configured(tmp_path, face):
     torch.manual_seed(0)
-    ckpt = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     photo, labels = face
     no_parser = load_face_editor(ckpt)
     with pytest.raises(InputError, match="no face parser"):

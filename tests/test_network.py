@@ -5,7 +5,6 @@ from dataclasses import replace
 import pytest
 import torch
 
-from facestyle.checkpoint import load_pretrained, save_pretrained
 from facestyle.config import ModelConfig, get_preset
 from facestyle.errors import CheckpointError
 from facestyle.model import FaceStyleNet
@@ -200,32 +199,32 @@ def test_float64_and_lapa_label_set():
 def test_checkpoint_round_trip_and_errors(tmp_path):
     torch.manual_seed(0)
     model = FaceStyleNet(TINY).eval()
-    save_pretrained(model, tmp_path / "ckpt")
-    loaded = load_pretrained(tmp_path / "ckpt")
+    model.save_pretrained(tmp_path / "ckpt")
+    loaded = FaceStyleNet.from_pretrained(tmp_path / "ckpt")
     assert loaded.config == TINY
     image, labels = torch.rand(1, 3, 64, 64) * 2 - 1, face_like_labels(1, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(image, labels), model(image, labels))
     with pytest.raises(CheckpointError, match="lapa"):
-        load_pretrained(tmp_path / "ckpt", label_set="lapa")
+        FaceStyleNet.from_pretrained(tmp_path / "ckpt", label_set="lapa")
     with pytest.raises(CheckpointError, match="not found"):
-        load_pretrained(tmp_path / "nowhere")
+        FaceStyleNet.from_pretrained(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json is missing"):
-        load_pretrained(tmp_path / "empty")
+        FaceStyleNet.from_pretrained(tmp_path / "empty")
     (tmp_path / "ckpt" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
-        load_pretrained(tmp_path / "ckpt")
+        FaceStyleNet.from_pretrained(tmp_path / "ckpt")
     assert not list(tmp_path.glob("ckpt/*.tmp"))
 
 
 def test_checkpoint_weights_must_match_config(tmp_path):
-    save_pretrained(FaceStyleNet(TINY), tmp_path / "a")
+    FaceStyleNet(TINY).save_pretrained(tmp_path / "a")
     other = replace(TINY, style_dim=TINY.style_dim * 2)
-    save_pretrained(FaceStyleNet(other), tmp_path / "b")
+    FaceStyleNet(other).save_pretrained(tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
     with pytest.raises(CheckpointError, match="does not match"):
-        load_pretrained(tmp_path / "a")
+        FaceStyleNet.from_pretrained(tmp_path / "a")
 
 
 def test_config_validation():

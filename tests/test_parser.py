@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from facestyle.checkpoint import save_pretrained
 from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.editor.parser import FaceParser, crop_box
@@ -60,7 +59,7 @@ def test_checkpoint_round_trip_and_kind(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x), net(x))
     assert json.loads((directory / "config.json").read_text())["kind"] == "parser"
-    generator = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "generator")
+    generator = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "generator")
     with pytest.raises(CheckpointError, match="not a parser"):
         load_parser_net(generator)
     with pytest.raises(CheckpointError, match="without a face parser"):
@@ -68,7 +67,7 @@ def test_checkpoint_round_trip_and_kind(tmp_path):
 
 
 def test_a_generator_checkpoint_with_a_parser_folder_names_its_parser(tmp_path):
-    generator = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "generator")
+    generator = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "generator")
     save_parser_net(FaceParserNet(TINY), generator / "parser")
     assert FaceParser.from_pretrained(generator).path == generator / "parser"
 
@@ -186,7 +185,7 @@ def test_parse_command_bad_input_is_one_line(capsys, case, parser_checkpoint, tm
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(photo)
     text = tmp_path / "notes.png"
     text.write_text("not an image")
-    generator = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "generator")
+    generator = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "generator")
     argv = {"missing image": [parser_checkpoint, tmp_path / "nope.png"],
             "not a parser": [generator, photo],
             "bad crop": [parser_checkpoint, photo, "--crop", "left"],

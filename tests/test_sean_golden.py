@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from facestyle.checkpoint import load_pretrained
 from facestyle.cli import main
 from facestyle.convert.sean import convert_sean_state_dict, fold_spectral_norm
+from facestyle.model import FaceStyleNet
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +71,7 @@ def test_import_sean_reproduces_reference_outputs(golden, tmp_path):
         assert main(["import-sean", str(pth), str(tmp_path / "sean")]) == 0
     finally:
         pth.unlink()  # about 1 GB
-    model = load_pretrained(tmp_path / "sean")
+    model = FaceStyleNet.from_pretrained(tmp_path / "sean")
     cfg = model.config
     assert (cfg.fusion, cfg.attention, cfg.style_dim, cfg.ngf, cfg.num_classes) == ("last", "off", 512, 64, 19)
     image, labels = golden_inputs(golden)

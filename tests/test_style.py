@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from facestyle.checkpoint import demo_dir, save_pretrained
+from facestyle.checkpoint import demo_dir
 from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.data.synthetic import render, sample_face
@@ -102,7 +102,7 @@ def gaussian_bank(tmp_path_factory) -> Path:
 def checkpoint(tmp_path_factory) -> Path:
     """A random-init tiny generator (64x64, D = 16)."""
     torch.manual_seed(0)
-    return save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path_factory.mktemp("ckpt") / "tiny")
+    return FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +293,7 @@ def test_style_bank_records_label_set_and_checkpoint(checkpoint, tmp_path):
     assert classes == SKIN and skin.shape[1:] == (2, 16)
     with pytest.raises(CheckpointError, match="celebamask-hq codes, not lapa"):
         StyleBank.load(path, label_set="lapa")
-    other = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "other")
+    other = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "other")
     with pytest.raises(CheckpointError, match="encoded by another generator"):
         StyleBank.load(path, checkpoint=other)
     (tmp_path / "junk.safetensors").write_bytes(b"junk")

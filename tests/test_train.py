@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import facestyle.losses
-from facestyle.checkpoint import load_pretrained
 from facestyle.cli import main
 from facestyle.config import load_config
 from facestyle.data.spec import parse_data_spec
 from facestyle.data.transforms import eval_transform
 from facestyle.errors import WeightsError
 from facestyle.io import shared_root
+from facestyle.model import FaceStyleNet
 from facestyle.nn.features.vgg19 import VGG19Features
 from facestyle.train.common import (
     DataStream,
@@ -92,7 +92,7 @@ def test_training_lowers_reconstruction_error_on_real_faces(tmp_path: Path) -> N
 
     def error(checkpoint: Path) -> float:
         with torch.no_grad():
-            return F.l1_loss(load_pretrained(checkpoint)(image, labels), image).item()
+            return F.l1_loss(FaceStyleNet.from_pretrained(checkpoint)(image, labels), image).item()
 
     before, after = error(run / "checkpoints" / "step_0000001"), error(run / "final")
     assert after < 0.8 * before, (before, after)
@@ -127,7 +127,7 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, mon
 
     assert latest_checkpoint(run) == run / "checkpoints" / "step_0000004"
     assert not (run / "checkpoints" / "step_0000005").exists() and not (run / "final").exists()
-    model = load_pretrained(latest_checkpoint(run))
+    model = FaceStyleNet.from_pretrained(latest_checkpoint(run))
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -173,7 +173,7 @@ def test_checkpoints_rotate_and_the_run_folder_loads(tmp_path: Path) -> None:
     newest = weights(tmp_path / "checkpoints" / "step_0000005")
     for folder in (tmp_path, tmp_path / "final"):  # the mirror and the finished generator
         assert all(torch.equal(newest[k], v) for k, v in weights(folder).items())
-        load_pretrained(folder)
+        FaceStyleNet.from_pretrained(folder)
 
     with pytest.raises(TrainingError, match="already holds a run; continue it with --resume"):
         train_generator(tiny(), "synthetic:4", tmp_path)
@@ -283,7 +283,7 @@ def test_cli_trains_and_writes_the_run_folder(tmp_path: Path) -> None:
     assert (run / "samples" / "step_0000002.png").is_file()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     assert any((run / "tb").iterdir())
-    assert load_pretrained(run).config == saved.model
+    assert FaceStyleNet.from_pretrained(run).config == saved.model
 
     # --resume with a longer schedule reads the run's own config and data
     assert main(["train", "--resume", str(run), "--steps", "3"]) == 0

@@ -22,7 +22,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facestyle.checkpoint import demo_dir, save_pretrained
+from facestyle.checkpoint import demo_dir
 from facestyle.config import get_preset
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
@@ -101,7 +101,7 @@ def server(tmp_path_factory):
         checkpoint = "demo"
     if checkpoint is None:
         torch.manual_seed(0)
-        checkpoint = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path_factory.mktemp("srv") / "tiny")
+        checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("srv") / "tiny")
     port = _free_port()
     log = tmp_path_factory.mktemp("srv-log") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -370,7 +370,7 @@ def editor_app(tmp_path):
     from facestyle.editor.edits import load_face_editor
 
     torch.manual_seed(0)
-    return _App(load_face_editor(save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "c")),
+    return _App(load_face_editor(FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "c")),
                 ServerLimits())
 
 
@@ -384,7 +384,7 @@ def styled_checkpoint(tmp_path) -> Path:
     from facestyle.styles.bank import checkpoint_identity, save_style_network
 
     torch.manual_seed(0)
-    checkpoint = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     d = get_preset("tiny").model.style_dim
     bank = {"checkpoint_sha256": checkpoint_identity(checkpoint)}
     mapping = MappingNetwork(dataclasses.replace(MAPPING_PRESETS["tiny"], region="hair", classes=(HAIR,),
@@ -416,7 +416,7 @@ def test_without_style_networks_those_controls_are_off(tmp_path, files):
     from facestyle.errors import InputError
 
     torch.manual_seed(0)
-    checkpoint = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     app = _App(load_face_editor(checkpoint), ServerLimits())
     assert app.mapping_regions == [] and app.flow_regions == []
     with pytest.raises(InputError, match="upload a target photo first"):
@@ -431,7 +431,7 @@ def test_serve_command_bad_input_is_one_line(capsys, tmp_path):
     from facestyle.cli import main
 
     torch.manual_seed(0)
-    checkpoint = save_pretrained(FaceStyleNet(get_preset("tiny").model), tmp_path / "ckpt")
+    checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -120,7 +120,6 @@ def load_sean_checkpoint(path: str | Path) -> dict[str, Tensor]:
 
 def import_sean(checkpoint: str | Path, out_dir: str | Path) -> Path:
     """Convert SEAN's generator checkpoint into a facestyle checkpoint directory."""
-    from ..checkpoint import save_pretrained
     from ..model import FaceStyleNet
 
     cfg, state = convert_sean_state_dict(load_sean_checkpoint(checkpoint))
@@ -129,4 +128,4 @@ def import_sean(checkpoint: str | Path, out_dir: str | Path) -> Path:
     if result.missing_keys or result.unexpected_keys:
         bad = (result.missing_keys or result.unexpected_keys)[0]
         raise CheckpointError(f"{checkpoint}: could not map SEAN's weights onto the generator ({bad})")
-    return save_pretrained(model, out_dir, source=f"SEAN import of {Path(checkpoint).name}")
+    return model.save_pretrained(out_dir, source=f"SEAN import of {Path(checkpoint).name}")

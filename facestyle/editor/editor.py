@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..checkpoint import demo_dir, load_pretrained, resolve
+from ..checkpoint import demo_dir, resolve
 from ..data.transforms import resize_image, resize_labels
 from ..errors import CheckpointError, InputError
 from ..io import LABEL_MODES, load_image, load_labels, to_pil
@@ -140,7 +140,7 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
                                   "pass a checkpoint directory instead")
         if label_set is not None:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
-        editor = cls(load_pretrained(path, device=dev, dtype=dtype, label_set=label_set), resolve(path))
+        editor = cls(FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set), resolve(path))
         parser = parser if parser is not None else find_parser(editor.checkpoint_dir)
         if parser is not None:
             editor.set_parser(parser)

@@ -53,7 +53,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoint import load_pretrained
 from ..data.synthetic import FaceParams, Illumination, render, sample_face, sample_illumination
 from ..data.transforms import resize_image, resize_labels
 from ..errors import CheckpointError, InputError
@@ -263,7 +262,7 @@ class BenchOptions:
 
 
 def _load_model(path: str, device: torch.device, role: str) -> FaceStyleNet:
-    model = load_pretrained(path, device=device)
+    model = FaceStyleNet.from_pretrained(path, device=device)
     if model.config.label_set != CELEBAMASK_HQ.name:
         raise CheckpointError(f"{role} {path} uses the {model.config.label_set} label set; the synthetic faces "
                               f"of bench-harmony are labelled with {CELEBAMASK_HQ.name}")

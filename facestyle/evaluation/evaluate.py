@@ -64,7 +64,7 @@ import torch
 from torch import Tensor
 
 from .. import __version__
-from ..checkpoint import load_pretrained, resolve
+from ..checkpoint import resolve
 from ..errors import FacestyleError, InputError, WeightsError
 from ..io import atomic_write_bytes
 from ..labels import SHARED_CLASSES, LabelSet, get_label_set
@@ -1171,7 +1171,7 @@ def evaluate(options: EvaluateOptions) -> Report:
     if options.paper_rows not in (None, "auto"):
         paper_dataset(options.paper_rows)
     device = resolve_device(options.device)
-    model = load_pretrained(options.checkpoint, device=device)
+    model = FaceStyleNet.from_pretrained(options.checkpoint, device=device)
     nets = load_metric_networks(**_NEEDS[options.task], lpips_net=options.lpips_net, weights_dir=options.weights_dir,
                                 harmony_classifier=options.harmony_classifier, device=device)
     torch.manual_seed(options.seed)

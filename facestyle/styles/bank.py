@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, resolve, save_pretrained, save_tensors
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
+from ..model import FaceStyleNet
 from ..nn.flow import ContinuousNormalizingFlow, FlowConfig
 from ..nn.mapping import MappingConfig, MappingNetwork
 
@@ -228,11 +229,10 @@ def encode_bank(checkpoint: str | os.PathLike, data_spec: str, split: str = "all
     the model's image size) and resized to the model's image size."""
     from torch.utils.data import Subset
 
-    from ..checkpoint import load_pretrained
     from ..data.spec import parse_data_spec
     from ..data.transforms import eval_transform
 
-    model = load_pretrained(checkpoint, device=device)
+    model = FaceStyleNet.from_pretrained(checkpoint, device=device)
     cfg = model.config
     resize = eval_transform(cfg.image_size) if resolution not in (None, cfg.image_size) else None
     dataset = parse_data_spec(data_spec, split=split, resolution=resolution or cfg.image_size, seed=seed,

@@ -17,7 +17,7 @@ One process per device: under ``torchrun`` (``WORLD_SIZE > 1``) each process joi
 wraps both networks in DistributedDataParallel and reads its own shard of every epoch; only rank 0
 logs and saves. The run folder layout is described in :mod:`facestyle.train.common`; besides it, the
 newest generator is mirrored at ``RUN_DIR/config.json`` + ``RUN_DIR/model.safetensors`` (so
-``load_pretrained(RUN_DIR)`` and ``--checkpoint RUN_DIR`` work) and a finished run's is in
+``FaceStyleNet.from_pretrained(RUN_DIR)`` and ``--checkpoint RUN_DIR`` work) and a finished run's is in
 ``RUN_DIR/final``.
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_model_config, load_state, save_pretrained
+from ..checkpoint import load_state
 from ..config import PRESETS, Config, TrainConfig, load_config
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import eval_transform, train_transform
@@ -324,7 +324,7 @@ class GeneratorTrainer(CheckpointedRun):
         return self.model, self.discriminator
 
     def save_network(self, directory: Path) -> None:
-        save_pretrained(self.model, directory, step=self.step)
+        self.model.save_pretrained(directory, step=self.step)
 
     def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Restore weights, optimizers, step, data position and RNG states from a checkpoint folder."""
@@ -390,7 +390,7 @@ def image_grid(rows: list[Tensor], pad: int = 2) -> np.ndarray:
 
 def check_same_model(config: Config, checkpoint: Path) -> None:
     """A resumed run keeps its network: the model config must equal the checkpoint's."""
-    saved = load_model_config(checkpoint)
+    saved, _ = FaceStyleNet.pretrained_config(checkpoint)
     if saved != config.model:
         diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(config.model, k)!r}"
                 for k in saved.__dataclass_fields__ if getattr(saved, k) != getattr(config.model, k)]
