@@ -34,7 +34,10 @@ class FaceStyleNet(Pretrained, nn.Module):
         return self.config.num_classes
 
     def encode(self, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Style codes (B, R, D) and presence (B, R) of an image (B, 3, H, W) with its labels (B, H, W)."""
+        """Style codes (B, R, D) and presence (B, R) of an image (B, 3, H, W) with its labels (B, H, W).
+
+        Pixels labelled :data:`~facestyle.nn.pooling.IGNORE` (-1) are left out of region pooling.
+        """
         return self.encoder.region_codes(image, labels, self.num_classes)
 
     @staticmethod

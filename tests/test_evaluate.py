@@ -31,7 +31,6 @@ from facestyle.evaluation.evaluate import (
     PAPER_TABLE3,
     VOID,
     EvaluateOptions,
-    encode,
     evaluate,
     label_lookup,
     map_labels,
@@ -251,7 +250,7 @@ def test_void_pixels_are_left_out_of_pooling(tiny_lapa_checkpoint):
     labels = map_labels(celeba_labels, label_lookup(CELEBAMASK_HQ, LAPA), void_to_background=False)
     assert (labels == VOID).any() and (labels == 0).any()
     with torch.inference_mode():
-        codes, presence = encode(model, image, labels)
+        codes, presence = model.encode(image, labels)
         features = model.encoder(image)
         # Oracle: pool over the non-void pixels only (void pixels as an extra class that is thrown away).
         pooled, present = region_average_pool(features, labels.clamp_min(0), LAPA.num_classes)

@@ -41,7 +41,7 @@ from torch import Tensor
 from ..data.transforms import resize_image
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet
-from ..nn.pooling import one_hot
+from ..nn.pooling import IGNORE, one_hot
 
 __all__ = ["FaceEditingMixin", "NewClassWarning", "load_face_editor", "decolorize_nearest", "load_label_map",
            "stroke_layers", "SOURCE_REFERENCE", "SOURCE_MEAN", "SOURCE_NONE"]
@@ -290,8 +290,7 @@ class FaceEditingMixin:
             if pool == "strokes":
                 painted = alpha[0, 0] > 0.5
                 keep = painted & chosen[label_maps[0]]
-                fill = int((~chosen).nonzero()[0]) if bool((~chosen).any()) else 0
-                stroke_map = torch.where(keep, label_maps[0], torch.full_like(label_maps[0], fill))[None]
+                stroke_map = torch.where(keep, label_maps[0], IGNORE)[None]
                 s_stroke, p_stroke = self.model.encode(composite, stroke_map)
                 use = p_stroke[0] & chosen
                 new_codes = torch.where(use[None, :, None], s_stroke, s_region)

@@ -69,7 +69,7 @@ from ..errors import FacestyleError, InputError, WeightsError
 from ..io import atomic_write_bytes
 from ..labels import SHARED_CLASSES, LabelSet, get_label_set
 from ..model import FaceStyleNet
-from ..nn.pooling import region_average_pool
+from ..nn.pooling import IGNORE
 
 TASKS = ("reconstruction", "transfer", "cross-transfer", "multimodal")
 TABLE_OF_TASK = {"reconstruction": "Table 1", "transfer": "Table 2", "cross-transfer": "Table 3",
@@ -551,7 +551,7 @@ def fid_note(count: int) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # Label sets: mapping another set's label maps into the checkpoint's
 
-VOID = -1  # a class without a counterpart in the checkpoint's label set
+VOID = IGNORE  # a class without a counterpart in the checkpoint's label set: left out of pooling
 
 
 def label_lookup(src: LabelSet, dst: LabelSet) -> np.ndarray:
@@ -581,15 +581,6 @@ def map_labels(labels: Tensor, lookup: np.ndarray, void_to_background: bool) -> 
     return mapped.clamp_min(0) if void_to_background else mapped
 
 
-def encode(model: FaceStyleNet, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Style codes (B, R, D) and presence (B, R) with :data:`VOID` pixels left out of region pooling."""
-    if not bool((labels == VOID).any()):
-        return model.encode(images, labels)
-    r = model.num_classes
-    codes, presence = region_average_pool(model.encoder(images), torch.where(labels == VOID, r, labels), r + 1)
-    return codes[:, :r], presence[:, :r]
-
-
 def transfer_codes(model: FaceStyleNet, target: Tensor, target_labels: Tensor, reference: Tensor,
                    reference_labels: Tensor, classes: Tensor, harmonize: bool = True,
                    decode_labels: Tensor | None = None) -> Tensor:
@@ -598,8 +589,8 @@ def transfer_codes(model: FaceStyleNet, target: Tensor, target_labels: Tensor, r
     ``target_labels`` / ``reference_labels`` are the maps pooled by the encoder (may hold :data:`VOID`);
     ``decode_labels`` is the target's map the generator draws (default: ``target_labels``).
     """
-    s_t, p_t = encode(model, target, target_labels)
-    s_r, p_r = encode(model, reference, reference_labels)
+    s_t, p_t = model.encode(target, target_labels)
+    s_r, p_r = model.encode(reference, reference_labels)
     s_c = model.compose(s_t, p_t, s_r, p_r, classes)
     labels = target_labels if decode_labels is None else decode_labels
     return model.decode(labels, model.harmonize(s_c, s_t, p_t, enabled=harmonize))

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+IGNORE = -1  # a label value for pixels that no region pools over (they still need a class to be drawn)
+
 
 def one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """(B, H, W) class indices -> (B, R, H, W) one-hot map of the given dtype."""
@@ -34,8 +36,12 @@ def region_average_pool(features: Tensor, labels: Tensor, num_classes: int) -> t
 
 def region_masks(labels: Tensor, size: tuple[int, int], num_classes: int,
                  dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-    """One-hot masks (B, R, h, w) of ``labels`` resized to ``size``, and each class's area (B, R)."""
-    mask = one_hot(resize_labels(labels, tuple(size)), num_classes, dtype)
+    """One-hot masks (B, R, h, w) of ``labels`` resized to ``size``, and each class's area (B, R).
+
+    Pixels labelled :data:`IGNORE` belong to no class: they are left out of every region's pool.
+    """
+    resized = resize_labels(labels, tuple(size))
+    mask = one_hot(resized.clamp_min(0), num_classes, dtype) * (resized != IGNORE)[:, None].to(dtype)
     return mask, mask.sum(dim=(2, 3))
 
 
