@@ -25,9 +25,9 @@ class FaceStyleNet(Pretrained, nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = MultiScaleEncoder(config)
-        self.mrsa = MRSA(config.style_dim, config.attention_scale) if config.attention == "on" else None
-        self.generator = SEANGenerator(config)
+        self.encoder = MultiScaleEncoder.from_config(config)
+        self.mrsa = MRSA.from_config(config)
+        self.generator = SEANGenerator.from_config(config)
 
     @property
     def num_classes(self) -> int:

@@ -106,6 +106,25 @@ def test_encoder_fusion_modes(fusion):
         torch.testing.assert_close(weights.sum(), torch.tensor(1.0))
     elif fusion == "last":
         assert weights is None
+    # eq. 2 by hand: every layer's map resized to the last one's size, projected, weighted and summed;
+    # softmax(a) weights (eq. 1) or, for "sum", the raw a (uniform 1/5 at the start)
+    image = torch.rand(1, 3, 64, 64)
+    model.eval()  # spectral norm's power iteration would change the weights between calls
+    with torch.no_grad():
+        if fusion != "last":
+            model.encoder.fusion_logits.normal_()
+        maps = model.encoder.layers(image)
+        size = maps[-1].shape[-2:]
+        resized = [torch.nn.functional.interpolate(m, size=size, mode="bilinear", antialias=True) for m in maps]
+        projected = [proj(m) for proj, m in zip(model.encoder.projections, resized if fusion != "last" else maps[-1:])]
+        logits = model.encoder.fusion_logits if fusion != "last" else None
+        expected = {"softmax": lambda: sum(w * f for w, f in zip(torch.softmax(logits, 0), projected)),
+                    "sum": lambda: sum(w * f for w, f in zip(logits, projected)),
+                    "last": lambda: projected[0]}[fusion]()
+        torch.testing.assert_close(model.encoder(image), expected, rtol=1e-5, atol=1e-6)
+    if fusion == "sum":
+        fresh = FaceStyleNet(replace(TINY, fusion="sum")).encoder.fusion_weights()
+        torch.testing.assert_close(fresh, torch.full((5,), 0.2))  # no softmax: the raw weights, uniform at first
 
 
 def test_sean_encoder_without_projection_returns_its_own_map():
@@ -153,6 +172,36 @@ def test_mrsa_corrects_present_rows_only():
     assert torch.isfinite(mrsa.query.weight.grad).all()
 
 
+def mrsa_by_loops(mrsa: MRSA, composite: torch.Tensor, target: torch.Tensor, presence: torch.Tensor) -> torch.Tensor:
+    """Eq. 4-5 written out class by class: for each present class i, attend over the present classes j."""
+    out = composite.clone()
+    for b in range(composite.shape[0]):
+        present = [j for j in range(composite.shape[1]) if presence[b, j]]
+        for i in present:
+            q = mrsa.query(composite[b, i])
+            logits = torch.stack([q @ mrsa.key(target[b, j]) * mrsa.scale for j in present])
+            weights = torch.softmax(logits, dim=0)
+            values = [mrsa.value(target[b, j]) for j in present]
+            out[b, i] = composite[b, i] + mrsa.alpha * sum(w * v for w, v in zip(weights, values))
+    return out
+
+
+@pytest.mark.parametrize("scale", ["sqrt_d", "none"])
+def test_mrsa_equals_eq4_5_written_with_loops(scale):
+    g = torch.Generator().manual_seed(3)
+    mrsa = MRSA(6, scale)
+    with torch.no_grad():
+        mrsa.alpha.fill_(0.7)
+    composite, target = torch.randn(4, 7, 6, generator=g), torch.randn(4, 7, 6, generator=g)
+    presence = torch.rand(4, 7, generator=g) > 0.4
+    presence[0] = True
+    presence[1] = False
+    presence[2, :] = False
+    presence[2, 4] = True  # a single present class attends to itself only
+    with torch.no_grad():
+        torch.testing.assert_close(mrsa(composite, target, presence), mrsa_by_loops(mrsa, composite, target, presence))
+
+
 def test_mrsa_paper_scale_switch():
     a, b = MRSA(16, "sqrt_d"), MRSA(16, "none")
     b.load_state_dict(a.state_dict())
@@ -168,6 +217,16 @@ def test_attention_off_and_bypass():
     with torch.no_grad():
         out = model.transfer(image, labels, image.flip(-1), labels, torch.ones(19, dtype=torch.bool))
     assert out.shape == (1, 3, 64, 64)
+    # harmonize=False on a model with MRSA is the attention-off model with the same other weights
+    on = FaceStyleNet(TINY).eval()
+    with torch.no_grad():
+        on.mrsa.alpha.fill_(1.0)
+    model.load_state_dict({k: v for k, v in on.state_dict().items() if not k.startswith("mrsa.")})
+    args = (image, labels, image.flip(-1), labels.flip(-1), torch.ones(19, dtype=torch.bool))
+    with torch.no_grad():
+        off_out = model.transfer(*args)
+        torch.testing.assert_close(on.transfer(*args, harmonize=False), off_out)
+        assert not torch.allclose(on.transfer(*args, harmonize=True), off_out)  # MRSA (alpha = 1) changes it
 
 
 def test_compose_keeps_target_style_where_reference_lacks_the_class():

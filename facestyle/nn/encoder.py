@@ -18,13 +18,17 @@ projecting every pixel (about 17 GFLOP of 1x1 convolutions per 256x256 image at 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..config import ModelConfig
 from .pooling import pool_regions, region_masks
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 
 def _sn(module: nn.Module, enabled: bool) -> nn.Module:
@@ -34,25 +38,32 @@ def _sn(module: nn.Module, enabled: bool) -> nn.Module:
 class MultiScaleEncoder(nn.Module):
     """Image (B, 3, H, W) in [-1, 1] -> fused feature map (B, D, H/2, W/2)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, style_dim: int, ngf: int = 32, out_channels: int = 512,
+                 fusion: Literal["softmax", "sum", "last"] = "softmax", projection: bool = True,
+                 spectral: bool = True) -> None:
         super().__init__()
-        e, sn = cfg.encoder_ngf, cfg.encoder_spectral_norm
-        self.fusion = cfg.fusion
+        e, sn = ngf, spectral
+        self.fusion = fusion
         # Layer names follow SEAN's Zencoder.model indices (1, 4, 7, 10, 14) in order.
         self.conv0 = _sn(nn.Conv2d(3, e, 3), sn)  # after reflection padding
         self.conv1 = _sn(nn.Conv2d(e, 2 * e, 3, stride=2, padding=1), sn)
         self.conv2 = _sn(nn.Conv2d(2 * e, 4 * e, 3, stride=2, padding=1), sn)
         self.conv3 = _sn(nn.ConvTranspose2d(4 * e, 8 * e, 3, stride=2, padding=1, output_padding=1), sn)
-        self.conv4 = _sn(nn.Conv2d(8 * e, cfg.encoder_out, 3), sn)  # after reflection padding, then tanh
-        widths = (e, 2 * e, 4 * e, 8 * e, cfg.encoder_out)
-        if cfg.fusion == "last":
+        self.conv4 = _sn(nn.Conv2d(8 * e, out_channels, 3), sn)  # after reflection padding, then tanh
+        widths = (e, 2 * e, 4 * e, 8 * e, out_channels)
+        if fusion == "last":
             widths = widths[-1:]
         self.projections = nn.ModuleList(
-            nn.Conv2d(w, cfg.style_dim, 1) for w in widths) if cfg.encoder_projection else None
-        if cfg.fusion == "softmax":
+            nn.Conv2d(w, style_dim, 1) for w in widths) if projection else None
+        if fusion == "softmax":
             self.fusion_logits = nn.Parameter(torch.zeros(len(widths)))  # a_i of eq. 1, uniform at start
-        elif cfg.fusion == "sum":
+        elif fusion == "sum":
             self.fusion_logits = nn.Parameter(torch.full((len(widths),), 1.0 / len(widths)))
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> MultiScaleEncoder:
+        return cls(cfg.style_dim, cfg.encoder_ngf, cfg.encoder_out, cfg.fusion, cfg.encoder_projection,
+                   cfg.encoder_spectral_norm)
 
     def layers(self, x: Tensor) -> list[Tensor]:
         """The maps of SEAN's encoder layers, after their activations, at their own resolutions."""

@@ -12,19 +12,28 @@ Rows of absent classes are left unchanged; a sample with no present class gets n
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+
 
 class MRSA(nn.Module):
-    def __init__(self, style_dim: int, scale: str = "sqrt_d") -> None:
+    def __init__(self, style_dim: int, scale: Literal["sqrt_d", "none"] = "sqrt_d") -> None:
         super().__init__()
         self.query = nn.Linear(style_dim, style_dim)
         self.key = nn.Linear(style_dim, style_dim)
         self.value = nn.Linear(style_dim, style_dim)
         self.alpha = nn.Parameter(torch.zeros(()))
         self.scale = 1.0 / math.sqrt(style_dim) if scale == "sqrt_d" else 1.0
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> MRSA | None:
+        """The model's MRSA, or None when ``cfg.attention`` is off."""
+        return cls(cfg.style_dim, cfg.attention_scale) if cfg.attention == "on" else None
 
     def attention(self, composite: Tensor, target: Tensor, presence: Tensor) -> Tensor:
         """The attention matrix M (B, R, R) of eq. 4, zero in absent rows and columns."""

@@ -31,15 +31,18 @@ few percent of the forward at 256x256, and of a training step).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..config import ModelConfig
 from .pooling import one_hot, resize_labels
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
 
 
 class StackedLinear(nn.Module):
@@ -56,18 +59,31 @@ class StackedLinear(nn.Module):
         return torch.einsum("bri,roi->bro", x, self.weight) + self.bias
 
 
+@dataclass(frozen=True)
+class NormOptions:
+    """What every SEAN norm of a generator shares: R classes, style length D, the SPADE branch's width,
+    the parameter-free norm, the noise mode and how the style branch is computed (all exact)."""
+
+    num_classes: int
+    style_dim: int
+    hidden: int = 128
+    norm: Literal["batch", "instance"] = "batch"
+    noise: Literal["train", "always", "off"] = "train"
+    style_branch: Literal["sparse", "factorized", "naive"] = "sparse"
+
+
 class SEANNorm(nn.Module):
     """SEAN normalization (SEAN's ``ACE``); without a style branch it is SPADE (SEAN's last block)."""
 
-    def __init__(self, channels: int, cfg: ModelConfig, use_style: bool = True) -> None:
+    def __init__(self, channels: int, options: NormOptions, use_style: bool = True) -> None:
         super().__init__()
-        r, d, hidden = cfg.num_classes, cfg.style_dim, cfg.spade_hidden
+        r, d, hidden = options.num_classes, options.style_dim, options.hidden
         self.use_style = use_style
-        self.noise = cfg.noise
-        self.style_branch = cfg.style_branch
+        self.noise = options.noise
+        self.style_branch = options.style_branch
         self.noise_var = nn.Parameter(torch.zeros(channels))
         self._cache: tuple | None = None  # kernels prepared for inference, see _kernels
-        if cfg.norm == "batch":
+        if options.norm == "batch":
             self.param_free_norm: nn.Module = nn.BatchNorm2d(channels, affine=False)
         else:
             self.param_free_norm = nn.InstanceNorm2d(channels, affine=False)
@@ -227,18 +243,19 @@ def _boundary_mask(labels: Tensor) -> Tensor:
 class SEANResBlock(nn.Module):
     """norm -> LeakyReLU(0.2) -> 3x3 conv, twice, plus a shortcut (norm -> 1x1 conv) when channels change."""
 
-    def __init__(self, fin: int, fout: int, cfg: ModelConfig, use_style: bool = True) -> None:
+    def __init__(self, fin: int, fout: int, options: NormOptions, spectral: bool = True,
+                 use_style: bool = True) -> None:
         super().__init__()
         fmid = min(fin, fout)
-        sn = spectral_norm if cfg.generator_spectral_norm else (lambda m: m)
+        sn = spectral_norm if spectral else (lambda m: m)
         self.learned_shortcut = fin != fout
         self.conv_0 = sn(nn.Conv2d(fin, fmid, 3, padding=1))
         self.conv_1 = sn(nn.Conv2d(fmid, fout, 3, padding=1))
-        self.ace_0 = SEANNorm(fin, cfg, use_style)
-        self.ace_1 = SEANNorm(fmid, cfg, use_style)
+        self.ace_0 = SEANNorm(fin, options, use_style)
+        self.ace_1 = SEANNorm(fmid, options, use_style)
         if self.learned_shortcut:
             self.conv_s = sn(nn.Conv2d(fin, fout, 1, bias=False))
-            self.ace_s = SEANNorm(fin, cfg, use_style)
+            self.ace_s = SEANNorm(fin, options, use_style)
 
     def forward(self, x: Tensor, segmap: Tensor, codes: Tensor | None, labels: Tensor | None = None) -> Tensor:
         shortcut = self.conv_s(self.ace_s(x, segmap, codes, labels)) if self.learned_shortcut else x
@@ -252,20 +269,22 @@ class SEANGenerator(nn.Module):
 
     BLOCKS = ("head_0", "G_middle_0", "G_middle_1", "up_0", "up_1", "up_2", "up_3")
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, options: NormOptions, image_size: int = 256, ngf: int = 64, spectral: bool = True) -> None:
         super().__init__()
-        nf, r = cfg.ngf, cfg.num_classes
+        nf, r = ngf, options.num_classes
         self.num_classes = r
-        self.start_size = cfg.image_size // 32  # five nearest x2 upsamplings
+        self.start_size = image_size // 32  # five nearest x2 upsamplings
         self.fc = nn.Conv2d(r, 16 * nf, 3, padding=1)
-        self.head_0 = SEANResBlock(16 * nf, 16 * nf, cfg)
-        self.G_middle_0 = SEANResBlock(16 * nf, 16 * nf, cfg)
-        self.G_middle_1 = SEANResBlock(16 * nf, 16 * nf, cfg)
-        self.up_0 = SEANResBlock(16 * nf, 8 * nf, cfg)
-        self.up_1 = SEANResBlock(8 * nf, 4 * nf, cfg)
-        self.up_2 = SEANResBlock(4 * nf, 2 * nf, cfg)
-        self.up_3 = SEANResBlock(2 * nf, 1 * nf, cfg, use_style=False)
+        widths = {"head_0": (16, 16), "G_middle_0": (16, 16), "G_middle_1": (16, 16), "up_0": (16, 8),
+                  "up_1": (8, 4), "up_2": (4, 2), "up_3": (2, 1)}
+        for name, (fin, fout) in widths.items():
+            self.add_module(name, SEANResBlock(fin * nf, fout * nf, options, spectral, use_style=name != "up_3"))
         self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig) -> SEANGenerator:
+        options = NormOptions(cfg.num_classes, cfg.style_dim, cfg.spade_hidden, cfg.norm, cfg.noise, cfg.style_branch)
+        return cls(options, cfg.image_size, cfg.ngf, cfg.generator_spectral_norm)
 
     def forward(self, labels: Tensor, codes: Tensor) -> Tensor:
         """labels (B, H, W) class indices at the output size; codes (B, R, D) -> image (B, 3, H, W)."""
