@@ -30,8 +30,9 @@ def load_metric_networks(*, lpips: bool = False, fid: bool = False, hs: bool = F
     """Load the networks the asked-for metrics need. A missing weight file is a skip (with the
     :class:`~facestyle.errors.WeightsError`'s message), never random weights; a harmony classifier that
     was asked for but does not load is an error."""
-    from ..metrics import LPIPS, HarmonyClassifier
+    from ..metrics import LPIPS
     from ..nn.features.inception import FIDInceptionV3
+    from ..nn.harmony import HarmonyClassifier
 
     nets = MetricNetworks()
     if lpips:
