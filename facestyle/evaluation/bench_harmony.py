@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,11 +144,6 @@ def make_pair(seed: int, index: int, min_light_difference: float = DEFAULT_MIN_L
                 break
         diff, light = best
     return BenchPair(index, target, reference, light, diff)
-
-
-def region_classes(region: str) -> tuple[int, ...]:
-    """CelebAMask-HQ classes of a region name (``skin`` is skin + nose)."""
-    return CELEBAMASK_HQ.region_classes(region)
 
 
 def ground_truth(pair: BenchPair, classes: Sequence[int], resolution: int,
@@ -302,7 +298,7 @@ def bench_harmony(options: BenchOptions) -> Report:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder")
     regions = list(options.regions)
-    classes_of = {r: region_classes(r) for r in regions}  # unknown names fail here
+    classes_of = {r: CELEBAMASK_HQ.region_classes(r) for r in regions}  # unknown names fail here
     device = resolve_device(options.device)
     model = _load_model(options.checkpoint, device, "--checkpoint")
     other = None
@@ -466,9 +462,7 @@ def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Seq
             table.rows.append(Row(METHOD_LABELS[method], "measured", values))
         tables.append(table)
         if excluded:
-            reasons: dict[str, int] = {}
-            for why in excluded.values():
-                reasons[why] = reasons.get(why, 0) + 1
+            reasons = Counter(excluded.values())
             notes.append(f"{region}: left out of the means: "
                          + ", ".join(f"{n} pair(s) ({why})" for why, n in reasons.items()) + ".")
     return tables, notes

@@ -25,16 +25,9 @@ Protocol (paper 4.1-4.6, and where the paper is silent, the choice made here):
 - HS is the probability of "real" of the harmony classifier (``facestyle train-harmony``) on the result
   with the transferred region of the target's label map as the mask; pairs whose target lacks the
   region have no HS.
-- A metric whose weights are missing (LPIPS's backbone, FID's InceptionV3) or that was not asked for
-  (HS without ``--harmony-classifier``) is *skipped*: its cells say so and the report gives the reason.
-  Nothing is ever computed with random weights.
-
-Label maps of another label set are mapped into the checkpoint's (:mod:`.labels_map`).
-
-Outputs (``--out REPORT_DIR``, every file written atomically): ``report.md`` (the table, the paper's rows
-beside it with ``--paper-rows``, skipped metrics and why, notes), ``results.csv`` (the table),
-``results.json`` (the table, settings, skips and notes, machine-readable) and ``per_image.csv``
-(one row per image, pair or image-and-region).
+- A metric without its weights, or not asked for, is skipped with the reason (:mod:`.metric_networks`).
+- Label maps of another label set are mapped into the checkpoint's (:mod:`.labels_map`).
+- The report's files are those of :mod:`.report`; ``--save-images`` adds the results under ``images/``.
 """
 
 from __future__ import annotations
@@ -55,7 +48,7 @@ from ..errors import FacestyleError, InputError
 from ..labels import SHARED_CLASSES, LabelSet, get_label_set
 from ..model import FaceStyleNet
 from .labels_map import label_lookup, map_labels, region_label, unmapped_classes
-from .metric_networks import FeatureSet, MetricNetworks, RealFeatures, fid_note, fid_value, load_metric_networks
+from .metric_networks import FeatureSet, MetricNetworks, RealFeatures, fid_cell, fid_note, load_metric_networks
 from .paper import (
     PAPER_NOTES,
     PAPER_TABLE1,
@@ -169,23 +162,14 @@ def iterate(dataset: Any, indices: Sequence[int], batch_size: int, workers: int 
     """Batches (images (B, 3, S, S), labels (B, S, S), names) of ``dataset[indices]`` in order."""
     from torch.utils.data import DataLoader, Subset
 
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=_collate)
-    yield from loader
+    return iter(DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False,
+                           num_workers=workers, collate_fn=_collate))
 
 
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="img", dynamic_ncols=True, disable=None if enabled else True)
-
-
-def _check_same_label_set(dataset: Any, model: FaceStyleNet, spec: str, task: str) -> None:
-    ls = dataset_label_set(dataset)
-    if ls.name != model.config.label_set:
-        raise InputError(f"{spec} is labelled with the {ls.name} label set, the checkpoint with "
-                         f"{model.config.label_set}; the {task} task needs the checkpoint's label set (only "
-                         "cross-transfer maps label maps between sets)")
 
 
 def _unit(images: Tensor) -> Tensor:
@@ -239,14 +223,25 @@ def _region_masks(model: FaceStyleNet, regions: Sequence[str]) -> dict[str, tupl
     return out
 
 
+def _own_dataset(ctx: _Context) -> Any:
+    """``--data`` of a task that needs the checkpoint's own label set."""
+    o, cfg = ctx.options, ctx.model.config
+    dataset = load_dataset(o.data, o.split, cfg.image_size, o.seed, o.data_label_set or cfg.label_set)
+    ls = dataset_label_set(dataset)
+    if ls.name != cfg.label_set:
+        raise InputError(f"{o.data} is labelled with the {ls.name} label set, the checkpoint with {cfg.label_set}; "
+                         f"the {o.task} task needs the checkpoint's label set (only cross-transfer maps label maps "
+                         "between sets)")
+    return dataset
+
+
 def _evaluate_reconstruction(ctx: _Context) -> Report:
     from ..metrics import psnr, ssim
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
     size = model.config.image_size
     dataset_name = _paper_dataset_for(o, o.data)
-    dataset = load_dataset(o.data, o.split, size, o.seed, o.data_label_set or model.config.label_set)
-    _check_same_label_set(dataset, model, o.data, o.task)
+    dataset = _own_dataset(ctx)
     indices = list(range(min(len(dataset), o.limit or len(dataset))))
     fake, real = FeatureSet(nets.inception), RealFeatures(nets.inception, dataset, indices, size, o.fid_cache)
     per_image: list[dict[str, Any]] = []
@@ -275,11 +270,7 @@ def _evaluate_reconstruction(ctx: _Context) -> Report:
         values[key], table.counts[key] = mean_of([r.get(key, math.nan) for r in per_image])
     if nets.lpips is None:
         table.skipped["lpips"] = nets.skipped["lpips"]
-    values["fid"], why = fid_value(nets, fake, real)
-    if why:
-        table.skipped["fid"] = why
-    else:
-        table.counts["fid"] = fake.count
+    values["fid"] = fid_cell(table, "fid", nets, fake, real)
     exact = [r["psnr"] for r in per_image if math.isinf(r["psnr"])]
     if exact:
         ctx.notes.append(f"{len(exact)} image(s) were reconstructed exactly (PSNR = inf); the PSNR mean is inf.")
@@ -302,8 +293,8 @@ def model_dtype(model: FaceStyleNet) -> torch.dtype:
     return next(model.parameters()).dtype
 
 
-def _transfer_table(ctx: _Context, title: str, regions: Sequence[str], fids: dict[str, tuple[float | None, str | None]],
-                    per_image: list[dict[str, Any]], fid_counts: dict[str, int]) -> Table:
+def _transfer_table(ctx: _Context, title: str, regions: Sequence[str], fakes: dict[str, FeatureSet],
+                    real: RealFeatures, per_image: list[dict[str, Any]]) -> Table:
     columns = []
     for region in regions:
         columns += [Column(f"{region}_fid", f"{region} FID", "lower", 2), Column(f"{region}_hs", f"{region} HS",
@@ -311,11 +302,7 @@ def _transfer_table(ctx: _Context, title: str, regions: Sequence[str], fids: dic
     table = Table(title, columns)
     values: dict[str, float | None] = {}
     for region in regions:
-        values[f"{region}_fid"], why = fids[region]
-        if why:
-            table.skipped[f"{region}_fid"] = why
-        else:
-            table.counts[f"{region}_fid"] = fid_counts[region]
+        values[f"{region}_fid"] = fid_cell(table, f"{region}_fid", ctx.nets, fakes[region], real)
         if ctx.nets.harmony is None:
             table.skipped[f"{region}_hs"] = ctx.nets.skipped["hs"]
             values[f"{region}_hs"] = None
@@ -329,9 +316,9 @@ def _transfer_table(ctx: _Context, title: str, regions: Sequence[str], fids: dic
 def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references: tuple[Any, Sequence[int]],
                    regions: Sequence[str], target_lookup: np.ndarray, reference_lookup: np.ndarray,
                    real: RealFeatures, desc: str, real_from_targets: bool = False
-                   ) -> tuple[dict[str, tuple[float | None, str | None]], list[dict], dict[str, int]]:
-    """Transfer each region from reference i to target i for every pair; FID against ``real`` (filled with
-    the targets when ``real_from_targets``)."""
+                   ) -> tuple[dict[str, FeatureSet], list[dict[str, Any]]]:
+    """Transfer each region from reference i to target i for every pair: the results' FID features per region
+    and the per-pair rows (``real`` is filled with the targets when ``real_from_targets``)."""
     from ..metrics import harmony_score
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
@@ -377,10 +364,6 @@ def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references
                     _save_images(ctx.out / "images" / region,
                                  [f"{a}__{b}" for a, b in zip(t_names, r_names)], out)
             bar.update(len(t_idx))
-    fids, counts = {}, {}
-    for region in regions:
-        fids[region] = fid_value(nets, fakes[region], real)
-        counts[region] = fakes[region].count
     for region in regions:
         rows = [r for r in per_image if r["region"] == region]
         no_target = sum(not r["target_has_region"] for r in rows)
@@ -391,7 +374,7 @@ def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references
         if no_ref:
             ctx.notes.append(f"{region}: {no_ref} of {len(rows)} reference(s) lack the region; those targets keep "
                              "their own style there.")
-    return fids, per_image, counts
+    return fakes, per_image
 
 
 def _evaluate_transfer(ctx: _Context) -> Report:
@@ -400,8 +383,7 @@ def _evaluate_transfer(ctx: _Context) -> Report:
     regions = parse_regions(o.regions)
     _region_masks(model, regions)  # check the names before any work
     dataset_name = _paper_dataset_for(o, o.data)
-    dataset = load_dataset(o.data, o.split, size, o.seed, o.data_label_set or model.config.label_set)
-    _check_same_label_set(dataset, model, o.data, o.task)
+    dataset = _own_dataset(ctx)
     n = min(len(dataset), o.limit or len(dataset))
     half = n // 2
     if half < 1:
@@ -415,10 +397,10 @@ def _evaluate_transfer(ctx: _Context) -> Report:
                 real.add(_unit(images.to(ctx.device)))
                 bar.update(len(names))
     identity = np.arange(model.num_classes)
-    fids, per_image, counts = _run_transfers(ctx, (dataset, targets), (dataset, references), regions, identity,
-                                             identity, real, "evaluate transfer")
-    table = _transfer_table(ctx, f"Regional transfer on {o.data} ({half} pairs), paper Table 2", regions, fids,
-                            per_image, counts)
+    fakes, per_image = _run_transfers(ctx, (dataset, targets), (dataset, references), regions, identity, identity,
+                                      real, "evaluate transfer")
+    table = _transfer_table(ctx, f"Regional transfer on {o.data} ({half} pairs), paper Table 2", regions, fakes,
+                            real, per_image)
     if dataset_name:
         for method, (skin, hair) in PAPER_TABLE2[dataset_name].items():
             vals = {f"{r}_fid": {"skin": skin, "hair": hair}.get(r) for r in regions}
@@ -430,7 +412,7 @@ def _evaluate_transfer(ctx: _Context) -> Report:
     ctx.info.append(("regions", ", ".join(region_label(get_label_set(model.config.label_set), r) for r in regions)))
     ctx.notes.insert(0, "Each region is transferred on its own (one result per pair and region); FID on the "
                         "whole image against the real images of both halves; HS with the target's region as mask.")
-    if any(v[0] is not None for v in fids.values()):
+    if any(f"{r}_fid" in table.counts for r in regions):
         ctx.notes.append(fid_note(half))
     if dataset_name:
         ctx.notes += PAPER_NOTES["transfer"]
@@ -465,11 +447,11 @@ def _evaluate_cross_transfer(ctx: _Context) -> Report:
             if not mapped:
                 raise InputError(f"region {region!r} has no class shared by the {ls.name} and {model_ls.name} "
                                  f"label sets; shared classes: {', '.join(SHARED_CLASSES)}")
-    fids, per_image, counts = _run_transfers(ctx, (targets, t_idx), (references, r_idx), regions, t_lookup,
-                                             r_lookup, real, "evaluate cross-transfer", real_from_targets=True)
+    fakes, per_image = _run_transfers(ctx, (targets, t_idx), (references, r_idx), regions, t_lookup, r_lookup,
+                                      real, "evaluate cross-transfer", real_from_targets=True)
     tgt = infer_paper_dataset(o.data) or o.data
     table = _transfer_table(ctx, f"Transfer {o.reference_data} -> {o.data} ({n_t} pairs), FID / HS, paper Table 3",
-                            regions, fids, per_image, counts)
+                            regions, fakes, real, per_image)
     if src:
         for method, (skin, hair) in PAPER_TABLE3[src].items():
             by_region = {"skin": skin, "hair": hair}
@@ -495,7 +477,7 @@ def _evaluate_cross_transfer(ctx: _Context) -> Report:
                    "Every class has a counterpart."))
     ctx.notes.insert(0, "Each region is transferred on its own; FID on the whole image against the real target "
                         f"images; HS with the target's region as mask. Targets: {tgt}.")
-    if any(v[0] is not None for v in fids.values()):
+    if any(f"{r}_fid" in table.counts for r in regions):
         ctx.notes.append(fid_note(n_t))
     ctx.notes += PAPER_NOTES["cross-transfer"]
     return Report(f"facestyle evaluate: cross-dataset transfer (paper {TABLE_OF_TASK[o.task]})", ctx.info,
@@ -513,8 +495,7 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
     regions = parse_regions(o.regions)
     masks = _region_masks(model, regions)
     dataset_name = _paper_dataset_for(o, o.data)
-    dataset = load_dataset(o.data, o.split, size, o.seed, o.data_label_set or model.config.label_set)
-    _check_same_label_set(dataset, model, o.data, o.task)
+    dataset = _own_dataset(ctx)
     indices = list(range(min(len(dataset), o.limit or len(dataset))))
     editor = Editor.from_pretrained(o.checkpoint, device=ctx.device)
     real = RealFeatures(nets.inception, dataset, indices, size, o.fid_cache)
@@ -556,11 +537,7 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
                   "paper Table 4", columns)
     values: dict[str, float | None] = {}
     for region in regions:
-        values[f"{region}_fid"], why = fid_value(nets, fakes[region], real)
-        if why:
-            table.skipped[f"{region}_fid"] = why
-        else:
-            table.counts[f"{region}_fid"] = fakes[region].count
+        values[f"{region}_fid"] = fid_cell(table, f"{region}_fid", nets, fakes[region], real)
         for key in ("mcsd", "mocd"):
             rows = [r[key] for r in per_image if r["region"] == region]
             values[f"{region}_{key}"], table.counts[f"{region}_{key}"] = mean_of(rows)

@@ -1,5 +1,7 @@
-"""The networks behind the metrics (LPIPS, FID's InceptionV3, the harmony classifier), loaded when their
-weights are there and skipped with the reason otherwise, and the FID feature sets of a run."""
+"""The networks behind the metrics (LPIPS, FID's InceptionV3, the harmony classifier) and the FID feature
+sets of a run. A metric whose weights are missing, or that was not asked for (HS without
+``--harmony-classifier``), is skipped: its cells say so and the report gives the reason. Nothing is ever
+computed with random weights."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import WeightsError
+from .report import Table
 
 
 @dataclass
@@ -111,16 +114,20 @@ class RealFeatures(FeatureSet):
         return features
 
 
-def fid_value(nets: MetricNetworks, fake: FeatureSet, real: FeatureSet) -> tuple[float | None, str | None]:
-    """(FID, None), or (None, why it is skipped)."""
+def fid_cell(table: Table, key: str, nets: MetricNetworks, fake: FeatureSet, real: FeatureSet) -> float | None:
+    """FID of ``fake`` against ``real`` for column ``key`` of ``table``: counted there, or None and skipped
+    with the reason."""
     from ..metrics import fid_from_features
 
-    if nets.inception is None:
-        return None, nets.skipped.get("fid", "not computed")
     f, r = fake.features(), real.features()
-    if f.shape[0] < 2 or r.shape[0] < 2:
-        return None, f"FID needs at least 2 images per set (got {f.shape[0]} generated, {r.shape[0]} real)"
-    return fid_from_features(f, r), None
+    if nets.inception is None:
+        table.skipped[key] = nets.skipped.get("fid", "not computed")
+    elif f.shape[0] < 2 or r.shape[0] < 2:
+        table.skipped[key] = f"FID needs at least 2 images per set (got {f.shape[0]} generated, {r.shape[0]} real)"
+    else:
+        table.counts[key] = fake.count
+        return fid_from_features(f, r)
+    return None
 
 
 def fid_note(count: int) -> str:

@@ -1,5 +1,7 @@
-"""Reports: tables of measured and published rows written as Markdown, CSV and JSON (``facestyle evaluate``
-and ``facestyle bench-harmony``)."""
+"""Reports of ``facestyle evaluate`` and ``facestyle bench-harmony``: tables of measured rows (and the
+paper's rows beside them), written atomically into a folder as ``report.md`` (tables, skipped metrics and
+why, notes), ``results.csv`` (the tables), ``results.json`` (the same with settings, skips and notes) and
+a per-image CSV (one row per image, pair or image-and-region)."""
 
 from __future__ import annotations
 
@@ -151,18 +153,13 @@ def report_markdown(report: Report) -> str:
 
 
 def _csv_cell(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        value = json_number(float(value))  # NaN: an empty cell; infinities: "inf" / "-inf"
+        if isinstance(value, float):
+            return f"{value:.6g}"
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        if math.isnan(value):
-            return ""
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return f"{value:.6g}"
-    return str(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _csv_text(header: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
