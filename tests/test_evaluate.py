@@ -26,21 +26,14 @@ from facestyle.evaluation.bench_harmony import (
     masked_errors,
     render_pair,
 )
-from facestyle.evaluation.evaluate import (
-    PAPER_TABLE1,
-    PAPER_TABLE3,
-    VOID,
-    EvaluateOptions,
-    evaluate,
-    label_lookup,
-    map_labels,
-    transfer_codes,
-    unmapped_classes,
-)
+from facestyle.evaluation.evaluate import EvaluateOptions, evaluate, transfer_codes
+from facestyle.evaluation.labels_map import VOID, label_lookup, map_labels, unmapped_classes
+from facestyle.evaluation.paper import PAPER_TABLE1, PAPER_TABLE3
 from facestyle.io import load_image, load_labels, save_image, save_labels
 from facestyle.labels import CELEBAMASK_HQ, LAPA
-from facestyle.metrics import HarmonyClassifier, HarmonyConfig, psnr, to_unit_range
+from facestyle.metrics import psnr, to_unit_range
 from facestyle.model import FaceStyleNet
+from facestyle.nn.harmony import HarmonyClassifier, HarmonyConfig
 from facestyle.nn.pooling import region_average_pool
 
 INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"

@@ -14,19 +14,16 @@ from PIL import Image
 
 from facestyle.checkpoint import save_pretrained
 from facestyle.cli import main
+from facestyle.data.harmony import HarmonyDataset, find_harmony_samples
 from facestyle.errors import CheckpointError, InputError, WeightsError
 from facestyle.metrics import (
     LPIPS,
     FeatureCache,
     GaussianStats,
-    HarmonyClassifier,
-    HarmonyConfig,
-    HarmonyDataset,
     class_mask,
     fid_folders,
     fid_from_features,
     fid_from_stats,
-    find_harmony_samples,
     frechet_distance,
     harmony_score,
     image_set_features,
@@ -35,9 +32,10 @@ from facestyle.metrics import (
     region_diversity,
     ssim,
     to_unit_range,
-    train_harmony,
 )
 from facestyle.nn.features.inception import FIDInceptionV3
+from facestyle.nn.harmony import HarmonyClassifier, HarmonyConfig
+from facestyle.train.harmony import train_harmony
 
 # torchvision's published layouts, written out independently of the project's modules.
 ALEXNET_CONVS = {0: (64, 3, 11), 3: (192, 64, 5), 6: (384, 192, 3), 8: (256, 384, 3), 10: (256, 256, 3)}

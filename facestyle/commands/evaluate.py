@@ -46,7 +46,7 @@ contact_sheet.png.
 
 
 def _paper_rows(text: str) -> str:
-    from ..evaluation.evaluate import paper_dataset
+    from ..evaluation.paper import paper_dataset
 
     if text == "auto":  # the option given without a value: the dataset is inferred from --data
         return text
@@ -67,7 +67,8 @@ def _nonnegative_int(text: str) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import EvaluateOptions, evaluate, parse_regions, table_markdown
+    from ..evaluation.evaluate import EvaluateOptions, evaluate, parse_regions
+    from ..evaluation.report import table_markdown
 
     out = check_output_dir(args.out)
     options = EvaluateOptions(
@@ -87,7 +88,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_bench_harmony(args: argparse.Namespace) -> int:
     from ..evaluation.bench_harmony import BenchOptions, bench_harmony
-    from ..evaluation.evaluate import parse_regions, table_markdown
+    from ..evaluation.evaluate import parse_regions
+    from ..evaluation.report import table_markdown
 
     out = check_output_dir(args.out)
     options = BenchOptions(

@@ -54,7 +54,7 @@ def run_weights(args: argparse.Namespace) -> int:
 
 
 def run_train_harmony(args: argparse.Namespace) -> int:
-    from ..metrics.harmony import train_harmony
+    from ..train.harmony import train_harmony
 
     if not 0 <= args.held_out < 1:
         raise InputError(f"--held-out must be in [0, 1), got {args.held_out}")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,17 +59,9 @@ from ..data.transforms import resize_image, resize_labels
 from ..errors import CheckpointError, InputError
 from ..labels import CELEBAMASK_HQ
 from ..model import FaceStyleNet
-from .evaluate import (
-    Column,
-    Report,
-    Row,
-    Table,
-    format_value,
-    load_metric_networks,
-    mean_of,
-    run_info,
-    write_report,
-)
+from .labels_map import region_label
+from .metric_networks import MetricNetworks, load_metric_networks
+from .report import Column, Report, Row, Table, format_value, mean_of, run_info, write_report
 
 FIRST_INDEX = 1_000_000
 DEFAULT_MIN_LIGHT_DIFFERENCE = 0.15
@@ -151,16 +144,6 @@ def make_pair(seed: int, index: int, min_light_difference: float = DEFAULT_MIN_L
                 break
         diff, light = best
     return BenchPair(index, target, reference, light, diff)
-
-
-def region_classes(region: str) -> tuple[int, ...]:
-    """CelebAMask-HQ classes of a region name (``skin`` is skin + nose)."""
-    return CELEBAMASK_HQ.region_classes(region)
-
-
-def _region_name(region: str) -> str:
-    names = [CELEBAMASK_HQ.classes[c] for c in region_classes(region)]
-    return region if names == [region] else f"{region} ({' + '.join(names)})"
 
 
 def ground_truth(pair: BenchPair, classes: Sequence[int], resolution: int,
@@ -315,7 +298,7 @@ def bench_harmony(options: BenchOptions) -> Report:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder")
     regions = list(options.regions)
-    classes_of = {r: region_classes(r) for r in regions}  # unknown names fail here
+    classes_of = {r: CELEBAMASK_HQ.region_classes(r) for r in regions}  # unknown names fail here
     device = resolve_device(options.device)
     model = _load_model(options.checkpoint, device, "--checkpoint")
     other = None
@@ -413,7 +396,7 @@ def bench_harmony(options: BenchOptions) -> Report:
                              f" of {len(pairs)} pairs)"))
     if other is not None:
         info.append(("w/o SA", str(options.attention_off_checkpoint)))
-    info.append(("regions", ", ".join(_region_name(r) for r in regions)))
+    info.append(("regions", ", ".join(region_label(CELEBAMASK_HQ, r) for r in regions)))
     notes += _verdicts(tables, regions, model, mrsa_vs_bypass, off is not None)
     if nets.harmony is not None:
         for region in regions:
@@ -457,15 +440,15 @@ def bench_harmony(options: BenchOptions) -> Report:
     return report
 
 
-def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Sequence[str], nets: Any,
+def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Sequence[str], nets: MetricNetworks,
             options: BenchOptions) -> tuple[list[Table], list[str]]:
     tables, notes = [], []
     for region in regions:
         rows = [r for r in per_pair if r["region"] == region]
-        n_pairs = len({r["pair"] for r in rows})
         excluded = {r["pair"]: r["excluded"] for r in rows if r["excluded"]}
-        table = Table(f"{_region_name(region)}: error to ground truth, mean over {n_pairs - len(excluded)} pairs",
-                      list(COLUMNS))
+        counted = len({r["pair"] for r in rows}) - len(excluded)
+        title = f"{region_label(CELEBAMASK_HQ, region)}: error to ground truth, mean over {counted} pairs"
+        table = Table(title, list(COLUMNS))
         if nets.lpips is None:
             table.skipped["lpips_in"] = table.skipped["lpips_out"] = nets.skipped["lpips"]
         if nets.harmony is None:
@@ -479,9 +462,7 @@ def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Seq
             table.rows.append(Row(METHOD_LABELS[method], "measured", values))
         tables.append(table)
         if excluded:
-            reasons: dict[str, int] = {}
-            for why in excluded.values():
-                reasons[why] = reasons.get(why, 0) + 1
+            reasons = Counter(excluded.values())
             notes.append(f"{region}: left out of the means: "
                          + ", ".join(f"{n} pair(s) ({why})" for why, n in reasons.items()) + ".")
     return tables, notes

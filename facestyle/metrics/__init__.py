@@ -15,7 +15,8 @@ per image (a (B,) tensor); tables average them.
 
 Networks with pretrained weights (LPIPS's backbones, InceptionV3) load them from the weights folder
 (:mod:`facestyle.weights`); a missing file raises :class:`~facestyle.errors.WeightsError`, never a silent
-fallback to random weights. The harmony classifier is trained by ``facestyle train-harmony``.
+fallback to random weights. The harmony classifier (:mod:`facestyle.nn.harmony`) is trained by
+``facestyle train-harmony`` (:mod:`facestyle.train.harmony`).
 """
 
 from __future__ import annotations
@@ -32,18 +33,7 @@ from .fid import (
     image_set_features,
     inception_features,
 )
-from .harmony import (
-    HarmonyClassifier,
-    HarmonyConfig,
-    HarmonyDataset,
-    HarmonyEvaluation,
-    HarmonySample,
-    HarmonyTrainResult,
-    evaluate_harmony,
-    find_harmony_samples,
-    harmony_score,
-    train_harmony,
-)
+from .harmony import HarmonyEvaluation, evaluate_harmony, harmony_score
 from .lpips import LPIPS
 from .pixel import check_unit_range, psnr, ssim, to_unit_range
 
@@ -51,12 +41,7 @@ __all__ = [
     "LPIPS",
     "FeatureCache",
     "GaussianStats",
-    "HarmonyClassifier",
-    "HarmonyConfig",
-    "HarmonyDataset",
     "HarmonyEvaluation",
-    "HarmonySample",
-    "HarmonyTrainResult",
     "RegionDiversity",
     "check_unit_range",
     "class_mask",
@@ -65,7 +50,6 @@ __all__ = [
     "fid_folders",
     "fid_from_features",
     "fid_from_stats",
-    "find_harmony_samples",
     "frechet_distance",
     "harmony_score",
     "image_set_features",
@@ -75,5 +59,4 @@ __all__ = [
     "region_diversity",
     "ssim",
     "to_unit_range",
-    "train_harmony",
 ]
