@@ -6,7 +6,7 @@ A run folder looks like::
     RUN_DIR/config.yaml                  the resolved config (loadable with --config)
     RUN_DIR/run.json                     the data the run reads (spec, split, resolution, seed)
     RUN_DIR/checkpoints/step_0001000/    a checkpoint: what save_pretrained writes (config.json +
-                                         model.safetensors, loadable by load_pretrained) ...
+                                         model.safetensors, loadable by from_pretrained) ...
         trainer/state.json               ... plus the trainer state: step, data position, structure
         trainer/state.safetensors        optimizer moments, RNG states, auxiliary networks (the
                                          discriminator)
