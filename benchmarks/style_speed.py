@@ -183,7 +183,7 @@ def main() -> None:
     flows: dict[str, tuple[ContinuousNormalizingFlow, str]] = {}
     for objective, given in (("maximum-likelihood", args.flow_ml), ("flow-matching", args.flow_fm)):
         if given:
-            from facestyle.styles.bank import load_style_network
+            from facestyle.styles.networks import load_style_network
 
             flows[objective] = load_style_network(given, "flow"), "given"
         else:

@@ -85,10 +85,10 @@ class VGGLoss(nn.Module):
         self.layer_weights = tuple(layer_weights)
 
     @classmethod
-    def from_pretrained(cls, weights_dir: str | os.PathLike[str] | None = None,
+    def load_weights(cls, weights_dir: str | os.PathLike[str] | None = None,
                         weight: float = 10.0) -> VGGLoss:
         """With VGG19 ImageNet weights from the weights folder (a clear error when they are missing)."""
-        return cls(VGG19Features.from_pretrained(weights_dir), weight)
+        return cls(VGG19Features.load_weights(weights_dir), weight)
 
     def forward(self, fake: Tensor, real: Tensor) -> Tensor:
         fake_features = self.vgg(fake)
@@ -122,7 +122,7 @@ class GeneratorLosses(nn.Module):
     def from_config(cls, cfg: TrainConfig,
                     weights_dir: str | os.PathLike[str] | None = None) -> GeneratorLosses:
         """``cfg.use_vgg`` loads VGG19 from the weights folder (:class:`WeightsError` when it is missing)."""
-        vgg = VGG19Features.from_pretrained(weights_dir) if cfg.use_vgg else None
+        vgg = VGG19Features.load_weights(weights_dir) if cfg.use_vgg else None
         return cls(cfg.lambda_feat, cfg.lambda_vgg, vgg)
 
     def forward(self, fake_image: Tensor, real_image: Tensor, fake_outputs: DiscriminatorOutput,

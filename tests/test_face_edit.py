@@ -18,7 +18,7 @@ from facestyle.editor.edits import NewClassWarning, decolorize_nearest, load_fac
 from facestyle.errors import CheckpointError, InputError
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
-from facestyle.nn.parser import PARSER_PRESETS, FaceParserNet, save_parser_net
+from facestyle.nn.parser import PARSER_PRESETS, FaceParserNet
 from facestyle.styles.mean import compute_style_mean, load_style_mean, save_style_mean
 
 CLASSES = CELEBAMASK_HQ.classes
@@ -198,15 +198,15 @@ def _install_hat_mapping(editor) -> torch.nn.Module:
     import dataclasses
 
     from facestyle.nn.mapping import MAPPING_PRESETS, MappingConfig, MappingNetwork
-    from facestyle.styles.bank import checkpoint_identity, save_style_network
+    from facestyle.styles.bank import checkpoint_identity
 
     cfg = dataclasses.replace(MAPPING_PRESETS["tiny"], region="hat", classes=(HAT,),
                               style_dim=editor.model.config.style_dim)
     assert isinstance(cfg, MappingConfig)
     torch.manual_seed(3)
     network = MappingNetwork(cfg).eval()
-    save_style_network(network, editor.checkpoint_dir / "mapping" / "hat", "mapping",
-                       bank={"checkpoint_sha256": checkpoint_identity(editor.checkpoint_dir)})
+    network.save_pretrained(editor.checkpoint_dir / "mapping" / "hat",
+                            bank={"checkpoint_sha256": checkpoint_identity(editor.checkpoint_dir)})
     return network
 
 
@@ -320,7 +320,7 @@ def test_a_missing_label_map_is_parsed_when_a_parser_is_configured(tmp_path, fac
         net.classifier.weight.zero_()
         net.classifier.bias.zero_()
         net.classifier.bias[SKIN] = 10.0
-    save_parser_net(net, ckpt / "parser")
+    net.save_pretrained(ckpt / "parser")
     editor = load_face_editor(ckpt)  # finds CHECKPOINT/parser/
     assert editor.parser is not None
     parsed = editor._labels_or_parse(photo, None)

@@ -94,7 +94,7 @@ def lpips_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def alex_lpips(lpips_weights) -> LPIPS:
-    return LPIPS.from_pretrained("alex", lpips_weights)
+    return LPIPS.load_weights("alex", lpips_weights)
 
 
 def _images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -183,7 +183,7 @@ def test_lpips_matches_reference_arithmetic(alex_lpips):
 
 
 def test_lpips_vgg_backbone_and_masks(lpips_weights):
-    model = LPIPS.from_pretrained("vgg", lpips_weights)
+    model = LPIPS.load_weights("vgg", lpips_weights)
     a, b = _images(1, 32, 10), _images(1, 32, 11)
     full = model(a, b)
     assert float(full) > 0 and torch.allclose(model(b, a), full, atol=1e-7)
@@ -193,12 +193,12 @@ def test_lpips_vgg_backbone_and_masks(lpips_weights):
 
 def test_lpips_missing_backbone_names_the_file(tmp_path):
     with pytest.raises(WeightsError, match="alexnet-owt-7be5be79.pth"):
-        LPIPS.from_pretrained("alex", tmp_path)
+        LPIPS.load_weights("alex", tmp_path)
     with pytest.raises(WeightsError, match="vgg16-397923af.pth"):
-        LPIPS.from_pretrained("vgg", tmp_path)
+        LPIPS.load_weights("vgg", tmp_path)
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "alexnet-owt-7be5be79.pth")
     with pytest.raises(WeightsError, match="features.0.weight has shape"):
-        LPIPS.from_pretrained("alex", tmp_path)
+        LPIPS.load_weights("alex", tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- mCSD / mOCD
@@ -309,7 +309,7 @@ def inception(tmp_path_factory) -> FIDInceptionV3:
     folder = tmp_path_factory.mktemp("fid-weights")
     path = folder / INCEPTION_FILE
     torch.save(_inception_state(torch.Generator().manual_seed(0)), path)
-    model = FIDInceptionV3.from_pretrained(folder)
+    model = FIDInceptionV3.load_weights(folder)
     assert model.weights_id is not None and INCEPTION_FILE in model.weights_id
     yield model
     path.unlink()
@@ -317,7 +317,7 @@ def inception(tmp_path_factory) -> FIDInceptionV3:
 
 def test_inception_loader_errors(tmp_path):
     with pytest.raises(WeightsError, match=INCEPTION_FILE):
-        FIDInceptionV3.from_pretrained(tmp_path)
+        FIDInceptionV3.load_weights(tmp_path)
     state = _inception_state(torch.Generator().manual_seed(0))
     model = FIDInceptionV3()
     without = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}

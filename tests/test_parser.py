@@ -16,7 +16,7 @@ from facestyle.editor.parser import FaceParser, crop_box
 from facestyle.errors import CheckpointError, InputError
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
-from facestyle.nn.parser import PARSER_PRESETS, FaceParserNet, load_parser_net, save_parser_net
+from facestyle.nn.parser import PARSER_PRESETS, FaceParserNet
 from facestyle.train.parser import confusion_matrix, iou_from_confusion, train_parser
 
 TINY = PARSER_PRESETS["tiny"]
@@ -54,21 +54,21 @@ def test_network_shapes_at_both_output_strides(stride):
 def test_checkpoint_round_trip_and_kind(tmp_path):
     torch.manual_seed(0)
     net = FaceParserNet(TINY).eval()
-    directory = save_parser_net(net, tmp_path / "parser", step=3)
-    loaded = load_parser_net(directory)
+    directory = net.save_pretrained(tmp_path / "parser", step=3)
+    loaded = FaceParserNet.from_pretrained(directory)
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x), net(x))
     assert json.loads((directory / "config.json").read_text())["kind"] == "parser"
     generator = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "generator")
     with pytest.raises(CheckpointError, match="not a parser"):
-        load_parser_net(generator)
+        FaceParserNet.from_pretrained(generator)
     with pytest.raises(CheckpointError, match="without a face parser"):
         FaceParser.from_pretrained(generator)
 
 
 def test_a_generator_checkpoint_with_a_parser_folder_names_its_parser(tmp_path):
     generator = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "generator")
-    save_parser_net(FaceParserNet(TINY), generator / "parser")
+    FaceParserNet(TINY).save_pretrained(generator / "parser")
     assert FaceParser.from_pretrained(generator).path == generator / "parser"
 
 
@@ -108,7 +108,8 @@ def test_resumed_training_matches_an_uninterrupted_run(tmp_path):
     b = json.loads((resumed / "metrics.json").read_text())
     assert [e["step"] for e in b["history"]] == [0, 3, 6]
     assert a["history"] == b["history"]
-    torch.testing.assert_close(load_parser_net(straight).state_dict(), load_parser_net(resumed).state_dict())
+    torch.testing.assert_close(FaceParserNet.from_pretrained(straight).state_dict(),
+                               FaceParserNet.from_pretrained(resumed).state_dict())
 
 
 def test_training_refuses_bad_settings(tmp_path):
@@ -157,7 +158,7 @@ def test_parse_accepts_the_editors_input_kinds(tmp_path):
 
 @pytest.fixture()
 def parser_checkpoint(tmp_path) -> Path:
-    return save_parser_net(constant_parser(cls=13).model, tmp_path / "parser")
+    return constant_parser(cls=13).model.save_pretrained(tmp_path / "parser")
 
 
 def test_parse_command_writes_label_maps_and_previews(capsys, parser_checkpoint, tmp_path):

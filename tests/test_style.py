@@ -46,14 +46,8 @@ from facestyle.nn.flow import (
     SolverError,
 )
 from facestyle.nn.mapping import MAPPING_PRESETS, CodeWhitener, MappingConfig, MappingNetwork
-from facestyle.styles.bank import (
-    StyleBank,
-    available_style_networks,
-    checkpoint_identity,
-    encode_bank,
-    load_style_network,
-    save_style_network,
-)
+from facestyle.styles.bank import StyleBank, checkpoint_identity, encode_bank
+from facestyle.styles.networks import available_style_networks, load_style_network
 from facestyle.train.flow import calibration_codes, train_flow
 from facestyle.train.mapping import moment_errors, train_mapping
 
@@ -398,8 +392,7 @@ def test_a_region_without_a_network_lists_the_available_ones(checkpoint, face, t
     with pytest.raises(CheckpointError, match="no mapping network for region 'hair'.*none is available"):
         sample(editor, *face, region="hair", n=1)
     net = random_mapping(editor, "skin")
-    save_style_network(net, checkpoint / "mapping" / "skin", "mapping",
-                       bank={"checkpoint_sha256": checkpoint_identity(checkpoint)})
+    net.save_pretrained(checkpoint / "mapping" / "skin", bank={"checkpoint_sha256": checkpoint_identity(checkpoint)})
     try:
         assert style_regions(editor, "mapping") == ["skin"]
         with pytest.raises(CheckpointError, match="no mapping network for region 'hair'.*available: skin"):
@@ -408,7 +401,7 @@ def test_a_region_without_a_network_lists_the_available_ones(checkpoint, face, t
         with pytest.raises(CheckpointError, match="no flow network for region 'skin'"):
             finetune(editor, *face, region="skin", step=1.0)
         # a network trained on another generator's codes is refused
-        save_style_network(net, checkpoint / "mapping" / "lips", "mapping", bank={"checkpoint_sha256": "f" * 64})
+        net.save_pretrained(checkpoint / "mapping" / "lips", bank={"checkpoint_sha256": "f" * 64})
         with pytest.raises(CheckpointError, match="another generator"):
             get_style_network(editor, "mapping", "lips")
     finally:
@@ -540,11 +533,11 @@ def test_demo_styles_rows_and_graceful_skip(checkpoint, tmp_path):
 
     sha = {"checkpoint_sha256": checkpoint_identity(ckpt)}
     for region in ("skin", "hair"):
-        save_style_network(random_mapping(editor, region), ckpt / "mapping" / region, "mapping", bank=sha)
+        random_mapping(editor, region).save_pretrained(ckpt / "mapping" / region, bank=sha)
     torch.manual_seed(0)
     flow = ContinuousNormalizingFlow(replace(FLOW_PRESETS["tiny"], classes=SKIN, style_dim=16))
     flow.normalizer.fit(torch.randn(256, 2, 16))
-    save_style_network(flow, ckpt / "flow" / "skin", "flow", bank=sha)
+    flow.save_pretrained(ckpt / "flow" / "skin", bank=sha)
     editor = Editor.from_pretrained(ckpt)
     rows = demo_styles(editor, pairs, tmp_path / "out", log=lines.append, checkpoint=ckpt)
     assert [title for title, _ in rows] == ["random skin", "random hair", "tune skin (z)", "tune skin (style)"]

@@ -156,7 +156,7 @@ def test_missing_vgg_weights_fail_before_training(tmp_path: Path, capsys) -> Non
 
 def test_vgg_perceptual_loss_trains(tmp_path: Path, monkeypatch) -> None:
     """The perceptual path end to end, with a random-weight VGG19 standing in for the ImageNet one."""
-    monkeypatch.setattr(VGG19Features, "from_pretrained", classmethod(lambda cls, weights_dir=None: cls()))
+    monkeypatch.setattr(VGG19Features, "load_weights", classmethod(lambda cls, weights_dir=None: cls()))
     train_generator(tiny("train.use_vgg=true", "train.steps=2", "train.log_every=1"), "synthetic:4", tmp_path)
     logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert "loss/vgg" in logged[-1] and "loss/l1" not in logged[-1]

@@ -84,7 +84,7 @@ def vgg19_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def random_vgg(vgg19_file):
     folder, _ = vgg19_file
-    return VGG19Features.from_pretrained(folder)
+    return VGG19Features.load_weights(folder)
 
 
 # --- weights folder -----------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_registry_hash_prefixes_match_file_names():
 def test_missing_file_names_file_and_url(tmp_path, monkeypatch):
     monkeypatch.delenv(weights.ENV_VAR, raising=False)
     with pytest.raises(WeightsError) as info:
-        VGG19Features.from_pretrained(tmp_path)
+        VGG19Features.load_weights(tmp_path)
     message = str(info.value)
     assert VGG19_NAME in message and VGG19_URL in message and str(tmp_path) in message
     assert "\n" not in message
@@ -218,7 +218,7 @@ def test_vgg19_wrong_shape_or_keys(tmp_path):
     state["features.5.weight"] = state["features.5.weight"][:, :32]
     torch.save(state, tmp_path / VGG19_NAME)
     with pytest.raises(WeightsError, match=r"vgg19-dcbbf910\.pth.*features\.5\.weight"):
-        VGG19Features.from_pretrained(tmp_path)
+        VGG19Features.load_weights(tmp_path)
 
     model = VGG19Features()
     state = torchvision_vgg19_state(classifier=False)

@@ -381,7 +381,7 @@ def styled_checkpoint(tmp_path) -> Path:
 
     from facestyle.nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow
     from facestyle.nn.mapping import MAPPING_PRESETS, MappingNetwork
-    from facestyle.styles.bank import checkpoint_identity, save_style_network
+    from facestyle.styles.bank import checkpoint_identity
 
     torch.manual_seed(0)
     checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
@@ -389,10 +389,10 @@ def styled_checkpoint(tmp_path) -> Path:
     bank = {"checkpoint_sha256": checkpoint_identity(checkpoint)}
     mapping = MappingNetwork(dataclasses.replace(MAPPING_PRESETS["tiny"], region="hair", classes=(HAIR,),
                                                  style_dim=d))
-    save_style_network(mapping, checkpoint / "mapping" / "hair", "mapping", bank=bank)
+    mapping.save_pretrained(checkpoint / "mapping" / "hair", bank=bank)
     flow = ContinuousNormalizingFlow(dataclasses.replace(FLOW_PRESETS["tiny"], region="skin", classes=(1, 2),
                                                          style_dim=d, hidden_dim=16, method="rk4", steps=4))
-    save_style_network(flow, checkpoint / "flow" / "skin", "flow", bank=bank)
+    flow.save_pretrained(checkpoint / "flow" / "skin", bank=bank)
     return checkpoint
 
 

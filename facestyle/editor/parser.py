@@ -34,7 +34,7 @@ from ..checkpoint import CONFIG_NAME, read_config, resolve
 from ..data.transforms import resize_image, resize_labels
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
-from ..nn.parser import KIND, FaceParserNet, load_parser_net
+from ..nn.parser import FaceParserNet
 
 __all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR"]
 
@@ -49,7 +49,7 @@ def parser_dir(path: str | os.PathLike) -> Path:
     directory = resolve(path)
     if (directory / PARSER_DIR / CONFIG_NAME).is_file():
         try:
-            read_config(directory, kind=KIND)
+            read_config(directory, kind=FaceParserNet.kind)
         except CheckpointError:
             return directory / PARSER_DIR
     return directory
@@ -117,7 +117,7 @@ class FaceParser:
 
         directory = parser_dir(path)
         _refuse_a_bare_generator(directory)
-        parser = cls(load_parser_net(directory, device=resolve_device(device), dtype=dtype))
+        parser = cls(FaceParserNet.from_pretrained(directory, device=resolve_device(device), dtype=dtype))
         parser.path = directory
         return parser
 

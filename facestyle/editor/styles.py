@@ -14,7 +14,7 @@
   moves the codes themselves: ``s + step * d``.
 
 The mapping networks and flows live beside the generator checkpoint (``CHECKPOINT/mapping/REGION``,
-``CHECKPOINT/flow/REGION``, see :mod:`facestyle.styles.bank`), found through the editor's
+``CHECKPOINT/flow/REGION``, see :mod:`facestyle.styles.networks`), found through the editor's
 ``checkpoint_dir``; networks held in memory can be attached with :func:`add_style_network`.
 
 Everything here uses only the editor's ``model``, ``label_set``, ``image_size``, ``device`` and its
@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, InputError
 from ..nn.flow import ContinuousNormalizingFlow, Solver
 from ..nn.mapping import MappingNetwork
-from ..styles.bank import STYLE_KINDS, available_style_networks, checkpoint_identity, load_style_network
+from ..styles.bank import checkpoint_identity
+from ..styles.networks import STYLE_KINDS, available_style_networks, load_style_network
 
 __all__ = ["StyleEditingMixin", "sample", "finetune", "finetune_codes", "unit_direction", "add_style_network",
            "get_style_network", "style_regions", "parse_steps"]

@@ -40,12 +40,12 @@ def load_metric_networks(*, lpips: bool = False, fid: bool = False, hs: bool = F
     nets = MetricNetworks()
     if lpips:
         try:
-            nets.lpips = LPIPS.from_pretrained(lpips_net, weights_dir).to(device)
+            nets.lpips = LPIPS.load_weights(lpips_net, weights_dir).to(device)
         except WeightsError as exc:
             nets.skipped["lpips"] = str(exc)
     if fid:
         try:
-            nets.inception = FIDInceptionV3.from_pretrained(weights_dir).to(device)
+            nets.inception = FIDInceptionV3.load_weights(weights_dir).to(device)
         except WeightsError as exc:
             nets.skipped["fid"] = str(exc)
     if hs:

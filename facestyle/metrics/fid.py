@@ -270,12 +270,12 @@ def fid_folders(folder_a: str | os.PathLike[str], folder_b: str | os.PathLike[st
                 cache: FeatureCache | None | bool = True, progress: bool = False) -> float:
     """FID between the images of two folders.
 
-    ``model`` defaults to :meth:`FIDInceptionV3.from_pretrained` (``weights_dir``; a missing weights file
+    ``model`` defaults to :meth:`FIDInceptionV3.load_weights` (``weights_dir``; a missing weights file
     raises :class:`~facestyle.errors.WeightsError`). ``cache=True`` uses :func:`default_cache_dir`,
     ``False``/``None`` disables caching, or pass a :class:`FeatureCache`.
     """
     if model is None:
-        model = FIDInceptionV3.from_pretrained(weights_dir).to(device)
+        model = FIDInceptionV3.load_weights(weights_dir).to(device)
     if cache is True:
         cache = FeatureCache()
     elif cache is False:

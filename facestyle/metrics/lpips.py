@@ -91,7 +91,7 @@ class LPIPS(nn.Module):
 
     ``lpips(a, b)`` gives one distance per image pair, ``lpips(a, b, mask)`` the masked distance (see the
     module docstring). For many comparisons among the same images, compute :meth:`features` once and call
-    :meth:`distance` per pair. Build it with :meth:`from_pretrained` or :meth:`from_files`; the plain
+    :meth:`distance` per pair. Build it with :meth:`load_weights` or :meth:`from_files`; the plain
     constructor gives random weights (tests only). Frozen and always in eval mode; gradients flow to the
     inputs, so it can serve as a loss.
     """
@@ -139,7 +139,7 @@ class LPIPS(nn.Module):
         return model
 
     @classmethod
-    def from_pretrained(cls, net: str = "alex", weights_dir: str | os.PathLike[str] | None = None) -> LPIPS:
+    def load_weights(cls, net: str = "alex", weights_dir: str | os.PathLike[str] | None = None) -> LPIPS:
         """The backbone's torchvision file from the weights folder and the heads (``alex.pth`` /
         ``vgg.pth``) from there or from the installed lpips / torchmetrics package. A missing file raises
         :class:`~facestyle.errors.WeightsError` naming it and where it is published."""

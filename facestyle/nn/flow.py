@@ -33,7 +33,6 @@ configurable through :class:`Solver`); every call of f is counted (:attr:`Contin
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +43,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from torchdiffeq import odeint
 
+from ..checkpoint import Pretrained
 from ..errors import FacestyleError, InputError
 from .mapping import CodeStandardizer, CodeWhitener
 
@@ -146,9 +146,6 @@ class FlowConfig:
             method = "dopri5" if self.objective == "maximum-likelihood" else "rk4"
         return Solver(method, self.atol, self.rtol, self.steps, self.max_steps)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "classes": list(self.classes)}
-
 
 # Architecture presets; the bank fills in label_set, region, classes and style_dim, the trainer the
 # objective.
@@ -245,13 +242,17 @@ CALIBRATION_STEPS = (2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
 CALIBRATION_TOLERANCES = (1e-6, 1e-7, 1e-8)
 
 
-class ContinuousNormalizingFlow(nn.Module):
+class ContinuousNormalizingFlow(Pretrained, nn.Module):
     """The CNF of paper section 3.5 on one region group's codes (B, K, D).
 
     ``flow(codes)`` is eq. 7 (code -> z), ``flow.reverse(z)`` eq. 8 (z -> code); ``flow.log_prob(codes)``
     the maximum-likelihood objective's log density; ``flow.flow_matching_loss(codes)`` the flow-matching
-    objective. ``flow.nfe`` is the number of evaluations of f in the last solve.
+    objective. ``flow.nfe`` is the number of evaluations of f in the last solve. Saved and loaded as a
+    checkpoint directory of kind ``flow`` (:class:`~facestyle.checkpoint.Pretrained`).
     """
+
+    kind = "flow"
+    config_class = FlowConfig
 
     def __init__(self, config: FlowConfig) -> None:
         super().__init__()

@@ -17,7 +17,6 @@ s from mapped codes M_g(z); see :mod:`facestyle.train.mapping`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
+from ..checkpoint import Pretrained
 from ..errors import InputError
 from .sean import StackedLinear
 
@@ -76,9 +76,6 @@ class MappingConfig:
     def code_dim(self) -> int:
         """K * D, the dimension of the group's code space."""
         return self.group_size * self.style_dim
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "classes": list(self.classes)}
 
 
 # Architecture presets; the bank fills in label_set, region, classes and style_dim.
@@ -187,8 +184,12 @@ class CodeWhitener(nn.Module):
         return self.log_det
 
 
-class MappingNetwork(nn.Module):
-    """M_g of eq. 3: z (B, latent_dim) -> the group's style codes (B, K, D)."""
+class MappingNetwork(Pretrained, nn.Module):
+    """M_g of eq. 3: z (B, latent_dim) -> the group's style codes (B, K, D). Saved and loaded as a
+    checkpoint directory of kind ``mapping`` (:class:`~facestyle.checkpoint.Pretrained`)."""
+
+    kind = "mapping"
+    config_class = MappingConfig
 
     def __init__(self, config: MappingConfig) -> None:
         super().__init__()

@@ -18,30 +18,23 @@ size (DeepLab's batch norm needs large batches; ``norm="batch"`` is available). 
 of the output-stride map, so choose them with the feature map's size in mind (the presets do: a 256
 input at output stride 8 is a 32 x 32 map, hence rates 4, 8, 12).
 
-Checkpoints are facestyle checkpoint directories of kind ``parser``: ``config.json`` (this config, the
-label set included) + ``model.safetensors``.
+Checkpoints are facestyle checkpoint directories of kind ``parser`` (``FaceParserNet.from_pretrained`` /
+``save_pretrained``): ``config.json`` (this config, the label set included) + ``model.safetensors``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import typing
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, resolve, save_pretrained
-from ..errors import CheckpointError, InputError
+from ..checkpoint import Pretrained
+from ..errors import InputError
 
-__all__ = ["ParserConfig", "PARSER_PRESETS", "FaceParserNet", "ASPP", "load_parser_net", "save_parser_net",
-           "parser_config_from_dict", "KIND"]
-
-KIND = "parser"
+__all__ = ["ParserConfig", "PARSER_PRESETS", "FaceParserNet", "ASPP"]
 
 
 @dataclass(frozen=True)
@@ -90,9 +83,6 @@ class ParserConfig:
 
         return get_label_set(self.label_set).num_classes
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "blocks": list(self.blocks), "aspp_rates": list(self.aspp_rates)}
-
 
 PARSER_PRESETS: dict[str, ParserConfig] = {
     # For a GPU: a ResNet-18-sized backbone at 256 x 256, output stride 8 (about 16 M parameters).
@@ -104,34 +94,6 @@ PARSER_PRESETS: dict[str, ParserConfig] = {
     "tiny": ParserConfig(image_size=64, width=8, blocks=(1, 1, 1, 1), aspp_channels=32, aspp_rates=(1, 2, 3),
                          low_level_channels=16, decoder_channels=32, dropout=0.0),
 }
-
-
-def parser_config_from_dict(data: Any, where: str = "parser config") -> ParserConfig:
-    """A :class:`ParserConfig` from a JSON mapping; unknown keys and bad values are InputErrors."""
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping of config values")
-    fields = {f.name for f in dataclasses.fields(ParserConfig)}
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    hints = typing.get_type_hints(ParserConfig)
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        hint = hints[key]
-        try:
-            if typing.get_origin(hint) is tuple:
-                value = tuple(int(v) for v in value)
-            elif typing.get_origin(hint) is Literal:
-                if value not in typing.get_args(hint):
-                    raise ValueError(f"expected one of {typing.get_args(hint)}")
-            elif hint in (int, float, str):
-                if hint is int and (isinstance(value, bool) or (isinstance(value, float) and not value.is_integer())):
-                    raise ValueError("expected a whole number")
-                value = hint(value)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{where}: bad value {value!r} for {key} ({exc})") from None
-        values[key] = value
-    return ParserConfig(**values)
 
 
 # ------------------------------------------------------------------------------------------- layers
@@ -193,8 +155,11 @@ class ASPP(nn.Module):
         return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
 
 
-class FaceParserNet(nn.Module):
+class FaceParserNet(Pretrained, nn.Module):
     """Image (B, 3, S, S) in [-1, 1] -> class logits (B, R, S, S) (see the module docstring)."""
+
+    kind = "parser"
+    config_class = ParserConfig
 
     def __init__(self, config: ParserConfig) -> None:
         super().__init__()
@@ -243,29 +208,3 @@ class FaceParserNet(nn.Module):
     def predict(self, image: Tensor) -> Tensor:
         """Class indices (B, H, W) of images (B, 3, H, W) in [-1, 1]."""
         return self(image).argmax(dim=1)
-
-
-# -------------------------------------------------------------------------------------- checkpoints
-
-
-def save_parser_net(model: FaceParserNet, directory: str | os.PathLike, **meta: Any) -> Path:
-    """Write a parser checkpoint directory (kind ``parser``): ``config.json`` + ``model.safetensors``."""
-    return save_pretrained(model, directory, kind=KIND, config=model.config.to_dict(), **meta)
-
-
-def load_parser_net(path: str | os.PathLike, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> FaceParserNet:
-    """Rebuild a parser from its checkpoint directory, in eval mode; problems are CheckpointErrors."""
-    directory = resolve(path)
-    data = read_config(directory, kind=KIND)
-    try:
-        config = parser_config_from_dict(data["model"], f"{directory / CONFIG_NAME}")
-    except (KeyError, InputError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid parser config ({exc})") from None
-    model = FaceParserNet(config)
-    try:
-        load_state(model, directory)
-    except RuntimeError as exc:  # a shape mismatch
-        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match its config.json: "
-                              f"{str(exc).splitlines()[-1].strip()}") from None
-    return model.to(device=device, dtype=dtype).eval()

@@ -1,4 +1,4 @@
-"""Style banks and the style networks that live beside a generator checkpoint.
+"""Style banks: a dataset's style codes, as one generator encodes them.
 
 A **style bank** holds the trained encoder's style codes (N, R, D) and presence (N, R) for a dataset: the
 mapping networks (paper eq. 3, 6) and the flows (eq. 7-8) train on banks, not on images. It is one
@@ -8,24 +8,14 @@ for another label set is refused rather than silently mixed::
 
     facestyle encode-styles --checkpoint DIR --data celebamask-hq:ROOT --out bank.safetensors
 
-**Style networks** sit beside the generator, one facestyle checkpoint directory per region group and kind
-(``config.json`` with the group's classes + ``model.safetensors``)::
-
-    CHECKPOINT/config.json, model.safetensors      the generator
-    CHECKPOINT/mapping/skin/, mapping/hair/         mapping networks M_g (kind "mapping")
-    CHECKPOINT/flow/skin/, flow/hair/               flows (kind "flow")
-
-and are found by region name (:func:`load_style_network`); each records the generator's identity.
+The networks trained on banks live beside the generator (:mod:`facestyle.styles.networks`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-import shutil
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,22 +25,15 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_state, read_config, resolve, save_pretrained, save_tensors
+from ..checkpoint import WEIGHTS_NAME, resolve, save_tensors
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..model import FaceStyleNet
-from ..nn.flow import ContinuousNormalizingFlow, FlowConfig
-from ..nn.mapping import MappingConfig, MappingNetwork
 
-__all__ = ["StyleBank", "BANK_FORMAT", "STYLE_KINDS", "checkpoint_identity", "file_sha256", "encode_styles",
-           "encode_bank", "available_style_networks", "style_network_dir", "load_style_network",
-           "save_style_network", "install_style_network", "config_from_dict", "coerce"]
+__all__ = ["StyleBank", "BANK_FORMAT", "checkpoint_identity", "file_sha256", "encode_styles", "encode_bank"]
 
 BANK_FORMAT = "facestyle-style-bank"
 BANK_VERSION = 1
-STYLE_KINDS = ("mapping", "flow")
-_NETWORKS: dict[str, tuple[type, type]] = {"mapping": (MappingConfig, MappingNetwork),
-                                           "flow": (FlowConfig, ContinuousNormalizingFlow)}
 
 
 # ---------------------------------------------------------------------------------------------- identity
@@ -251,139 +234,3 @@ def encode_bank(checkpoint: str | os.PathLike, data_spec: str, split: str = "all
     info = {"checkpoint": str(checkpoint), "data": data_spec, "split": split, "seed": seed,
             "resolution": resolution or cfg.image_size, "image_size": cfg.image_size}
     return StyleBank(codes, presence, cfg.label_set, checkpoint_identity(checkpoint), names, info)
-
-
-# ------------------------------------------------------------------------------------ style networks
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in STYLE_KINDS:
-        raise InputError(f"unknown style network kind {kind!r}; choose one of: {', '.join(STYLE_KINDS)}")
-
-
-def style_network_dir(checkpoint: str | os.PathLike, kind: str, region: str) -> Path:
-    """Where the ``kind`` network of ``region`` lives beside a generator: ``CHECKPOINT/kind/region``."""
-    _check_kind(kind)
-    return resolve(checkpoint) / kind / region
-
-
-def available_style_networks(checkpoint: str | os.PathLike, kind: str) -> list[str]:
-    """The regions with a trained ``kind`` network beside a generator checkpoint, sorted."""
-    _check_kind(kind)
-    root = resolve(checkpoint) / kind
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
-
-
-def config_from_dict(cls: type, data: Any, where: str) -> Any:
-    """A config dataclass from a JSON/YAML mapping: unknown keys and badly typed values are errors."""
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping of config values")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise InputError(f"{where}: unknown config key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{k: coerce(hints[k], v, f"{where}: {k}") for k, v in data.items()})
-
-
-def coerce(tp: Any, value: Any, key: str) -> Any:
-    """``value`` (from JSON, YAML or a ``key=value`` string) as the field type ``tp``."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise InputError(f"{key} must be one of {', '.join(map(str, typing.get_args(tp)))}, got {value!r}")
-        return value
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        try:
-            return tuple(int(v) for v in items)
-        except (TypeError, ValueError):
-            raise InputError(f"{key} must be a list of integers, got {value!r}") from None
-    if tp is bool:
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-            raise InputError(f"{key} must be true or false, got {value!r}")
-        return bool(value)
-    if tp in (int, float, str):
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise InputError(f"{key} must be a whole number, got {value!r}")
-        try:
-            return tp(value)
-        except (TypeError, ValueError):
-            raise InputError(f"{key} must be {tp.__name__}, got {value!r}") from None
-    return value
-
-
-def load_style_network(path: str | os.PathLike, kind: str, region: str | None = None,
-                       device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                       generator_sha256: str | None = None, label_set: str | None = None) -> nn.Module:
-    """A mapping network or flow, in eval mode.
-
-    ``path`` is the network's own directory (``region`` None), or a generator checkpoint beside which
-    ``kind/region`` is looked up; a region with no trained network is a :class:`CheckpointError` listing
-    those available. ``generator_sha256`` / ``label_set``: refuse a network trained on another
-    generator's codes or for another label set.
-    """
-    _check_kind(kind)
-    if region is not None:
-        directory = style_network_dir(path, kind, region)
-        if not (directory / CONFIG_NAME).is_file():
-            found = available_style_networks(path, kind)
-            have = f"available: {', '.join(found)}" if found else f"none is installed (train one with facestyle " \
-                   f"train-{kind} --region {region} --checkpoint {path})"
-            raise CheckpointError(f"no {kind} network for region {region!r} beside {resolve(path)}; {have}")
-    else:
-        directory = resolve(path)
-    data = read_config(directory, kind=kind)
-    config_cls, network_cls = _NETWORKS[kind]
-    try:
-        config = config_from_dict(config_cls, data["model"], f"{directory / CONFIG_NAME}")
-    except (KeyError, InputError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_NAME}: invalid {kind} config ({exc})") from None
-    if label_set is not None and config.label_set != label_set:
-        raise CheckpointError(f"{directory} was trained for the {config.label_set} label set, not {label_set}")
-    trained_on = (data.get("bank") or {}).get("checkpoint_sha256")
-    if generator_sha256 is not None and trained_on is not None and trained_on != generator_sha256:
-        raise CheckpointError(f"{directory} was trained on the codes of another generator (sha256 {trained_on[:12]}, "
-                              f"this one is {generator_sha256[:12]}); retrain it on a bank of this checkpoint")
-    network = network_cls(config)
-    try:
-        load_state(network, directory)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{directory / WEIGHTS_NAME} does not match its config.json: "
-                              f"{str(exc).splitlines()[-1].strip()}") from None
-    return network.to(device=device, dtype=dtype).eval()
-
-
-def save_style_network(network: nn.Module, directory: str | os.PathLike, kind: str,
-                       bank: dict[str, Any] | None = None, **meta: Any) -> Path:
-    """Write a mapping network or flow as a facestyle checkpoint directory of ``kind``; ``bank``
-    records what it was trained on (the generator's ``checkpoint_sha256`` above all)."""
-    _check_kind(kind)
-    return save_pretrained(network, directory, kind=kind, config=network.config.to_dict(), bank=bank or {}, **meta)
-
-
-def install_style_network(source: str | os.PathLike, checkpoint: str | os.PathLike, kind: str,
-                          region: str) -> Path:
-    """Copy a trained network's ``config.json`` + ``model.safetensors`` to ``CHECKPOINT/kind/region``
-    (replacing what was there in one rename), after checking it was trained on that generator's codes."""
-    from ..train.common import atomic_directory
-
-    source = Path(source)
-    data = read_config(source, kind=kind)
-    trained_on = (data.get("bank") or {}).get("checkpoint_sha256")
-    sha = checkpoint_identity(checkpoint)
-    if trained_on is not None and trained_on != sha:
-        raise CheckpointError(f"{source} was trained on the codes of another generator (sha256 {trained_on[:12]}) "
-                              f"than {checkpoint} (sha256 {sha[:12]}); not installing it there")
-    target = style_network_dir(checkpoint, kind, region)
-    with atomic_directory(target) as tmp:
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copyfile(source / name, tmp / name)
-    return target

@@ -6,7 +6,7 @@ A run folder looks like::
     RUN_DIR/config.yaml                  the resolved config (loadable with --config)
     RUN_DIR/run.json                     the data the run reads (spec, split, resolution, seed)
     RUN_DIR/checkpoints/step_0001000/    a checkpoint: what save_pretrained writes (config.json +
-                                         model.safetensors, loadable by load_pretrained) ...
+                                         model.safetensors, loadable by from_pretrained) ...
         trainer/state.json               ... plus the trainer state: step, data position, structure
         trainer/state.safetensors        optimizer moments, RNG states, auxiliary networks (the
                                          discriminator)
@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_tensors, read_json, save_tensors
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_tensors, read_json, save_tensors
+from ..config import load_sections
 from ..errors import CheckpointError, FacestyleError, InputError
 from ..io import atomic_write_bytes
 
@@ -426,6 +427,36 @@ def resolve_resume(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"cannot resume: {path} holds no checkpoint with a trainer state "
                               f"(expected {CHECKPOINTS_DIR}/step_*/{TRAINER_DIR}/{STATE_JSON})")
     return found
+
+
+def read_run_info(run_dir: Path, *required: str) -> dict[str, Any]:
+    """What a run trains on (``RUN_DIR/run.json``): {} when it is missing or unreadable, unless ``required``
+    keys are asked for (then an InputError asking for the data again)."""
+    path = run_dir / RUN_INFO
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        info = None
+    info = info if isinstance(info, dict) else {}
+    if any(key not in info for key in required):
+        raise InputError(f"{path} is missing or unreadable: give the data again with --data")
+    return info
+
+
+def load_run_config(run_dir: Path, model: Any, train: Any) -> tuple[Any, Any]:
+    """The (model, train) configs of a run folder's ``config.yaml``, laid over ``model`` and ``train``."""
+    sections = load_sections(run_dir / RUN_CONFIG, {"model": model, "train": train})
+    return sections["model"], sections["train"]
+
+
+def check_same_network(network_class: type[Pretrained], config: Any, checkpoint: Path) -> None:
+    """A resumed run keeps its network: ``config`` must equal the checkpoint's model config."""
+    saved, _ = network_class.pretrained_config(checkpoint)
+    diff = [f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
+            for f in fields(config) if getattr(saved, f.name) != getattr(config, f.name)]
+    if diff:
+        raise CheckpointError(f"cannot resume {checkpoint} with another model config ({'; '.join(diff)}); "
+                              "only train.* values may change on resume")
 
 
 @contextlib.contextmanager

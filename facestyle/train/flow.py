@@ -34,7 +34,6 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver, SolverError
-from ..styles.bank import save_style_network
 from .common import log
 from .mapping import BankTrainer, resolve_configs, run_bank_training
 
@@ -138,7 +137,7 @@ class FlowTrainer(BankTrainer):
             log(self.dist, f"default solver {solver.describe()}: code -> z -> code on {len(codes)} bank codes, "
                            f"largest relative error {error:.1e} ({verdict} half of train.round_trip_tolerance="
                            f"{cfg.round_trip_tolerance:g})")
-            save_style_network(flow, directory, self.kind, bank=self.bank_info, step=self.step)
+            self.save_network(directory)
             return
         try:
             error, _ = flow.round_trip_error(codes)

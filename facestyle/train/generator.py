@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -49,7 +48,6 @@ from ..nn.discriminator import MultiscaleDiscriminator
 from .common import (
     FINAL_DIR,
     RUN_CONFIG,
-    RUN_INFO,
     TRAINER_DIR,
     CheckpointedRun,
     DataStream,
@@ -59,10 +57,12 @@ from .common import (
     Progress,
     SeededTransform,
     TrainingError,
+    check_same_network,
     deterministic_mode,
     list_checkpoints,
     load_trainer_state,
     log,
+    read_run_info,
     resolve_resume,
     rng_state,
     seed_everything,
@@ -164,7 +164,7 @@ class GeneratorTrainer(CheckpointedRun):
         cfg = config.train
         resume_state = None
         if resume_from is not None:
-            check_same_model(config, resume_from)
+            check_same_network(FaceStyleNet, config.model, resume_from)
             resume_state = load_trainer_state(resume_from / TRAINER_DIR)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
@@ -388,16 +388,6 @@ def image_grid(rows: list[Tensor], pad: int = 2) -> np.ndarray:
     return grid
 
 
-def check_same_model(config: Config, checkpoint: Path) -> None:
-    """A resumed run keeps its network: the model config must equal the checkpoint's."""
-    saved, _ = FaceStyleNet.pretrained_config(checkpoint)
-    if saved != config.model:
-        diff = [f"{k}: {getattr(saved, k)!r} -> {getattr(config.model, k)!r}"
-                for k in saved.__dataclass_fields__ if getattr(saved, k) != getattr(config.model, k)]
-        raise CheckpointError(f"cannot resume {checkpoint} with another model config ({'; '.join(diff)}); "
-                              "only train.* values may change on resume")
-
-
 # --------------------------------------------------------------------------------------------- Python API
 
 
@@ -426,7 +416,8 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
     if resume:
         resume_from = resolve_resume(out_dir if resume is True else Path(resume))
         if data_spec is None:
-            data_spec, split, resolution, data_seed = read_run_info(resume_from.parent.parent)
+            info = read_run_info(resume_from.parent.parent, "spec", "split", "resolution", "seed")
+            data_spec, split, resolution, data_seed = info["spec"], info["split"], info["resolution"], info["seed"]
     elif list_checkpoints(out_dir):
         raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                             "or choose another --out")
@@ -440,16 +431,6 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
             return trainer.train()
         finally:
             trainer.dist.shutdown()
-
-
-def read_run_info(run_dir: Path) -> tuple[str, str, int | None, int]:
-    """The data a run was started with (``RUN_DIR/run.json``)."""
-    path = run_dir / RUN_INFO
-    try:
-        info = json.loads(path.read_text())
-        return info["spec"], info["split"], info["resolution"], info["seed"]
-    except (OSError, ValueError, KeyError):
-        raise InputError(f"{path} is missing or unreadable: give the data again with --data") from None
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -25,35 +25,25 @@ This module also holds :class:`BankTrainer`, the loop shared with :mod:`facestyl
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..checkpoint import load_state, read_config
+from ..config import apply_overrides, config_to_dict
 from ..errors import CheckpointError, InputError
+from ..nn.flow import ContinuousNormalizingFlow
 from ..nn.mapping import MAPPING_PRESETS, CodeDiscriminator, MappingConfig, MappingNetwork
-from ..styles.bank import (
-    StyleBank,
-    coerce,
-    config_from_dict,
-    file_sha256,
-    install_style_network,
-    save_style_network,
-)
+from ..styles.bank import StyleBank, file_sha256
+from ..styles.networks import install_style_network, style_network_class
 from .common import (
     FINAL_DIR,
-    RUN_CONFIG,
-    RUN_INFO,
     TRAINER_DIR,
     CheckpointedRun,
     DataStream,
@@ -62,18 +52,19 @@ from .common import (
     Meter,
     Progress,
     TrainingError,
+    check_same_network,
     deterministic_mode,
     list_checkpoints,
+    load_run_config,
     load_trainer_state,
     log,
+    read_run_info,
     resolve_resume,
     rng_state,
     seed_everything,
 )
 
-__all__ = ["MappingTrainConfig", "MAPPING_TRAIN_PRESETS", "BankTrainer", "MappingTrainer", "train_mapping",
-           "load_run_config", "apply_overrides"]
-
+__all__ = ["MappingTrainConfig", "MAPPING_TRAIN_PRESETS", "BankTrainer", "MappingTrainer", "train_mapping"]
 
 
 @dataclass(frozen=True)
@@ -118,38 +109,6 @@ def check_train_config(cfg: Any) -> None:
             raise InputError(message)
 
 
-def apply_overrides(model: Any, train: Any, items: list[str] | None) -> tuple[Any, Any]:
-    """``section.key=value`` overrides (``model.hidden_dim=128``, ``train.steps=500``) on two configs."""
-    for item in items or []:
-        path, sep, value = item.partition("=")
-        section, dot, key = path.partition(".")
-        if not sep or not dot:
-            raise InputError(f"override {item!r} is not of the form section.key=value (e.g. train.steps=100)")
-        if section not in ("model", "train"):
-            raise InputError(f"override {item!r}: section must be model or train")
-        target = model if section == "model" else train
-        fields = {f.name: f for f in dataclasses.fields(target)}
-        if key not in fields:
-            raise InputError(f"unknown config key {path!r}; {section} keys: {', '.join(fields)}")
-        hint = typing.get_type_hints(type(target))[key]
-        target = replace(target, **{key: coerce(hint, value, path)})
-        model, train = (target, train) if section == "model" else (model, target)
-    return model, train
-
-
-def load_run_config(path: str | os.PathLike, model_cls: type, train_cls: type) -> tuple[Any, Any]:
-    """The (model, train) configs a run folder's ``config.yaml`` holds."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read the run's config ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected model: and train: sections")
-    return (config_from_dict(model_cls, data.get("model", {}), f"{path} model"),
-            config_from_dict(train_cls, data.get("train", {}), f"{path} train"))
-
-
 class _Rows(Dataset):
     """The bank's group codes (N, K, D) as a dataset keyed by :class:`~.common.EpochSampler`'s
     (index, seed) pairs."""
@@ -192,7 +151,7 @@ class BankTrainer(CheckpointedRun):
                           "checkpoint": self.bank.info.get("checkpoint"), "data": self.bank.info.get("data")}
         resume_state = None
         if resume_from is not None:
-            check_same_network(model_config, resume_from, self.kind)
+            check_same_network(style_network_class(self.kind), model_config, resume_from)
             resume_state = load_trainer_state(resume_from / TRAINER_DIR)
             trained_on = (resume_state.get("bank") or {}).get("sha256")
             if trained_on != self.bank_info["sha256"]:
@@ -211,7 +170,7 @@ class BankTrainer(CheckpointedRun):
 
     # ---------------------------------------------------------------------------------- subclass API
 
-    network: nn.Module
+    network: MappingNetwork | ContinuousNormalizingFlow
 
     def build(self) -> None:
         raise NotImplementedError
@@ -298,20 +257,20 @@ class BankTrainer(CheckpointedRun):
                 "install_to": None if self.install_to is None else str(self.install_to)}
 
     def prepare_run_dir(self) -> None:
-        self.write_run_files({"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)},
+        self.write_run_files({"model": config_to_dict(self.model_config), "train": config_to_dict(self.train_config)},
                              self.run_info())
 
     def trainer_state(self) -> dict[str, Any]:
         rng_tensors, rng_meta = rng_state()
         return {"step": self.step, "data": self.data.state_dict(), "bank": self.bank_info,
-                "config": dataclasses.asdict(self.train_config), "losses": self.last_losses,
+                "config": config_to_dict(self.train_config), "losses": self.last_losses,
                 "rng": {"tensors": rng_tensors, "meta": rng_meta}, **self.aux_state()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.network,)
 
     def save_network(self, directory: Path) -> None:
-        save_style_network(self.network, directory, self.kind, bank=self.bank_info, step=self.step)
+        self.network.save_pretrained(directory, bank=self.bank_info, step=self.step)
 
     def write_final(self) -> Path | None:
         """``RUN_DIR/final``, and the copy beside the generator."""
@@ -340,16 +299,6 @@ class BankTrainer(CheckpointedRun):
             raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this network "
                                   f"({str(exc).splitlines()[0]})") from None
         self.restore_progress(checkpoint, state)
-
-
-def check_same_network(config: Any, checkpoint: Path, kind: str) -> None:
-    """A resumed run keeps its network: the model config must equal the checkpoint's."""
-    saved = read_config(checkpoint, kind=kind).get("model", {})
-    now = config.to_dict()
-    diff = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
-    if diff:
-        raise CheckpointError(f"cannot resume {checkpoint} with another model config ({'; '.join(diff)}); "
-                              "only train.* values may change on resume")
 
 
 # ------------------------------------------------------------------------------------ mapping trainer
@@ -466,14 +415,6 @@ def run_bank_training(trainer_cls: type[BankTrainer], model_config: Any, train_c
         return trainer.train()
 
 
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RUN_INFO
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def train_mapping(bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str = "skin", *,
                   preset: str | None = None, overrides: list[str] | None = None,
                   resume: bool | str | os.PathLike = False, device: str = "cpu", stop_at: int | None = None,
@@ -506,7 +447,7 @@ def resolve_configs(model_cls: type, train_cls: type, model_presets: dict, train
     bank (label set, region's classes, code length); then ``model_changes`` and the overrides."""
     if resume:
         run_dir = resolve_resume(Path(out_dir) if resume is True else Path(resume)).parent.parent
-        model, train = load_run_config(run_dir / RUN_CONFIG, model_cls, train_cls)
+        model, train = load_run_config(run_dir, model_cls(), train_cls())
         if preset is not None:
             train = train_presets[preset]
     else:
@@ -519,4 +460,5 @@ def resolve_configs(model_cls: type, train_cls: type, model_presets: dict, train
         model = replace(model_presets[preset], label_set=loaded.label_set, region=region,
                         classes=resolve_region(loaded, region), style_dim=loaded.style_dim, **model_changes)
         train = train_presets[preset]
-    return apply_overrides(model, train, overrides)
+    sections = apply_overrides({"model": model, "train": train}, overrides)
+    return sections["model"], sections["train"]

@@ -30,33 +30,30 @@ a finished run's; copy either to ``CHECKPOINT/parser/`` to have the Editor parse
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import math
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import load_state, read_config
+from ..checkpoint import load_state
+from ..config import apply_overrides, config_to_dict
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
 from ..errors import CheckpointError, InputError
 from ..io import atomic_write_bytes
 from ..labels import LabelSet, get_label_set
-from ..nn.parser import KIND, PARSER_PRESETS, FaceParserNet, ParserConfig, parser_config_from_dict, save_parser_net
+from ..nn.parser import PARSER_PRESETS, FaceParserNet, ParserConfig
 from .common import (
     FINAL_DIR,
-    RUN_CONFIG,
-    RUN_INFO,
     TRAINER_DIR,
     CheckpointedRun,
     DataStream,
@@ -66,10 +63,13 @@ from .common import (
     Progress,
     SeededTransform,
     TrainingError,
+    check_same_network,
     deterministic_mode,
     list_checkpoints,
+    load_run_config,
     load_trainer_state,
     log,
+    read_run_info,
     resolve_resume,
     rng_state,
     seed_everything,
@@ -321,7 +321,7 @@ class ParserTrainer(CheckpointedRun):
         cfg = train_config
         resume_state = None
         if resume_from is not None:
-            check_same_parser(model_config, resume_from)
+            check_same_network(FaceParserNet, model_config, resume_from)
             resume_state = load_trainer_state(resume_from / TRAINER_DIR)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
@@ -471,13 +471,13 @@ class ParserTrainer(CheckpointedRun):
     # ---------------------------------------------------------------------------------------- saving
 
     def prepare_run_dir(self) -> None:
-        config = {"model": self.model_config.to_dict(), "train": dataclasses.asdict(self.train_config)}
+        config = {"model": config_to_dict(self.model_config), "train": config_to_dict(self.train_config)}
         self.write_run_files(config, self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
         rng_tensors, rng_meta = rng_state()
         return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
-                "config": dataclasses.asdict(self.train_config), "losses": self.last_losses,
+                "config": config_to_dict(self.train_config), "losses": self.last_losses,
                 "evaluations": self.evaluations, "optimizer": self.optimizer.state_dict(),
                 "rng": {"tensors": rng_tensors, "meta": rng_meta}}
 
@@ -490,7 +490,7 @@ class ParserTrainer(CheckpointedRun):
         meta = {"step": self.step, "data": self.data_info}
         if last is not None:
             meta["held_out_mean_iou"] = _finite(last["mean_iou"])
-        save_parser_net(_plain(self.model), directory, **meta)
+        _plain(self.model).save_pretrained(directory, **meta)
 
     def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
         """Restore weights, optimizer, step, data position, evaluations and RNG states."""
@@ -512,16 +512,6 @@ def _finite(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
 
-def check_same_parser(config: ParserConfig, checkpoint: Path) -> None:
-    """A resumed run keeps its network: the model config must equal the checkpoint's."""
-    saved = parser_config_from_dict(read_config(checkpoint, kind=KIND).get("model", {}), str(checkpoint))
-    if saved != config:
-        diff = [f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(config, f.name)!r}"
-                for f in dataclasses.fields(ParserConfig) if getattr(saved, f.name) != getattr(config, f.name)]
-        raise CheckpointError(f"cannot resume {checkpoint} with another model config ({'; '.join(diff)}); "
-                              "only train.* values may change on resume")
-
-
 # ------------------------------------------------------------------------------------------- Python API
 
 
@@ -532,74 +522,21 @@ def resolve_configs(preset: str | None = None, overrides: list[str] | None = Non
     is given, which replaces the train section), then ``model.KEY=VALUE`` / ``train.KEY=VALUE`` overrides,
     then the flags."""
     if resume_dir is not None:
-        model, train = _load_run_config(resume_dir / RUN_CONFIG)
+        model, train = load_run_config(resume_dir, ParserConfig(), ParserTrainConfig())
         if preset is not None:
             train = _preset(preset)[1]
     else:
         model, train = _preset(preset or "base")
-    for item in overrides or []:
-        model, train = _override(model, train, item)
     flags = {"train.steps": steps, "train.batch_size": batch_size, "model.image_size": image_size}
-    for key, value in flags.items():
-        if value is not None:
-            model, train = _override(model, train, f"{key}={value}")
-    return model, train
+    items = [*(overrides or []), *(f"{key}={value}" for key, value in flags.items() if value is not None)]
+    sections = apply_overrides({"model": model, "train": train}, items)
+    return sections["model"], sections["train"]
 
 
 def _preset(name: str) -> tuple[ParserConfig, ParserTrainConfig]:
     if name not in PARSER_PRESETS:
         raise InputError(f"unknown parser preset {name!r}; choose one of: {', '.join(PARSER_PRESETS)}")
     return PARSER_PRESETS[name], PARSER_TRAIN_PRESETS[name]
-
-
-def _override(model: ParserConfig, train: ParserTrainConfig, item: str) -> tuple[ParserConfig, ParserTrainConfig]:
-    path, sep, value = item.partition("=")
-    section, dot, key = path.partition(".")
-    if not sep or not dot or section not in ("model", "train"):
-        raise InputError(f"override {item!r} is not of the form model.KEY=VALUE or train.KEY=VALUE")
-    if section == "model":
-        data = model.to_dict()
-        if key not in data:
-            raise InputError(f"unknown config key {path!r}; model keys: {', '.join(data)}")
-        data[key] = value.split(",") if isinstance(data[key], list) else value
-        return parser_config_from_dict(data, "--set"), train
-    fields = {f.name: f for f in dataclasses.fields(ParserTrainConfig)}
-    if key not in fields:
-        raise InputError(f"unknown config key {path!r}; train keys: {', '.join(fields)}")
-    return model, replace(train, **{key: _coerce(type(getattr(train, key)), value, path)})
-
-
-def _coerce(tp: type, value: str, key: str) -> Any:
-    if tp is bool:
-        low = str(value).strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise InputError(f"{key} must be true or false, got {value!r}")
-    try:
-        return tp(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{key} must be {tp.__name__}, got {value!r}") from None
-
-
-def _load_run_config(path: Path) -> tuple[ParserConfig, ParserTrainConfig]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"{path}: cannot read the run's config ({exc})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected model: and train: sections")
-    model = parser_config_from_dict(data.get("model", {}), f"{path} model")
-    train_data = data.get("train", {}) or {}
-    fields = {f.name for f in dataclasses.fields(ParserTrainConfig)}
-    unknown = sorted(set(train_data) - fields)
-    if unknown:
-        raise InputError(f"{path}: unknown train key(s) {', '.join(unknown)}")
-    train = ParserTrainConfig()
-    for key, value in train_data.items():
-        train = replace(train, **{key: _coerce(type(getattr(train, key)), value, f"train.{key}")})
-    return model, train
 
 
 def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: str | None = None,
@@ -624,7 +561,7 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
     resume_from = None
     if resume:
         resume_from = resolve_resume(out_dir if resume is True else Path(resume))
-        info = _read_run_info(resume_from.parent.parent)
+        info = read_run_info(resume_from.parent.parent)
         if data_spec is None:
             data_spec, split = info.get("spec"), info.get("split", split)
             eval_split, data_seed = info.get("eval_split", eval_split), info.get("seed", data_seed)
@@ -642,14 +579,6 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
             return trainer.train()
         finally:
             trainer.dist.shutdown()
-
-
-def _read_run_info(run_dir: Path) -> dict[str, Any]:
-    try:
-        info = json.loads((run_dir / RUN_INFO).read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 # ------------------------------------------------------------------------------------------------- CLI

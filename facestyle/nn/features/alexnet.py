@@ -42,7 +42,7 @@ class AlexNetFeatures(TorchvisionFeatures):
     """Frozen AlexNet returning ``[relu1, ..., relu5]`` (64, 192, 384, 256, 256 channels, strides 4, 8, 16,
     16, 16).
 
-    Takes images already normalised by the caller. Build it with :meth:`from_pretrained`; the plain
+    Takes images already normalised by the caller. Build it with :meth:`load_weights`; the plain
     constructor gives random weights (tests only).
     """
 

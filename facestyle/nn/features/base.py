@@ -60,7 +60,7 @@ class TorchvisionFeatures(nn.Module):
     """Frozen torchvision ``features`` network returning the outputs at :attr:`layer_indices`.
 
     Subclasses set the class attributes and :meth:`make_features`; :meth:`prepare` is the hook for input
-    normalisation (identity here). Build one with :meth:`from_pretrained`; the plain constructor gives
+    normalisation (identity here). Build one with :meth:`load_weights`; the plain constructor gives
     random weights (tests only). The network is frozen and always in eval mode.
     """
 
@@ -121,7 +121,7 @@ class TorchvisionFeatures(nn.Module):
         return model
 
     @classmethod
-    def from_pretrained(cls: type[_T], weights_dir: str | os.PathLike[str] | None = None) -> _T:
+    def load_weights(cls: type[_T], weights_dir: str | os.PathLike[str] | None = None) -> _T:
         """Load :attr:`weight_file` from the weights folder (``--weights-dir`` / ``FACESTYLE_WEIGHTS`` /
         torch's hub cache); a missing file raises :class:`~facestyle.errors.WeightsError` saying where
         to get it."""

@@ -167,7 +167,7 @@ class FIDInceptionE(nn.Module):
 class FIDInceptionV3(nn.Module):
     """Frozen FID InceptionV3: (B, 3, H, W) images in [0, 1] -> (B, 2048) pool3 features.
 
-    Build it with :meth:`from_pretrained` (or :meth:`from_file`); the plain constructor gives random
+    Build it with :meth:`load_weights` (or :meth:`from_file`); the plain constructor gives random
     weights (tests only). ``weights_id`` identifies the loaded file (path, size, modification time) so
     that feature caches are keyed by the weights they were computed with; it is ``None`` for random
     weights.
@@ -238,7 +238,7 @@ class FIDInceptionV3(nn.Module):
         return model
 
     @classmethod
-    def from_pretrained(cls, weights_dir: str | os.PathLike[str] | None = None) -> FIDInceptionV3:
+    def load_weights(cls, weights_dir: str | os.PathLike[str] | None = None) -> FIDInceptionV3:
         """Load ``pt_inception-2015-12-05-6726825d.pth`` from the weights folder (``--weights-dir`` /
         ``FACESTYLE_WEIGHTS`` / torch's hub cache, where pytorch-fid itself puts it); a missing file
         raises :class:`~facestyle.errors.WeightsError` saying where to get it."""

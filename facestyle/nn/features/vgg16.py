@@ -42,7 +42,7 @@ def _make_features() -> nn.Sequential:
 class VGG16Features(TorchvisionFeatures):
     """Frozen VGG16 returning ``[relu1_2, relu2_2, relu3_3, relu4_3, relu5_3]`` (strides 1, 2, 4, 8, 16).
 
-    Takes images already normalised by the caller. Build it with :meth:`from_pretrained`; the plain
+    Takes images already normalised by the caller. Build it with :meth:`load_weights`; the plain
     constructor gives random weights (tests only).
     """
 

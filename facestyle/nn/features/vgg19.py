@@ -44,7 +44,7 @@ class VGG19Features(TorchvisionFeatures):
     """Frozen VGG19 returning ``[relu1_1, relu2_1, relu3_1, relu4_1, relu5_1]`` for images in [-1, 1]
     (strides 1, 2, 4, 8, 16).
 
-    ImageNet normalisation happens inside (:meth:`prepare`). Build it with :meth:`from_pretrained`; the
+    ImageNet normalisation happens inside (:meth:`prepare`). Build it with :meth:`load_weights`; the
     plain constructor gives random weights (tests only).
     """
 
