@@ -1040,7 +1040,7 @@ def _as_batch(results: Any, size: int, device: torch.device) -> Tensor:
     from PIL import Image
 
     from ..data.transforms import resize_image
-    from ..editor.editor import _pil_image
+    from ..editor.inputs import _pil_image
 
     if isinstance(results, Tensor):
         items = list(results) if results.dim() == 4 else [results]
