@@ -1,7 +1,8 @@
 """facestyle: harmonized regional style transfer and manipulation of face images."""
 
+from .editor.editor import Editor
+from .editor.parser import FaceParser
+from .model import FaceStyleNet
+
 __version__ = "0.1.0"
-
-from .editor.editor import Editor  # noqa: E402
-
-__all__ = ["Editor", "__version__"]
+__all__ = ["Editor", "FaceParser", "FaceStyleNet", "__version__"]

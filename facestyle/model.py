@@ -58,15 +58,20 @@ class FaceStyleNet(Pretrained, nn.Module):
         """SEAN generator: labels (B, S, S) at the model's image size and codes (B, R, D) -> (B, 3, S, S)."""
         return self.generator(labels, codes)
 
+    def restyle(self, labels: Tensor, codes: Tensor, target: Tensor, presence: Tensor,
+                harmonize: bool = True) -> Tensor:
+        """Draw ``labels`` (B, S, S) with new ``codes`` (B, R, D): MRSA against the ``target`` codes over the
+        classes of ``presence`` (eq. 4-5; skipped when ``harmonize`` is False), then the SEAN generator."""
+        return self.decode(labels, self.harmonize(codes, target, presence, enabled=harmonize))
+
     def forward(self, image: Tensor, labels: Tensor) -> Tensor:
         """Reconstruction, the training task (reference = target, so s_c = s_t)."""
         codes, presence = self.encode(image, labels)
-        return self.decode(labels, self.harmonize(codes, codes, presence))
+        return self.restyle(labels, codes, codes, presence)
 
     def transfer(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
                  classes: Tensor, harmonize: bool = True) -> Tensor:
         """Move the style of ``classes`` from the reference to the target, harmonized through MRSA."""
         s_t, p_t = self.encode(target, target_labels)
         s_r, p_r = self.encode(reference, reference_labels)
-        s_c = self.compose(s_t, p_t, s_r, p_r, classes)
-        return self.decode(target_labels, self.harmonize(s_c, s_t, p_t, enabled=harmonize))
+        return self.restyle(target_labels, self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, harmonize)

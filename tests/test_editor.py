@@ -253,12 +253,12 @@ def test_transfer_takes_exactly_the_region_codes_from_the_reference(plain_editor
     (target, target_labels), (reference, reference_labels) = faces[:2]
     ed = plain_editor
     seen: list[torch.Tensor] = []
-    decode = ed._decode
-    monkeypatch.setattr(ed, "_decode", lambda labels, codes: seen.append(codes.clone()) or decode(labels, codes))
+    decode = ed.model.decode
+    monkeypatch.setattr(ed.model, "decode", lambda labels, codes: seen.append(codes.clone()) or decode(labels, codes))
 
     def codes_of(image, labels):
         photos = ed._prepare_images(image)
-        return ed._encode(photos.images, ed._prepare_labels(labels, photos))
+        return ed.model.encode(photos.images, ed._prepare_labels(labels, photos))
 
     with torch.inference_mode():
         s_t, p_t = codes_of(target, target_labels)
@@ -322,6 +322,18 @@ def test_demo_transfer_is_regional(faces):
         if change.max() == 0:  # absent from the reference
             continue
         assert change[inside].mean() > change[~inside].mean(), region
+
+
+@pytest.mark.skipif(not (demo_dir() / "config.json").is_file(), reason="the bundled demo model is not built yet")
+def test_the_package_loads_the_demo_network_as_the_editor_does():
+    import facestyle
+
+    assert {"Editor", "FaceStyleNet", "FaceParser"} <= set(facestyle.__all__)
+    model = facestyle.FaceStyleNet.from_pretrained("demo")
+    editor_model = facestyle.Editor.from_pretrained("demo").model
+    assert isinstance(model, FaceStyleNet) and model.config == editor_model.config
+    ours, theirs = model.state_dict(), editor_model.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 # ---------------------------------------------------------------------- bad input

@@ -401,8 +401,7 @@ def test_bench_harmony_pairs_render_under_different_lights():
 
 def test_multimodal_with_a_style_sampler(monkeypatch, tiny_checkpoint, random_weights, tmp_path):
     """The mapping networks are another module's; a stand-in sampler that repaints the region with noise."""
-    import sys
-    import types
+    from facestyle.editor.editor import Editor
 
     calls = []
 
@@ -412,9 +411,7 @@ def test_multimodal_with_a_style_sampler(monkeypatch, tiny_checkpoint, random_we
         noise = torch.rand(n, 3, *labels.shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
         return torch.where(inside, noise, target.expand(n, -1, -1, -1))
 
-    module = types.ModuleType("facestyle.editor.styles")
-    module.sample = sample
-    monkeypatch.setitem(sys.modules, "facestyle.editor.styles", module)
+    monkeypatch.setattr(Editor, "sample", sample)
     options = EvaluateOptions(checkpoint=str(tiny_checkpoint), task="multimodal", data="synthetic:20",
                               out=tmp_path / "report", limit=2, styles=3, regions=["skin"],
                               weights_dir=str(random_weights), paper_rows="celebamask-hq",

@@ -14,7 +14,8 @@ from PIL import Image
 from facestyle.checkpoint import demo_dir
 from facestyle.cli import main
 from facestyle.config import get_preset
-from facestyle.editor.edits import NewClassWarning, decolorize_nearest, load_face_editor
+from facestyle.editor.editor import Editor
+from facestyle.editor.edits import NewClassWarning, decolorize_nearest
 from facestyle.errors import CheckpointError, InputError
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.model import FaceStyleNet
@@ -105,7 +106,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def editor(tiny_checkpoint):
-    return load_face_editor(tiny_checkpoint)
+    return Editor.from_pretrained(tiny_checkpoint)
 
 
 @pytest.fixture(scope="module", params=["tiny", "demo"])
@@ -117,7 +118,7 @@ def any_editor(request, editor):
         return editor, 1.0
     if not (demo_dir() / "config.json").is_file():
         pytest.skip("the demo model is not installed (facestyle/assets/demo)")
-    return load_face_editor("demo"), 2.0
+    return Editor.from_pretrained("demo"), 2.0
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def fresh_editor(tmp_path):
     """An editor on its own copy of the tiny checkpoint (so that mapping networks and means can be added)."""
     torch.manual_seed(0)
     ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
-    return load_face_editor(ckpt)
+    return Editor.from_pretrained(ckpt)
 
 
 def _install_hat_mapping(editor) -> torch.nn.Module:
@@ -236,14 +237,14 @@ def test_new_classes_take_their_style_from_the_reference_then_mapping_then_mean(
     mean = torch.randn(CELEBAMASK_HQ.num_classes, d)
     count = torch.ones(CELEBAMASK_HQ.num_classes, dtype=torch.int64)
     save_style_mean(editor.checkpoint_dir, mean, count)
-    editor = load_face_editor(editor.checkpoint_dir)
+    editor = Editor.from_pretrained(editor.checkpoint_dir)
     codes, sources = _codes(editor, photo, labels, new)
     assert sources == {"hat": "dataset mean"}
     torch.testing.assert_close(codes[0, HAT], mean[HAT])
 
     # a mapping network for the hat comes before the mean
     network = _install_hat_mapping(editor)
-    editor = load_face_editor(editor.checkpoint_dir)
+    editor = Editor.from_pretrained(editor.checkpoint_dir)
     codes, sources = _codes(editor, photo, labels, new, seed=5)
     assert sources == {"hat": "mapping network (hat)"}
     torch.testing.assert_close(codes[0, HAT], network.sample(1, torch.Generator().manual_seed(5))[0, 0])
@@ -312,7 +313,7 @@ def test_a_missing_label_map_is_parsed_when_a_parser_is_configured(tmp_path, fac
     torch.manual_seed(0)
     ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     photo, labels = face
-    no_parser = load_face_editor(ckpt)
+    no_parser = Editor.from_pretrained(ckpt)
     with pytest.raises(InputError, match="no face parser"):
         no_parser.edit_shape(photo, None, labels)
     net = FaceParserNet(PARSER_PRESETS["tiny"])
@@ -321,7 +322,7 @@ def test_a_missing_label_map_is_parsed_when_a_parser_is_configured(tmp_path, fac
         net.classifier.bias.zero_()
         net.classifier.bias[SKIN] = 10.0
     net.save_pretrained(ckpt / "parser")
-    editor = load_face_editor(ckpt)  # finds CHECKPOINT/parser/
+    editor = Editor.from_pretrained(ckpt)  # finds CHECKPOINT/parser/
     assert editor.parser is not None
     parsed = editor._labels_or_parse(photo, None)
     assert parsed.shape == labels.shape and (parsed == SKIN).all()

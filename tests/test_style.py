@@ -23,17 +23,7 @@ from facestyle.cli import main
 from facestyle.config import get_preset
 from facestyle.data.synthetic import render, sample_face
 from facestyle.editor.editor import Editor
-from facestyle.editor.styles import (
-    StyleEditingMixin,
-    add_style_network,
-    finetune,
-    finetune_codes,
-    get_style_network,
-    parse_steps,
-    sample,
-    style_regions,
-    unit_direction,
-)
+from facestyle.editor.styles import parse_steps, unit_direction
 from facestyle.errors import CheckpointError, InputError
 from facestyle.io import save_image, save_labels
 from facestyle.model import FaceStyleNet
@@ -317,15 +307,15 @@ def region_change(images: torch.Tensor, labels: np.ndarray, classes) -> tuple[fl
 @pytest.mark.parametrize("region", ["skin", "hair"])
 def test_sampling_changes_the_region_more_than_the_rest(checkpoint, face, region):
     editor = Editor.from_pretrained(checkpoint)
-    add_style_network(editor, random_mapping(editor, region))
-    images = sample(editor, *face, region=region, n=4, seed=0, return_tensors=True)
+    editor.add_style_network(random_mapping(editor, region))
+    images = editor.sample(*face, region=region, n=4, seed=0, return_tensors=True)
     assert images.shape == (4, 3, 64, 64)
     labels = np.asarray(Image.open(face[1]))
     inside, outside = region_change(images, labels, editor.label_set.region_classes(region))
     assert inside > 1.2 * outside, (inside, outside)  # random weights spread a style through the convolutions
-    again = sample(editor, *face, region=region, n=4, seed=0, return_tensors=True)
+    again = editor.sample(*face, region=region, n=4, seed=0, return_tensors=True)
     assert torch.equal(images, again)  # the seed fixes the styles
-    pil = sample(editor, *face, region=region, n=2, seed=1)
+    pil = editor.sample(*face, region=region, n=2, seed=1)
     assert len(pil) == 2 and pil[0].size == (64, 64)
 
 
@@ -335,9 +325,9 @@ def test_demo_model_sampling_changes_the_region_more_than_the_rest():
     editor = Editor.from_pretrained("demo")
     editor.checkpoint_dir = demo_dir()
     image, labels = render(sample_face(2026, 0), editor.image_size)
-    region = style_regions(editor, "mapping")[0]
-    images = sample(editor, torch.from_numpy(image), torch.from_numpy(labels), region=region, n=4, seed=0,
-                    return_tensors=True)
+    region = editor.style_regions("mapping")[0]
+    images = editor.sample(torch.from_numpy(image), torch.from_numpy(labels), region=region, n=4, seed=0,
+                           return_tensors=True)
     inside, outside = region_change(images, labels, editor.label_set.region_classes(region))
     assert inside > 2 * outside, (inside, outside)
 
@@ -346,24 +336,24 @@ def test_finetuning_in_z_and_style_space(checkpoint, face, trained_flows):
     editor = Editor.from_pretrained(checkpoint)
     flow = trained_flows["flow-matching"]
     with pytest.raises(CheckpointError, match="codes of length 4"):
-        add_style_network(editor, flow)  # trained on 4-value codes; this model's are 16
+        editor.add_style_network(flow)  # trained on 4-value codes; this model's are 16
     torch.manual_seed(0)
     cfg = replace(FLOW_PRESETS["tiny"], classes=SKIN, style_dim=16, objective="flow-matching")
     flow16 = ContinuousNormalizingFlow(cfg)
     flow16.normalizer.fit(torch.randn(256, 2, 16))
-    add_style_network(editor, flow16)
+    editor.add_style_network(flow16)
 
     codes = torch.randn(1, 2, 16)
     d = unit_direction(32, seed=3)
     with torch.no_grad():
-        same = finetune_codes(editor, codes, "skin", [0.0], seed=3)
-        moved = finetune_codes(editor, codes, "skin", [0.5, 1.0, 2.0], direction=d, space="style")
+        same = editor.finetune_codes(codes, "skin", [0.0], seed=3)
+        moved = editor.finetune_codes(codes, "skin", [0.5, 1.0, 2.0], direction=d, space="style")
     assert relative_error(same, codes) < 1e-3  # step 0: the round trip
     assert torch.allclose((moved - codes).flatten(1).norm(dim=1), torch.tensor([0.5, 1.0, 2.0]), atol=1e-5)
     assert torch.allclose(moved[2] - codes[0], 2 * d.reshape(2, 16), atol=1e-5)
 
-    z = finetune(editor, *face, region="skin", step=0.5, n_steps=3, seed=0, return_tensors=True)
-    style = finetune(editor, *face, region="skin", step=[0.5, 1.0, 1.5], seed=0, space="style", return_tensors=True)
+    z = editor.finetune(*face, region="skin", step=0.5, n_steps=3, seed=0, return_tensors=True)
+    style = editor.finetune(*face, region="skin", step=[0.5, 1.0, 1.5], seed=0, space="style", return_tensors=True)
     assert z.shape == style.shape == (3, 3, 64, 64)
     labels = np.asarray(Image.open(face[1]))
     inside, outside = region_change(z, labels, SKIN)
@@ -372,8 +362,7 @@ def test_finetuning_in_z_and_style_space(checkpoint, face, trained_flows):
 
 
 def test_mixin_methods_use_only_the_editor_attributes(checkpoint, face):
-    bases = (Editor,) if issubclass(Editor, StyleEditingMixin) else (StyleEditingMixin, Editor)
-    StyleEditor = type("StyleEditor", bases, {})
+    StyleEditor = type("StyleEditor", (Editor,), {})
     editor = StyleEditor.from_pretrained(checkpoint)
     editor.add_style_network(random_mapping(editor))
     assert editor.style_regions("mapping") == ["skin"]
@@ -390,20 +379,20 @@ def test_a_region_without_a_network_lists_the_available_ones(checkpoint, face, t
     editor = Editor.from_pretrained(checkpoint)
     editor.checkpoint_dir = checkpoint
     with pytest.raises(CheckpointError, match="no mapping network for region 'hair'.*none is available"):
-        sample(editor, *face, region="hair", n=1)
+        editor.sample(*face, region="hair", n=1)
     net = random_mapping(editor, "skin")
     net.save_pretrained(checkpoint / "mapping" / "skin", bank={"checkpoint_sha256": checkpoint_identity(checkpoint)})
     try:
-        assert style_regions(editor, "mapping") == ["skin"]
+        assert editor.style_regions("mapping") == ["skin"]
         with pytest.raises(CheckpointError, match="no mapping network for region 'hair'.*available: skin"):
-            sample(editor, *face, region="hair", n=1)
-        assert len(sample(editor, *face, region="skin", n=1)) == 1  # found by region name, beside the generator
+            editor.sample(*face, region="hair", n=1)
+        assert len(editor.sample(*face, region="skin", n=1)) == 1  # found by region name, beside the generator
         with pytest.raises(CheckpointError, match="no flow network for region 'skin'"):
-            finetune(editor, *face, region="skin", step=1.0)
+            editor.finetune(*face, region="skin", step=1.0)
         # a network trained on another generator's codes is refused
         net.save_pretrained(checkpoint / "mapping" / "lips", bank={"checkpoint_sha256": "f" * 64})
         with pytest.raises(CheckpointError, match="another generator"):
-            get_style_network(editor, "mapping", "lips")
+            editor.style_network("mapping", "lips")
     finally:
         import shutil
 

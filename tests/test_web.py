@@ -367,10 +367,10 @@ def test_painting_a_large_photos_map_changes_only_the_painted_pixels(editor_app)
 
 @pytest.fixture()
 def editor_app(tmp_path):
-    from facestyle.editor.edits import load_face_editor
+    from facestyle.editor.editor import Editor
 
     torch.manual_seed(0)
-    return _App(load_face_editor(FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "c")),
+    return _App(Editor.from_pretrained(FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "c")),
                 ServerLimits())
 
 
@@ -397,9 +397,9 @@ def styled_checkpoint(tmp_path) -> Path:
 
 
 def test_random_style_and_fine_tuning_work_when_the_checkpoint_has_the_networks(styled_checkpoint, files):
-    from facestyle.editor.edits import load_face_editor
+    from facestyle.editor.editor import Editor
 
-    app = _App(load_face_editor(styled_checkpoint), ServerLimits())
+    app = _App(Editor.from_pretrained(styled_checkpoint), ServerLimits())
     assert (app.mapping_regions, app.flow_regions) == (["hair"], ["skin"])
     target, *_ = app.load(str(files["target"]), str(files["target_labels"]), "target", _no_progress)
     first, _, text = app.sample(target, "hair", 1, _no_progress)
@@ -412,12 +412,12 @@ def test_random_style_and_fine_tuning_work_when_the_checkpoint_has_the_networks(
 
 
 def test_without_style_networks_those_controls_are_off(tmp_path, files):
-    from facestyle.editor.edits import load_face_editor
+    from facestyle.editor.editor import Editor
     from facestyle.errors import InputError
 
     torch.manual_seed(0)
     checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
-    app = _App(load_face_editor(checkpoint), ServerLimits())
+    app = _App(Editor.from_pretrained(checkpoint), ServerLimits())
     assert app.mapping_regions == [] and app.flow_regions == []
     with pytest.raises(InputError, match="upload a target photo first"):
         app.transfer({}, {}, ["hair"], True, _no_progress)

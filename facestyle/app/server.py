@@ -34,8 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..data.transforms import resize_labels
+from ..editor.editor import Editor
+from ..editor.edits import decolorize_nearest, load_label_map
+from ..editor.parser import overlay
 from ..errors import FacestyleError, InputError
 from ..labels import LabelSet
 from ..runtime import worker_thread_hint
@@ -109,11 +114,6 @@ def read_label_upload(path: str | os.PathLike | None, label_set: LabelSet, photo
     """An uploaded label map (class indices, or palette colours) as (H, W) int64 at the photo's size."""
     if path is None:
         return None
-    import torch
-
-    from ..data.transforms import resize_labels
-    from ..editor.edits import load_label_map
-
     read_upload(path, limits, what)  # the same size checks as photos
     labels = load_label_map(path, label_set)
     h, w = photo_size
@@ -131,8 +131,6 @@ def labels_from_painting(painting: dict, label_set: LabelSet) -> np.ndarray:
 
     The brush colour is read from the layer, not the composite, so the blend of two colours at an
     antialiased stroke's edge never reads as a third class."""
-    from ..editor.edits import decolorize_nearest
-
     background = painting.get("background")
     if background is None:
         composite = painting.get("composite")
@@ -187,7 +185,7 @@ def legend_html(label_set: LabelSet) -> str:
 class _App:
     """The handlers, holding the editor and the locks; one per server."""
 
-    def __init__(self, editor: Any, limits: ServerLimits) -> None:
+    def __init__(self, editor: Editor, limits: ServerLimits) -> None:
         self.editor = editor
         self.limits = limits
         self.label_set: LabelSet = editor.label_set
@@ -196,11 +194,8 @@ class _App:
         self.flow_regions = self._style_regions("flow")
 
     def _style_regions(self, kind: str) -> list[str]:
-        method = getattr(self.editor, "style_regions", None)
-        if method is None:
-            return []
         try:
-            return list(method(kind))
+            return self.editor.style_regions(kind)
         except (FacestyleError, OSError) as exc:
             logger.warning("no %s networks: %s", kind, exc)
             return []
@@ -229,8 +224,6 @@ class _App:
 
     def views(self, state: dict) -> tuple:
         """The overlay and the two painting canvases of a loaded photo."""
-        from ..editor.parser import overlay
-
         image, labels = state.get("image"), state.get("labels")
         if image is None:
             return None, None, None
@@ -320,10 +313,6 @@ class _App:
         """The edited label map at the photo's size. The canvas may show the map smaller than the photo:
         when its background is the map it was given, only the painted pixels change (the rest keeps the
         photo's own detail); a background replaced in the editor is taken as it is, resized."""
-        import torch
-
-        from ..data.transforms import resize_labels
-
         canvas = labels_from_painting(painting, self.label_set)
         size = labels.shape
         (h, w), (ch, cw) = size, canvas.shape
@@ -393,8 +382,8 @@ CSS = """
 """
 
 
-def build_app(editor: Any, limits: ServerLimits | None = None, title: str = "facestyle") -> gr.Blocks:
-    """The page for an editor (an Editor with face editing, see :func:`facestyle.editor.edits.load_face_editor`)."""
+def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "facestyle") -> gr.Blocks:
+    """The page for an editor (:meth:`Editor.from_pretrained`; with a face parser, uploads are labelled)."""
     limits = limits or ServerLimits()
     app = _App(editor, limits)
     label_set = app.label_set
@@ -541,12 +530,10 @@ def serve(checkpoint: str | os.PathLike, parser: str | os.PathLike | None = None
           quiet: bool = False) -> gr.Blocks:
     """Load the checkpoint and run the web editor on ``host:port`` (blocking unless ``block=False``, in which
     case the running app is returned: stop it with ``app.close()``)."""
-    from ..editor.edits import load_face_editor
-
     limits = limits or ServerLimits()
     if not 0 < port < 65536:
         raise InputError(f"--port must lie in 1..65535, got {port}")
-    editor = load_face_editor(checkpoint, device=device, parser=parser)
+    editor = Editor.from_pretrained(checkpoint, device=device, parser=parser)
     demo = build_app(editor, limits)
     if host not in ("127.0.0.1", "localhost", "::1") and not quiet:
         logger.warning("binding to %s: anyone who can reach this machine can use the editor", host)

@@ -82,9 +82,9 @@ def _crop(text: str):
 
 
 def _load_face_editor(args: argparse.Namespace):
-    from ..editor.edits import load_face_editor
+    from ..editor.editor import Editor
 
-    return load_face_editor(args.checkpoint, device=args.device, label_set=args.label_set, parser=args.parser)
+    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=args.parser)
 
 
 def _image_and_labels(args: argparse.Namespace) -> tuple[Path, Path | None]:

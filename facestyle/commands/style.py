@@ -120,16 +120,6 @@ def run_train_flow(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------- sample, finetune
 
 
-def _load_editor(args: argparse.Namespace):
-    """The Editor, told where its checkpoint's mapping networks and flows are."""
-    from ..checkpoint import resolve
-
-    editor = load_editor(args)
-    if getattr(editor, "checkpoint_dir", None) is None:
-        editor.checkpoint_dir = resolve(args.checkpoint)
-    return editor
-
-
 def _target(args: argparse.Namespace) -> tuple[Path, Path]:
     return check_input_file(args.target, "an image"), check_input_file(args.target_labels, "a label map")
 
@@ -142,17 +132,16 @@ def _write_sheet(rows: list, titles: list[str], columns: list[str], path: Path) 
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ..editor.styles import sample
     from ..io import open_image, save_image
 
     target, labels = _target(args)
     out_dir = check_output_dir(args.out_dir)
     outputs = [out_dir / f"{args.region}_{i:02d}.png" for i in range(args.n)]
     check_not_overwriting_inputs([*outputs, out_dir / "sheet.png"], [target, labels])
-    editor = _load_editor(args)
+    editor = load_editor(args)
     with cli_warnings("sample"):
-        images = sample(editor, target, labels, region=args.region, n=args.n, seed=args.seed,
-                        harmonize=not args.no_harmonize)
+        images = editor.sample(target, labels, region=args.region, n=args.n, seed=args.seed,
+                               harmonize=not args.no_harmonize)
     for image, path in zip(images, outputs):
         save_image(image, path)
     _write_sheet([[open_image(target), *images]], [args.region], ["target", *(f"style {i}" for i in range(args.n))],
@@ -162,7 +151,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..editor.styles import finetune, parse_steps
+    from ..editor.styles import parse_steps
     from ..io import open_image, save_image
     from ..nn.flow import Solver
 
@@ -176,12 +165,12 @@ def run_finetune(args: argparse.Namespace) -> int:
     solver = None
     if args.solver is not None:
         solver = Solver(args.solver, args.atol, args.rtol, args.solver_steps)
-    editor = _load_editor(args)
+    editor = load_editor(args)
     rows = []
     with cli_warnings("finetune"):
         for space in spaces:
-            images = finetune(editor, target, labels, region=args.region, step=steps, seed=args.seed, space=space,
-                              harmonize=not args.no_harmonize, solver=solver if space == "z" else None)
+            images = editor.finetune(target, labels, region=args.region, step=steps, seed=args.seed, space=space,
+                                     harmonize=not args.no_harmonize, solver=solver if space == "z" else None)
             for image, path in zip(images, outputs[space]):
                 save_image(image, path)
             rows.append([open_image(target), *images])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import resolve
-from ..editor.styles import finetune, sample, style_regions
+from ..editor.editor import Editor
 from ..io import save_image
 from ..visualize import contact_sheet, label_image
 
@@ -25,7 +25,7 @@ FINETUNE_STEPS = (0.5, 1.0, 1.5, 2.0, 3.0)
 SEED = 0
 
 
-def demo_styles(editor: Any, pairs: Sequence[dict], out_dir: str | Path, log: Callable[[str], Any] = print,
+def demo_styles(editor: Editor, pairs: Sequence[dict], out_dir: str | Path, log: Callable[[str], Any] = print,
                 samples: int = SAMPLES, steps: Sequence[float] = FINETUNE_STEPS, seed: int = SEED,
                 checkpoint: str | Path | None = None) -> list[tuple[str, list]]:
     """Random skin and hair styles and a skin fine-tuning sequence for ``pairs[0]``'s target.
@@ -37,7 +37,7 @@ def demo_styles(editor: Any, pairs: Sequence[dict], out_dir: str | Path, log: Ca
     networks or flows for these regions. ``checkpoint`` (``demo`` or a directory) says where the
     networks are when the editor does not know its ``checkpoint_dir``.
     """
-    if checkpoint is not None and getattr(editor, "checkpoint_dir", None) is None:
+    if checkpoint is not None and editor.checkpoint_dir is None:
         editor.checkpoint_dir = resolve(checkpoint)
     out = Path(out_dir)
     if not pairs:
@@ -47,24 +47,24 @@ def demo_styles(editor: Any, pairs: Sequence[dict], out_dir: str | Path, log: Ca
     head = [target, label_image(labels, editor.label_set)]
     rows: list[list] = []
     titles: list[str] = []
-    mapped = style_regions(editor, "mapping")
+    mapped = editor.style_regions("mapping")
     for region in SAMPLE_REGIONS:
         if region not in mapped:
             log(f"random {region} styles: skipped (no mapping network for {region}; "
                 f"available: {', '.join(mapped) or 'none'})")
             continue
         tic = time.perf_counter()
-        images = sample(editor, target, labels, region=region, n=samples, seed=seed)
+        images = editor.sample(target, labels, region=region, n=samples, seed=seed)
         for i, image in enumerate(images):
             save_image(image, out / f"{name}_random_{region}_{i}.png")
         rows.append([*head, *images])
         titles.append(f"random {region}")
         log(f"{name}: {samples} random {region} styles in {time.perf_counter() - tic:.1f} s")
-    if FINETUNE_REGION in style_regions(editor, "flow"):
+    if FINETUNE_REGION in editor.style_regions("flow"):
         for space in ("z", "style"):
             tic = time.perf_counter()
-            images = finetune(editor, target, labels, region=FINETUNE_REGION, step=list(steps), seed=seed,
-                              space=space)
+            images = editor.finetune(target, labels, region=FINETUNE_REGION, step=list(steps), seed=seed,
+                                     space=space)
             for i, image in enumerate(images):
                 save_image(image, out / f"{name}_finetune_{space}_{i}.png")
             rows.append([*head, *images])

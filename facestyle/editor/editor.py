@@ -1,9 +1,12 @@
-"""The Editor: the user-facing Python API for reconstructing faces and transferring regional styles.
+"""The Editor: the user-facing Python API: reconstruct faces, transfer regional styles between them, draw
+and fine-tune random regional styles, and edit shapes and colours.
 
->>> from facestyle.editor.editor import Editor
+>>> from facestyle import Editor
 >>> editor = Editor.from_pretrained("demo")                      # or a checkpoint directory
 >>> out = editor.transfer("me.png", "me_labels.png", "ref.png", "ref_labels.png", regions=["hair", "lips"])
 >>> out.save("me_with_ref_hair_and_lips.png")
+>>> faces = editor.sample("me.png", "me_labels.png", region="skin", n=10, seed=0)    # 10 skin styles
+>>> out = editor.edit_shape("me.png", "me_labels.png", "me_labels_longer_hair.png")
 
 Inputs may be file paths, PIL images, numpy arrays or torch tensors, alone or batched:
 
@@ -25,80 +28,68 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from ..checkpoint import demo_dir, resolve
-from ..data.transforms import resize_image, resize_labels
+from ..data.transforms import resize_image
 from ..errors import CheckpointError, InputError
-from ..io import LABEL_MODES, load_image, load_labels, to_pil
 from ..labels import LabelSet, get_label_set
 from ..model import FaceStyleNet
+from ..nn.flow import ContinuousNormalizingFlow, Solver
+from ..nn.mapping import MappingNetwork
+from ..nn.pooling import one_hot
 from ..runtime import keep_freed_memory
-from .edits import FaceEditingMixin
-from .parser import find_parser
-from .styles import StyleEditingMixin
+from .edits import (
+    Pool,
+    Strokes,
+    StyleMean,
+    as_label_input,
+    checkpoint_style_mean,
+    new_class_codes,
+    recoloured_codes,
+    resize_alpha,
+    stroke_layers,
+    stroked_classes,
+)
+from .inputs import (
+    ImageInput,
+    Output,
+    Prepared,
+    postprocess,
+    prepare_images,
+    prepare_labels,
+    resolve_device,
+)
+from .parser import Crop, FaceParser, find_parser
+from .styles import (
+    RegionAbsentWarning,
+    Space,
+    StyleNetwork,
+    check_fits,
+    find_style_network,
+    finetune_codes,
+    parse_steps,
+    style_dtype,
+    style_kind,
+    style_regions,
+    warn_absent_regions,
+    warn_region_absent,
+)
 
 __all__ = ["Editor", "RegionAbsentWarning", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())  # a library does not print; configure logging to see these
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
-ImageInput = ImageLike | Sequence[ImageLike]
-Output = Image.Image | Tensor | list
-
+Regions = str | Iterable[str]
 DEFAULT_REGIONS = ("skin", "hair")
-_RANGE_TOLERANCE = 1e-3  # float images may overshoot their range by rounding
 
 
-class RegionAbsentWarning(UserWarning):
-    """A region asked for is missing from the reference: the target keeps its own style there."""
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device from its name (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked to be available."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {str(device)!r} asked for, but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} "
-                             "CUDA device(s) are visible")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"device {str(device)!r} asked for, but MPS is not available")
-    return dev
-
-
-@dataclass
-class _Prepared:
-    """A batch of photos at the model's size, and what is needed to return results at their own size."""
-
-    images: Tensor  # (B, 3, S, S) on the editor's device and dtype
-    sizes: list[tuple[int, int]]  # each photo's own (H, W)
-    names: list[str]  # for messages: the file, or "target", "target[2]"...
-    form: str  # "single", "list" (a list or tuple of inputs) or "stacked" (one batched array/tensor)
-
-    def __len__(self) -> int:
-        return len(self.sizes)
-
-    def expand(self, n: int) -> _Prepared:
-        """The single photo repeated ``n`` times (to pair one target with several references)."""
-        return _Prepared(self.images.expand(n, -1, -1, -1), self.sizes * n, self.names * n, self.form)
-
-
-class Editor(StyleEditingMixin, FaceEditingMixin):
+class Editor:
     """Reconstruct faces and transfer regional styles between them with a :class:`FaceStyleNet`.
 
     Build one with :meth:`from_pretrained`, or wrap a model you already have: ``Editor(model)`` (the
@@ -110,10 +101,8 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
     """
 
     def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None,
-                 parser: Any = None) -> None:
+                 parser: FaceParser | str | os.PathLike | None = None) -> None:
         self.model = model.eval()
-        # where the networks stored beside the generator (mapping networks, flows, style mean) are found
-        self.checkpoint_dir: Path | None = None if checkpoint_dir is None else Path(checkpoint_dir)
         param = next(model.parameters())
         if param.device.type == "cpu":
             keep_freed_memory()  # large activations reused rather than re-mapped: see facestyle.runtime
@@ -121,13 +110,18 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
         self.dtype = param.dtype
         self.label_set: LabelSet = get_label_set(model.config.label_set)
         self.image_size: int = model.config.image_size
-        if parser is not None:
-            self.set_parser(parser)
+        # where the networks stored beside the generator (mapping networks, flows, style mean) are found
+        self.checkpoint_dir: Path | None = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.parser: FaceParser | None = None  # labels photos given without a label map
+        self.style_networks: dict[tuple[str, str], StyleNetwork] = {}  # (kind, region) -> loaded or attached
+        self._style_mean: StyleMean | None = None  # the dataset mean for new classes of a shape edit...
+        self._style_mean_loaded = False  # ...read from checkpoint_dir on first use
+        self.set_parser(parser)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = "demo", device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, label_set: str | None = None,
-                        parser: str | os.PathLike | None = None) -> Editor:
+                        parser: FaceParser | str | os.PathLike | None = None) -> Editor:
         """Load a checkpoint directory (``"demo"`` is the bundled model) onto ``device``.
 
         ``label_set`` (optional) is the label set your label maps use; a checkpoint made for another
@@ -140,29 +134,25 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
                                   "pass a checkpoint directory instead")
         if label_set is not None:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
-        editor = cls(FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set), resolve(path))
-        parser = parser if parser is not None else find_parser(editor.checkpoint_dir)
-        if parser is not None:
-            editor.set_parser(parser)
-        return editor
+        model = FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set)
+        directory = resolve(path)
+        return cls(model, directory, parser if parser is not None else find_parser(directory))
 
     def __repr__(self) -> str:
         return (f"Editor(label_set={self.label_set.name!r}, image_size={self.image_size}, "
                 f"device={str(self.device)!r}, dtype={self.dtype})")
 
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------------------ reconstruct, transfer
 
     def reconstruct(self, image: ImageInput, labels: ImageInput | None = None, return_tensors: bool = False) -> Output:
         """Encode a face and decode it again with its own style (the training task)."""
         with torch.inference_mode():
             photos = self._prepare_images(image, "image")
             label_maps = self._prepare_labels(self._labels_or_parse(image, labels, "labels"), photos, "labels")
-            codes, presence = self._encode(photos.images, label_maps)
-            out = self._decode(label_maps, self.model.harmonize(codes, codes, presence))
-            return self._postprocess(out, photos, return_tensors)
+            return postprocess(self.model(photos.images, label_maps), photos, return_tensors)
 
     def transfer(self, target: ImageInput, target_labels: ImageInput | None, reference: ImageInput,
-                 reference_labels: ImageInput | None, regions: str | Iterable[str] = DEFAULT_REGIONS,
+                 reference_labels: ImageInput | None, regions: Regions = DEFAULT_REGIONS,
                  harmonize: bool = True, return_tensors: bool = False) -> Output:
         """Give the target the reference's style in ``regions``, harmonized by MRSA (paper eq. 4-5).
 
@@ -187,21 +177,19 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
                 raise InputError(f"{n_t} targets and {n_r} references: give as many of each, "
                                  "or one of either")
             n = max(n_t, n_r)
-            s_t, p_t = self._encode(targets.images, target_maps)
-            s_r, p_r = self._encode(references.images, reference_maps)
-            self._warn_absent(regions=classes, target_presence=p_t, reference_presence=p_r,
-                              reference_names=references.names)
+            s_t, p_t = self.model.encode(targets.images, target_maps)
+            s_r, p_r = self.model.encode(references.images, reference_maps)
+            warn_absent_regions(self.label_set, classes, p_t, p_r, references.names)
             s_t, p_t, s_r, p_r = (x.expand(n, *x.shape[1:]) for x in (s_t, p_t, s_r, p_r))
-            target_maps = target_maps.expand(n, -1, -1)
             mask = torch.from_numpy(self.label_set.regions_mask(list(classes))).to(self.device)
             s_c = self.model.compose(s_t, p_t, s_r, p_r, mask)
-            out = self._decode(target_maps, self.model.harmonize(s_c, s_t, p_t, enabled=harmonize))
+            out = self.model.restyle(target_maps.expand(n, -1, -1), s_c, s_t, p_t, harmonize)
             if n_t == 1 and n_r > 1:
                 targets = targets.expand(n)
                 targets.form = references.form
-            return self._postprocess(out, targets, return_tensors)
+            return postprocess(out, targets, return_tensors)
 
-    def resolve_regions(self, regions: str | Iterable[str]) -> dict[str, tuple[int, ...]]:
+    def resolve_regions(self, regions: Regions) -> dict[str, tuple[int, ...]]:
         """Region name -> class indices; an unknown name is an InputError listing the valid ones."""
         if isinstance(regions, str):
             regions = [r for r in (part.strip() for part in regions.split(",")) if r]
@@ -212,246 +200,264 @@ class Editor(StyleEditingMixin, FaceEditingMixin):
             out[region] = self.label_set.region_classes(region)
         return out
 
-    # ------------------------------------------------------------------ model steps (reused by later editors)
+    # --------------------------------------------------------------------------- random styles, fine-tuning
 
-    def _encode(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """Style codes (B, R, D) and presence (B, R) of prepared photos and label maps."""
-        return self.model.encode(images, labels)
+    def sample(self, target: ImageInput, labels: ImageInput | None, region: str = "skin", n: int = 10,
+               seed: int | None = None, harmonize: bool = True, return_tensors: bool = False) -> list | Tensor:
+        """``n`` versions of one target face that differ only in ``region``'s style (paper 3.1, 4.6).
 
-    def _decode(self, labels: Tensor, codes: Tensor) -> Tensor:
-        """Generator output (B, 3, S, S) in [-1, 1] for label maps (B, S, S) and codes (B, R, D)."""
-        return self.model.decode(labels, codes)
+        The group's codes come from its mapping network, ``M_g(z)`` with z ~ N(0, I) drawn from ``seed``
+        (eq. 3); the other classes keep the target's codes; MRSA harmonizes the composite against the
+        target's codes (eq. 4-5, off with ``harmonize=False``) and the generator decodes it on the target's
+        label map (``labels=None`` parses the photo when the editor has a face parser). Returns n PIL
+        images at the photo's size (a (n, 3, H, W) tensor in [-1, 1] with
+        ``return_tensors=True``). A region with no mapping network is a :class:`CheckpointError` listing
+        the regions that have one.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"n must be a positive whole number, got {n!r}")
+        mapping = self.style_network("mapping", region)
+        with torch.inference_mode():
+            photos, label_maps, s_t, p_t = self._encode_one(target, labels, "sample")
+            warn_region_absent(self.label_set, region, mapping.config.classes, p_t)
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            group = mapping.sample(n, generator=generator)
+            return self._render(photos, label_maps, s_t, p_t, mapping.config.classes, group, harmonize,
+                                return_tensors)
 
-    def _warn_absent(self, regions: dict[str, tuple[int, ...]], target_presence: Tensor,
-                     reference_presence: Tensor, reference_names: list[str]) -> None:
-        """Warn for every region the target has but a reference lacks (the target keeps its style there)."""
-        classes = self.label_set.classes
-        p_t = target_presence.any(0) if len(target_presence) != len(reference_presence) else target_presence
-        messages: list[str] = []
-        for i, name in enumerate(reference_names):
-            has_t = (p_t if p_t.ndim == 1 else p_t[i]).tolist()
-            has_r = reference_presence[i].tolist()
-            for region, idx in regions.items():
-                missing = [c for c in idx if has_t[c] and not has_r[c]]
-                if not missing:
-                    continue
-                if all(not has_r[c] for c in idx):
-                    msg = f"region {region!r} is absent from {name}; the target keeps its own {region} style"
-                else:
-                    absent = ", ".join(classes[c] for c in missing)
-                    msg = (f"region {region!r} is only partly present in {name} (no {absent}); "
-                           "those classes keep the target's style")
-                if msg not in messages:
-                    messages.append(msg)
-        for msg in messages:
-            logger.warning(msg)
-            warnings.warn(msg, RegionAbsentWarning, stacklevel=3)
+    def finetune(self, target: ImageInput, labels: ImageInput | None, region: str = "skin",
+                 step: float | Sequence[float] = 1.0, direction: Tensor | Sequence[float] | None = None,
+                 seed: int | None = None, n_steps: int | None = None, space: Space = "z", harmonize: bool = True,
+                 solver: Solver | None = None, return_tensors: bool = False) -> list | Tensor:
+        """A fine-tuning sequence of one target face's ``region`` style (paper 3.5, 4.7, Fig. 9).
 
-    # ------------------------------------------------------------------ input normalisation
-
-    def _prepare_images(self, images: ImageInput, role: str = "image") -> _Prepared:
-        """Photos of any accepted kind -> a (B, 3, S, S) batch at the model's size, with their own sizes."""
-        items, form = _split_batch(images, image=True)
-        if not items:
-            raise InputError(f"no {role} given (an empty list)")
-        resized, sizes, names = [], [], []
-        for i, item in enumerate(items):
-            name = _name(item, role, i, len(items))
-            photo = self._image_tensor(item, name)
-            sizes.append((int(photo.shape[-2]), int(photo.shape[-1])))
-            names.append(name)
-            resized.append(resize_image(photo.to(self.device, torch.float32), self.image_size))
-        batch = torch.stack(resized).to(self.dtype)
-        return _Prepared(batch, sizes, names, form)
-
-    def _prepare_labels(self, labels: ImageInput, photos: _Prepared, role: str = "labels") -> Tensor:
-        """Label maps of any accepted kind -> (B, S, S) int64, each fitted to its photo, then to the model."""
-        items, _ = _split_batch(labels, image=False)
-        if len(items) != len(photos):
-            raise InputError(f"{len(items)} {role} map(s) for {len(photos)} photo(s): "
-                             "give one label map per photo")
-        maps = []
-        for i, (item, size) in enumerate(zip(items, photos.sizes)):
-            name = _name(item, role, i, len(items))
-            label_map = self._label_tensor(item, name).to(self.device)
-            if tuple(label_map.shape) != size:
-                _check_aspect(label_map.shape, size, name, photos.names[i])
-                label_map = resize_labels(label_map, size)
-            maps.append(resize_labels(label_map, self.image_size))
-        return torch.stack(maps)
-
-    def _postprocess(self, output: Tensor, photos: _Prepared, return_tensors: bool = False) -> Output:
-        """Generator output -> each result at its photo's own size, as PIL images or tensors."""
-        results = [resize_image(out, size) for out, size in zip(output, photos.sizes)]
-        if return_tensors:
-            if photos.form == "single":
-                return results[0]
-            return torch.stack(results) if photos.form == "stacked" else results
-        pil = [to_pil(r.float()) for r in results]
-        return pil[0] if photos.form == "single" else pil
-
-    def _image_tensor(self, item: Any, name: str) -> Tensor:
-        return photo_tensor(item, name)
-
-    def _label_tensor(self, item: Any, name: str) -> Tensor:
-        """One label map as an int64 (H, W) tensor, every value checked against the label set."""
-        if isinstance(item, (str, os.PathLike)):
-            return load_labels(item, self.label_set)
-        if isinstance(item, Image.Image):
-            arr = _pil_labels(item, name)
-        elif isinstance(item, np.ndarray):
-            arr = item
-        elif isinstance(item, Tensor):
-            arr = item.detach().cpu().numpy()
+        The group's codes go to the flow's latent space (eq. 7), move by ``step * d`` along a unit
+        direction d, come back (eq. 8) and are harmonized and decoded as in :meth:`sample`.
+        ``step``: the step size eta, or a sequence of them (one result each); with ``n_steps``, the sequence
+        eta, 2 eta, ..., n_steps * eta. ``direction``: the unit direction d (any non-zero vector of the
+        group's K x D values, normalised), or None to draw one from ``seed`` (the same seed gives the same
+        direction in both spaces). ``space``: ``z`` moves in the flow's latent space (eq. 7-8; needs the
+        region's flow), ``style`` moves the codes directly (the paper's baseline of Fig. 9). ``solver``
+        overrides the flow's default ODE solver. Returns one image per step, like :meth:`sample`.
+        """
+        steps = parse_steps(step)
+        if n_steps is not None:
+            if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1 or len(steps) != 1:
+                raise InputError("n_steps must be a positive whole number, with one step size")
+            steps = [steps[0] * (i + 1) for i in range(n_steps)]
+        if space == "z":
+            classes = self.style_network("flow", region).config.classes
+        elif space == "style":
+            classes = self.label_set.region_classes(region)
         else:
-            raise InputError(_kind_error(item, name))
-        return torch.from_numpy(self.label_set.validate(_integral(arr, name), source=name))
+            raise InputError(f"space must be z or style, got {space!r}")
+        with torch.inference_mode():
+            photos, label_maps, s_t, p_t = self._encode_one(target, labels, "finetune")
+            warn_region_absent(self.label_set, region, classes, p_t)
+            group = s_t[:, torch.as_tensor(classes, device=self.device)]
+            tuned = self.finetune_codes(group, region, steps, direction, seed, space, solver)
+            return self._render(photos, label_maps, s_t, p_t, classes, tuned, harmonize, return_tensors)
 
+    def finetune_codes(self, codes: Tensor, region: str, steps: Sequence[float] | Tensor,
+                       direction: Tensor | Sequence[float] | None = None, seed: int | None = None,
+                       space: Space = "z", solver: Solver | None = None) -> Tensor:
+        """Fine-tuned group codes (S, K, D) of ``region`` for one group code ``codes`` ((K, D) or (1, K, D))
+        and S steps: through the region's flow (eq. 7-8) or, with ``space="style"``, in the code space
+        itself (see :func:`facestyle.editor.styles.finetune_codes`)."""
+        flow = self.style_network("flow", region) if space == "z" else None
+        return finetune_codes(codes, steps, flow, direction, seed, space, solver)
 
-# ---------------------------------------------------------------------- helpers
+    def style_regions(self, kind: str = "mapping") -> list[str]:
+        """The regions with a ``kind`` network (``mapping`` or ``flow``): attached ones and those installed
+        beside the editor's checkpoint."""
+        return style_regions(self.style_networks, self.checkpoint_dir, kind)
 
+    def add_style_network(self, network: MappingNetwork | ContinuousNormalizingFlow,
+                          region: str | None = None) -> None:
+        """Attach a mapping network or flow held in memory (under ``region``, default its config's);
+        it takes precedence over the one installed beside the checkpoint."""
+        kind = style_kind(network)
+        check_fits(network, self.label_set, self.model.config.style_dim, f"the {kind} network")
+        network = network.to(device=self.device, dtype=style_dtype(kind, self.dtype)).eval()
+        self.style_networks[(kind, region or network.config.region)] = network
 
-def _split_batch(x: Any, image: bool) -> tuple[list[Any], str]:
-    """(items, form): a list/tuple is a batch; so is a stacked array or tensor ((B, H, W, C) / (B, 3, H, W)
-    for photos, (B, H, W) for label maps)."""
-    if isinstance(x, (list, tuple)):
-        return list(x), "list"
-    if isinstance(x, (np.ndarray, Tensor)) and (x.ndim == 4 if image else
-                                                 x.ndim == 3 and not _looks_like_colour(x)):
-        return list(x), "stacked"
-    return [x], "single"
+    def style_network(self, kind: str, region: str) -> StyleNetwork:
+        """The ``kind`` network of ``region``: an attached one, else the one beside the checkpoint (loaded
+        once). A region without one is a :class:`CheckpointError` listing the regions that have one."""
+        return find_style_network(self.style_networks, self.checkpoint_dir, kind, region, self.label_set,
+                                  self.model.config.style_dim, self.device, self.dtype)
 
+    # ------------------------------------------------------------------------------ shape and colour edits
 
-def _looks_like_colour(x: np.ndarray | Tensor) -> bool:
-    """An (H, W, 3|4) array handed in as a label map: a colour image, not a batch of maps."""
-    return x.ndim == 3 and x.shape[-1] in (3, 4) and x.shape[0] > 4
+    def edit_shape(self, target: ImageInput, labels: ImageInput | None, new_labels: ImageInput,
+                   reference: ImageInput | None = None, reference_labels: ImageInput | None = None,
+                   seed: int | None = 0, harmonize: bool = True, return_details: bool = False,
+                   return_tensors: bool = False) -> Output | tuple[Output, dict[str, dict[str, str]]]:
+        """Redraw one target face on an edited label map ``new_labels``, with the target's styles (Fig. 10a).
 
+        Classes present in both maps keep the target's codes. A class that only the new map has takes
+        its style from ``reference`` (with ``reference_labels``, parsed when None and a parser is
+        configured) when the reference has it, else from the region's mapping network (``M_g(z)``, z
+        drawn from ``seed``), else from the dataset mean kept with the checkpoint; with none of these it
+        gets a zero code and a :class:`~facestyle.editor.edits.NewClassWarning`. MRSA harmonizes the
+        codes over the new map's classes (``harmonize=False`` skips it) and the generator decodes them on
+        the new map.
 
-def _kind_error(item: Any, name: str) -> str:
-    return f"{name}: expected a path, PIL image, numpy array or tensor, got {type(item).__name__}"
+        ``labels`` may be None when a parser is configured. ``new_labels`` is a class-index map like
+        ``labels`` (or a palette-coloured image, see :func:`~facestyle.editor.edits.load_label_map`). The
+        result has the photo's size; with ``return_details`` it comes with ``{"sources": {class name:
+        source}}`` for the new classes.
+        """
+        with torch.inference_mode():
+            photos, _, s_t, p_t = self._encode_one(target, labels, "edit_shape", palette=True)
+            new_maps = self._prepare_labels(as_label_input(new_labels, self.label_set, "new labels"), photos,
+                                            "new labels")
+            p_new = one_hot(new_maps, self.label_set.num_classes, torch.float32).flatten(2).amax(2) > 0
+            s_r = p_r = None
+            if reference is not None:
+                _, _, s_r, p_r = self._encode_one(reference, reference_labels, "edit_shape (reference)",
+                                                  palette=True, role="reference")
+            elif reference_labels is not None:
+                raise InputError("reference_labels given without a reference photo")
+            s_c, sources = self._new_class_codes(s_t, p_t, p_new, s_r, p_r, seed)
+            result = postprocess(self.model.restyle(new_maps, s_c, s_c, p_new, harmonize), photos, return_tensors)
+        return (result, {"sources": sources}) if return_details else result
 
+    def edit_color(self, target: ImageInput, labels: ImageInput | None, strokes: Strokes,
+                   regions: Regions | None = None, pool: Pool = "strokes", harmonize: bool = True,
+                   return_details: bool = False,
+                   return_tensors: bool = False) -> Output | tuple[Output, dict[str, list[str]]]:
+        """Recolour the regions of one target face that colour strokes cover (paper Fig. 10b).
 
-def _name(item: Any, role: str, index: int, count: int) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return str(Path(item))
-    return role if count == 1 else f"{role}[{index}]"
+        ``strokes``: an RGBA image (a path, PIL image or (H, W, 4) array) painted where alpha > 0, or an
+        ``(image, mask)`` pair (the colours, and where they are painted: a mask in [0, 1], 0..255 or bool),
+        at the photo's size or another of the same aspect ratio. The strokes are composited onto the
+        photo (alpha-blended) and the composite is encoded again. The classes that get at least 10% of
+        the painted area (or those of ``regions``, names such as ``"hair"`` or ``"lips"``) take their codes
+        from it: pooled over their painted pixels (``pool="strokes"``, the default; a class whose painted
+        part vanishes at the encoder's resolution falls back to the whole region) or over the whole
+        region (``pool="region"``). MRSA harmonizes them against the target's codes (``harmonize=False``
+        skips it) and the generator redraws the face on its own label map. ``labels`` may be None when a
+        parser is configured. With ``return_details`` the result comes with ``{"classes": [names]}``.
+        """
+        if pool not in ("strokes", "region"):
+            raise InputError(f"pool must be 'strokes' or 'region', got {pool!r}")
+        with torch.inference_mode():
+            photos, label_maps, s_t, p_t = self._encode_one(target, labels, "edit_color", palette=True)
+            colour, alpha = stroke_layers(strokes, photos.sizes[0], photos.names[0])
+            colour = resize_image(colour.to(self.device), self.image_size)
+            alpha = resize_alpha(alpha.to(self.device), self.image_size)
+            composite = (photos.images.float() * (1 - alpha) + colour * alpha).to(photos.images.dtype)
+            chosen = stroked_classes(label_maps[0], alpha, regions, self.label_set) & p_t[0]
+            if not bool(chosen.any()):
+                raise InputError("the strokes cover none of the target's regions asked for; paint over the "
+                                 "region to recolour")
+            s_c = recoloured_codes(self.model, composite, label_maps, alpha, chosen, s_t, pool)
+            result = postprocess(self.model.restyle(label_maps, s_c, s_t, p_t, harmonize), photos, return_tensors)
+        names = [self.label_set.classes[c] for c in chosen.nonzero().flatten().tolist()]
+        logger.info("colour edit: recoloured %s", ", ".join(names))
+        return (result, {"classes": names}) if return_details else result
 
+    def set_style_mean(self, mean: Tensor | None, count: Tensor | None = None) -> None:
+        """Use this dataset mean (R, D) (with per-class counts (R,), default all 1) for new classes, instead
+        of the one kept with the checkpoint; None turns the fallback off."""
+        self._style_mean_loaded = True
+        if mean is None:
+            self._style_mean = None
+            return
+        expected = (self.label_set.num_classes, self.model.config.style_dim)
+        if tuple(mean.shape) != expected:
+            raise InputError(f"the style mean must have shape {expected}, got {tuple(mean.shape)}")
+        count = torch.ones(expected[0], dtype=torch.int64) if count is None else count.to(torch.int64).cpu()
+        self._style_mean = (mean.to(self.device, torch.float32), count)
 
-def _check_aspect(label_shape: Sequence[int], photo_size: tuple[int, int], name: str, photo: str) -> None:
-    (lh, lw), (ph, pw) = label_shape, photo_size
-    if abs(lh * pw - lw * ph) > 0.02 * ph * lw:
-        raise InputError(f"{name}: label map of {lw}x{lh} does not fit its photo {photo} of {pw}x{ph} "
-                         "(different aspect ratio)")
+    # ------------------------------------------------------------------------------------------- parsing
 
+    def set_parser(self, parser: FaceParser | str | os.PathLike | None) -> None:
+        """Configure the face parser used when a label map is not given: a :class:`FaceParser`, a parser
+        checkpoint directory, or None to turn parsing off. It must label the classes of this editor's
+        label set."""
+        if parser is not None and not isinstance(parser, FaceParser):
+            parser = FaceParser.from_pretrained(parser, device=self.device)
+        if parser is not None and parser.label_set.name != self.label_set.name:
+            raise CheckpointError(f"the parser labels {parser.label_set.name} classes; this model uses "
+                                  f"{self.label_set.name}")
+        self.parser = parser
 
-def _pil_image(im: Image.Image) -> Tensor:
-    """A PIL image as float32 (3, H, W) in [-1, 1] (as :func:`facestyle.io.load_image` reads files)."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        gray = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
-        arr = np.repeat(gray[..., None], 3, axis=-1)
-    elif im.mode == "F":
-        arr = np.repeat(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=-1)
-    else:
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))) * 2.0 - 1.0
+    def parse(self, images: ImageInput, crop: Crop | Sequence[Crop] = "center") -> Tensor | list[Tensor]:
+        """Label maps of photos from the configured parser (see :meth:`FaceParser.parse`)."""
+        if self.parser is None:
+            raise InputError("no face parser is configured: load one with editor.set_parser(DIR) (or "
+                             "Editor.from_pretrained(..., parser=DIR), or put it in CHECKPOINT/parser/)")
+        return self.parser.parse(images, crop=crop)
 
+    # ----------------------------------------------------------------------------------------- plumbing
 
-def _numpy_image(arr: np.ndarray, name: str) -> Tensor:
-    """(H, W, 3) / (H, W, 4) / (H, W) array, uint8 or uint16 or float in [0, 1] -> (3, H, W) in [-1, 1]."""
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-        raise InputError(f"{name}: expected an (H, W, 3) image array, got shape {arr.shape}")
-    arr = arr[..., :3] if arr.shape[-1] >= 3 else np.repeat(arr, 3, axis=-1)
-    if arr.dtype == np.uint8:
-        x = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        x = arr.astype(np.float32) / 65535.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        x = arr.astype(np.float32)
-        _check_range(x, 0.0, 1.0, name, "float image arrays must lie in [0, 1] (or pass uint8 in 0..255)")
-    elif np.issubdtype(arr.dtype, np.integer):
-        if arr.size and (arr.min() < 0 or arr.max() > 255):
-            raise InputError(f"{name}: integer image values must lie in 0..255, got {arr.min()}..{arr.max()}")
-        x = arr.astype(np.float32) / 255.0
-    else:
-        raise InputError(f"{name}: unsupported image array dtype {arr.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))).clamp(0, 1) * 2.0 - 1.0
+    def _prepare_images(self, images: ImageInput, role: str = "image") -> Prepared:
+        return prepare_images(images, self.image_size, self.device, self.dtype, role)
 
+    def _prepare_labels(self, labels: ImageInput, photos: Prepared, role: str = "labels") -> Tensor:
+        return prepare_labels(labels, photos, self.label_set, self.image_size, self.device, role)
 
-def _tensor_image(t: Tensor, name: str) -> Tensor:
-    """(3, H, W) tensor in [-1, 1] (or uint8 in 0..255) -> float32 (3, H, W) in [-1, 1], on its device."""
-    t = t.detach()
-    if t.ndim == 2:
-        t = t[None]
-    if t.ndim != 3 or t.shape[0] not in (1, 3):
-        raise InputError(f"{name}: expected an image tensor of shape (3, H, W), got {tuple(t.shape)}")
-    t = t.expand(3, -1, -1)
-    if t.dtype == torch.uint8:
-        return t.float() / 127.5 - 1.0
-    if not t.is_floating_point():
-        raise InputError(f"{name}: image tensors must be float in [-1, 1] (or uint8), got {t.dtype}")
-    t = t.float()
-    _check_range(t, -1.0, 1.0, name, "image tensors must lie in [-1, 1]")
-    return t.clamp(-1, 1)
+    def _labels_or_parse(self, images: ImageInput, labels: ImageInput | None,
+                         role: str = "labels") -> ImageInput:
+        """``labels`` when given; else the parser's label maps of ``images`` (at each photo's size); an
+        InputError when there is neither a label map nor a parser."""
+        if labels is not None:
+            return labels
+        if self.parser is None:
+            raise InputError(f"no {role} given and no face parser is configured: give a label map, or load "
+                             "a parser (Editor.from_pretrained(..., parser=DIR), or CHECKPOINT/parser/)")
+        maps = self.parser.parse(images)
+        logger.info("no %s given: parsed the photo(s) with %s", role, self.parser)
+        return maps
 
+    def _encode_one(self, image: ImageInput, labels: ImageInput | None, what: str, palette: bool = False,
+                    role: str = "target") -> tuple[Prepared, Tensor, Tensor, Tensor]:
+        """One photo: (prepared photo, label map (1, S, S), codes (1, R, D), presence (1, R)). ``labels``
+        None is parsed; with ``palette``, a label map may be drawn in the palette colours."""
+        photos = self._prepare_images(image, role)
+        if len(photos) != 1:
+            raise InputError(f"{what} takes one photo, got {len(photos)}; call it once per photo")
+        given = self._labels_or_parse(image, labels, f"{role} labels")
+        if palette:
+            given = as_label_input(given, self.label_set, f"{role} labels")
+        label_maps = self._prepare_labels(given, photos, f"{role} labels")
+        return (photos, label_maps, *self.model.encode(photos.images, label_maps))
 
-def _check_range(x: np.ndarray | Tensor, lo: float, hi: float, name: str, hint: str) -> None:
-    empty = x.size == 0 if isinstance(x, np.ndarray) else x.numel() == 0
-    if empty:
-        raise InputError(f"{name}: empty image")
-    mn, mx = float(x.min()), float(x.max())
-    if not (np.isfinite(mn) and np.isfinite(mx)):
-        raise InputError(f"{name}: image holds NaN or infinite values")
-    if mn < lo - _RANGE_TOLERANCE or mx > hi + _RANGE_TOLERANCE:
-        raise InputError(f"{name}: {hint}, got values in {mn:.4g}..{mx:.4g}")
+    def _render(self, photos: Prepared, label_maps: Tensor, s_t: Tensor, p_t: Tensor, classes: Sequence[int],
+                group: Tensor, harmonize: bool, return_tensors: bool) -> list | Tensor:
+        """The target with the codes of ``classes`` (K,) replaced by each row of ``group`` (n, K, D)."""
+        n = group.shape[0]
+        s_t, p_t = s_t.expand(n, -1, -1), p_t.expand(n, -1)
+        s_c = s_t.index_copy(1, torch.as_tensor(classes, device=self.device), group.to(s_t.dtype))
+        out = self.model.restyle(label_maps.expand(n, -1, -1), s_c, s_t, p_t, harmonize)
+        batch = photos.expand(n)
+        batch.form = "stacked" if return_tensors else "list"
+        return postprocess(out, batch, return_tensors)
 
+    def _new_class_codes(self, s_t: Tensor, p_t: Tensor, p_new: Tensor, s_r: Tensor | None = None,
+                         p_r: Tensor | None = None, seed: int | None = 0) -> tuple[Tensor, dict[str, str]]:
+        """:func:`~facestyle.editor.edits.new_class_codes` with this editor's mapping networks and mean."""
+        return new_class_codes(s_t, p_t, p_new, self.label_set, self._mapping_networks, self._checkpoint_mean,
+                               s_r, p_r, seed)
 
-def _pil_labels(im: Image.Image, name: str) -> np.ndarray:
-    """A single-channel PIL label map (or an RGB one with equal channels) as an array of class indices."""
-    if im.mode in LABEL_MODES:
-        return np.asarray(im)
-    if im.mode == "LA":
-        return np.asarray(im)[..., 0]
-    if im.mode in ("RGB", "RGBA"):
-        rgb = np.asarray(im)
-        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 0] == rgb[..., 2]).all():
-            return rgb[..., 0]
-    raise InputError(f"{name} is not single-channel (mode {im.mode}); expected class indices")
+    def _mapping_networks(self) -> Iterator[tuple[str, MappingNetwork]]:
+        """(region, network) for every usable mapping network (one that cannot be loaded is logged)."""
+        try:
+            regions = self.style_regions("mapping")
+        except (CheckpointError, InputError, OSError):
+            return
+        for region in regions:
+            try:
+                yield region, self.style_network("mapping", region)
+            except (CheckpointError, InputError) as exc:
+                logger.warning("the mapping network of %s cannot be used: %s", region, exc)
 
-
-def _integral(arr: np.ndarray, name: str) -> np.ndarray:
-    """Class indices as an integer array (floats must hold whole numbers)."""
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 2:
-        raise InputError(f"{name}: a label map must be single-channel (H, W) class indices, "
-                         f"got shape {arr.shape}")
-    if arr.dtype == bool:
-        return arr.astype(np.int64)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise InputError(f"{name}: label maps hold whole class indices, got non-integer values")
-        return arr.astype(np.int64)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(f"{name}: unsupported label map dtype {arr.dtype}")
-    return arr
-
-
-def photo_tensor(item: Any, name: str = "image") -> Tensor:
-    """One photo of any kind the Editor takes as a float32 (3, H, W) tensor in [-1, 1] (on the CPU, or
-    the input tensor's device)."""
-    if isinstance(item, (str, os.PathLike)):
-        return load_image(item)
-    if isinstance(item, Image.Image):
-        return _pil_image(item)
-    if isinstance(item, np.ndarray):
-        return _numpy_image(item, name)
-    if isinstance(item, Tensor):
-        return _tensor_image(item, name)
-    raise InputError(_kind_error(item, name))
+    def _checkpoint_mean(self) -> StyleMean | None:
+        """The dataset mean kept with the checkpoint (read once), or the one given to :meth:`set_style_mean`."""
+        if not self._style_mean_loaded:
+            self._style_mean = checkpoint_style_mean(self.checkpoint_dir, self.label_set.num_classes,
+                                                     self.model.config.style_dim, self.device)
+            self._style_mean_loaded = True
+        return self._style_mean

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from ..data.transforms import resize_image, resize_labels
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import FaceParserNet
+from .inputs import ImageInput, item_name, photo_tensor, resolve_device, split_batch
 
 __all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR"]
 
@@ -113,8 +113,6 @@ class FaceParser:
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> FaceParser:
         """Load a parser checkpoint directory (or the ``parser/`` of a generator checkpoint)."""
-        from .editor import resolve_device
-
         directory = parser_dir(path)
         _refuse_a_bare_generator(directory)
         parser = cls(FaceParserNet.from_pretrained(directory, device=resolve_device(device), dtype=dtype))
@@ -125,23 +123,21 @@ class FaceParser:
         return (f"FaceParser(label_set={self.label_set.name!r}, image_size={self.image_size}, "
                 f"device={str(self.device)!r})")
 
-    def __call__(self, images: Any, crop: Crop = "center") -> Tensor | list[Tensor]:
+    def __call__(self, images: ImageInput, crop: Crop = "center") -> Tensor | list[Tensor]:
         return self.parse(images, crop=crop)
 
     @torch.inference_mode()
-    def parse(self, images: Any, crop: Crop | Sequence[Crop] = "center") -> Tensor | list[Tensor]:
+    def parse(self, images: ImageInput, crop: Crop | Sequence[Crop] = "center") -> Tensor | list[Tensor]:
         """Label maps, (H, W) int64 tensors on the CPU at each photo's own size: one for one photo, a list
         for a list. ``crop``: ``"center"`` (default), ``"none"``, a (left, top, size) box, or one of these
         per photo."""
-        from .editor import _name, _split_batch
-
-        items, form = _split_batch(images, image=True)
+        items, form = split_batch(images, image=True)
         if not items:
             raise InputError("no photo given (an empty list)")
         crops = list(crop) if isinstance(crop, list) else [crop] * len(items)
         if len(crops) != len(items):
             raise InputError(f"{len(crops)} crops for {len(items)} photos")
-        photos = [photo_tensor(item, _name(item, "image", i, len(items))) for i, item in enumerate(items)]
+        photos = [photo_tensor(item, item_name(item, "image", i, len(items))).cpu() for i, item in enumerate(items)]
         results = [self.parse_tensor_batch(photos[i:i + self.batch_size], crops[i:i + self.batch_size])
                    for i in range(0, len(photos), self.batch_size)]
         maps = [m for chunk in results for m in chunk]
@@ -184,13 +180,6 @@ def _paste(labels: Tensor, height: int, width: int, top: int, left: int) -> Tens
     out = torch.zeros(height, width, dtype=torch.int64)
     out[top:top + labels.shape[0], left:left + labels.shape[1]] = labels
     return out
-
-
-def photo_tensor(item: Any, name: str = "image") -> Tensor:
-    """One photo of any kind the Editor takes as float32 (3, H, W) in [-1, 1] on the CPU."""
-    from .editor import photo_tensor as editor_photo_tensor
-
-    return editor_photo_tensor(item, name).cpu()
 
 
 # ------------------------------------------------------------------------------------------- previews

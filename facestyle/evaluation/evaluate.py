@@ -487,7 +487,6 @@ def _evaluate_cross_transfer(ctx: _Context) -> Report:
 def _evaluate_multimodal(ctx: _Context) -> Report:
     from ..data.transforms import resize_image
     from ..editor.editor import Editor
-    from ..editor.styles import sample
     from ..metrics import region_diversity
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
@@ -508,8 +507,8 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
             for region in regions:
                 seed = int(np.random.SeedSequence([o.seed, index, regions.index(region)]).generate_state(1)[0])
                 try:
-                    results = sample(editor, image.to(ctx.device), labels.to(ctx.device), region, o.styles, seed,
-                                     return_tensors=True)
+                    results = editor.sample(image.to(ctx.device), labels.to(ctx.device), region, o.styles, seed,
+                                            return_tensors=True)
                 except FacestyleError as exc:
                     raise InputError(f"the multimodal task (Table 4) samples {region} styles with the checkpoint's "
                                      f"regional style mapping networks: {exc}") from None
