@@ -37,9 +37,9 @@ def face_labels(size: int, batch: int, labels_png: str | None) -> torch.Tensor:
     if labels_png:
         from facestyle.io import load_labels
         from facestyle.labels import CELEBAMASK_HQ
-        from facestyle.nn.pooling import resize_labels
+        from facestyle.nn.pooling import resize_labels_floor
 
-        one = resize_labels(load_labels(labels_png, CELEBAMASK_HQ)[None], size)[0]
+        one = resize_labels_floor(load_labels(labels_png, CELEBAMASK_HQ)[None], size)[0]
         return one.expand(batch, -1, -1).clone()
     from facestyle.data.synthetic import render_labels, sample_face
 

@@ -268,7 +268,3 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
     if path is not None:
         config = Config(**load_sections(path, {"model": config.model, "train": config.train}))
     return override(config, overrides)
-
-
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    return config_from_dict(ModelConfig, data, "model.")

@@ -85,6 +85,11 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     im = open_image(path)
     with contextlib.suppress(OSError, ValueError, SyntaxError):  # corrupt EXIF: keep the stored orientation
         im = ImageOps.exif_transpose(im)
+    return pil_tensor(im)
+
+
+def pil_tensor(im: Image.Image) -> torch.Tensor:
+    """A PIL image as RGB float32 (3, H, W) in [-1, 1]: 16-bit and float grayscale expanded, alpha dropped."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grayscale
         gray = np.asarray(im, dtype=np.float32) / 65535.0
         arr = np.repeat(np.clip(gray, 0.0, 1.0)[..., None], 3, axis=-1)

@@ -70,8 +70,13 @@ class FaceStyleNet(Pretrained, nn.Module):
         return self.restyle(labels, codes, codes, presence)
 
     def transfer(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
-                 classes: Tensor, harmonize: bool = True) -> Tensor:
-        """Move the style of ``classes`` from the reference to the target, harmonized through MRSA."""
+                 classes: Tensor, harmonize: bool = True, decode_labels: Tensor | None = None) -> Tensor:
+        """Move the style of ``classes`` from the reference to the target, harmonized through MRSA.
+
+        ``decode_labels`` is the map the generator draws (default ``target_labels``); give it when
+        ``target_labels`` holds :data:`~facestyle.nn.pooling.IGNORE` pixels, which only pooling can skip.
+        """
         s_t, p_t = self.encode(target, target_labels)
         s_r, p_r = self.encode(reference, reference_labels)
-        return self.restyle(target_labels, self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, harmonize)
+        labels = target_labels if decode_labels is None else decode_labels
+        return self.restyle(labels, self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, harmonize)

@@ -3,9 +3,8 @@
 glibc's malloc serves every block above 32 MB (its ``M_MMAP_THRESHOLD`` ceiling) with a fresh ``mmap``
 and returns it to the system when freed. A forward pass of the paper-size network at 256x256 allocates
 and frees dozens of such blocks (a 128-channel map of a batch of 4 is 134 MB), so each one is
-page-faulted in, zeroed by the kernel, page by page, before PyTorch writes to it: measured on the 2-core
-CPU, a ReLU over one such map takes 39 ms that way and 7 ms on memory already mapped, and the whole
-forward 2.24 s per image instead of 1.38 (``benchmarks/generator_speed.py --system-allocator``).
+page-faulted in and zeroed by the kernel, page by page, before PyTorch writes to it (the README's Speed
+section and ``benchmarks/generator_speed.py --system-allocator`` give the cost).
 
 :func:`keep_freed_memory` tells glibc to serve large blocks from its heap and to keep freed memory
 mapped, so that a block freed by one layer is reused by the next: PyTorch's own CPU tuning guide gets

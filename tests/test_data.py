@@ -25,7 +25,7 @@ from facestyle.data import (
     parse_data_spec,
     prepare_celebamask_hq,
     render,
-    resize_labels,
+    resize_labels_centered,
     sample_face,
     train_transform,
 )
@@ -340,7 +340,7 @@ def test_resize_crop():
     assert out_image.shape == (3, 20, 20) and out_labels.shape == (20, 20) and out_labels.dtype == torch.int64
     assert out_image.abs().max() <= 1
     assert set(out_labels.unique().tolist()) <= set(labels.unique().tolist())
-    assert torch.equal(resize_labels(labels, (80, 60)), labels.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert torch.equal(resize_labels_centered(labels, (80, 60)), labels.repeat_interleave(2, 0).repeat_interleave(2, 1))
 
     crop = RandomCrop(16, generator=torch.Generator().manual_seed(3))
     a = crop(image, labels)

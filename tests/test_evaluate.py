@@ -26,7 +26,7 @@ from facestyle.evaluation.bench_harmony import (
     masked_errors,
     render_pair,
 )
-from facestyle.evaluation.evaluate import EvaluateOptions, evaluate, transfer_codes
+from facestyle.evaluation.evaluate import EvaluateOptions, evaluate
 from facestyle.evaluation.labels_map import VOID, label_lookup, map_labels, unmapped_classes
 from facestyle.evaluation.paper import PAPER_TABLE1, PAPER_TABLE3
 from facestyle.io import load_image, load_labels, save_image, save_labels
@@ -209,15 +209,18 @@ def test_transfer_splits_the_test_set_into_halves(real_faces, tiny_checkpoint, n
     assert "Table 2" in report and "skin (skin + nose)" in report and "left out" in report
 
 
-def test_transfer_codes_match_the_model(tiny_checkpoint):
+def test_transfer_pools_one_map_and_draws_another(tiny_checkpoint):
     model = FaceStyleNet.from_pretrained(tiny_checkpoint)
     target, t_lab = (torch.from_numpy(a)[None] for a in render(sample_face(3, 0), 64))
     reference, r_lab = (torch.from_numpy(a)[None] for a in render(sample_face(3, 1), 64))
     classes = torch.zeros(CELEBAMASK_HQ.num_classes, dtype=torch.bool)
     classes[list(SKIN_CLASSES)] = True
+    pooled = torch.where(t_lab == 17, VOID, t_lab)  # the neck left out of pooling, drawn as itself
     with torch.inference_mode():
-        ours = transfer_codes(model, target, t_lab, reference, r_lab, classes)
-        theirs = model.transfer(target, t_lab, reference, r_lab, classes)
+        ours = model.transfer(target, pooled, reference, r_lab, classes, decode_labels=t_lab)
+        s_t, p_t = model.encode(target, pooled)
+        s_r, p_r = model.encode(reference, r_lab)
+        theirs = model.decode(t_lab, model.harmonize(model.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t))
     assert torch.equal(ours, theirs)
 
 

@@ -26,7 +26,7 @@ from .transforms import (
     eval_transform,
     hflip,
     resize_image,
-    resize_labels,
+    resize_labels_centered,
     train_transform,
 )
 
@@ -34,6 +34,6 @@ __all__ = [
     "DATA_FORMS", "SKIN_CLASSES", "Appearance", "CelebAMaskHQ", "Compose", "FaceParams", "FolderDataset",
     "Geometry", "Illumination", "LaPa", "RandomCrop", "RandomHorizontalFlip", "Resize", "SyntheticFaces",
     "add_data_arguments", "dataset_from_args", "eval_transform", "hflip", "parse_data_spec",
-    "prepare_celebamask_hq", "render", "render_labels", "resize_image", "resize_labels", "sample_face",
+    "prepare_celebamask_hq", "render", "render_labels", "resize_image", "resize_labels_centered", "sample_face",
     "train_transform",
 ]

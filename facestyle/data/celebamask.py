@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..errors import InputError
 from ..io import copy_file_atomic, load_image, open_image, save_labels
 from ..labels import CELEBAMASK_HQ
-from .transforms import PairTransform, resize_labels
+from .transforms import PairTransform, resize_labels_centered
 
 PARTS = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow", "l_ear", "r_ear", "mouth", "u_lip",
          "l_lip", "hair", "hat", "ear_r", "neck_l", "neck", "cloth")
@@ -115,7 +115,7 @@ class CelebAMaskHQ(Dataset):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         image = load_image(self.image_paths[item])
-        labels = resize_labels(torch.from_numpy(self.load_labels(item)), image.shape[-2:])
+        labels = resize_labels_centered(torch.from_numpy(self.load_labels(item)), image.shape[-2:])
         if self.transform is not None:
             image, labels = self.transform(image, labels)
         return image, labels, self.names[item]

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ..errors import InputError
 from ..io import load_image, load_labels
 from ..labels import LabelSet, get_label_set
-from .transforms import PairTransform, resize_labels
+from .transforms import PairTransform, resize_labels_centered
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 LABEL_SUFFIXES = (".png",)
@@ -116,7 +116,7 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         image = load_image(self.image_paths[item])
-        labels = resize_labels(load_labels(self.label_paths[item], self.label_set), image.shape[-2:])
+        labels = resize_labels_centered(load_labels(self.label_paths[item], self.label_set), image.shape[-2:])
         if self.transform is not None:
             image, labels = self.transform(image, labels)
         return image, labels, self.names[item]

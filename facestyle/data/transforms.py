@@ -36,8 +36,14 @@ def resize_image(image: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor
     return x.clamp(-1, 1).to(dtype).reshape(*lead, x.shape[1], h, w)
 
 
-def resize_labels(labels: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
-    """Nearest-neighbour resize of (..., H, W) class indices, sampling at pixel centres (as PIL does)."""
+def resize_labels_centered(labels: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of (..., H, W) class indices, sampling at pixel centres (as PIL does):
+    output pixel i reads input pixel floor((i + 0.5) * H / h).
+
+    Use it to fit a label map to its photo or to the model's input size: the map stays aligned with an
+    image resized the same way. Inside the networks, :func:`facestyle.nn.pooling.resize_labels_floor`
+    (SEAN's own sampling) is used instead.
+    """
     h, w = _size2(size)
     H, W = labels.shape[-2:]
     if (h, w) == (H, W):
@@ -69,7 +75,7 @@ class Resize:
         self.size = _size2(size)
 
     def __call__(self, image: torch.Tensor, labels: torch.Tensor) -> Pair:
-        return resize_image(image, self.size), resize_labels(labels, self.size)
+        return resize_image(image, self.size), resize_labels_centered(labels, self.size)
 
     def __repr__(self) -> str:
         return f"Resize({self.size})"

@@ -96,7 +96,7 @@ class Editor:
     editor puts it in eval mode and runs on the model's device and dtype).
 
     With a model on the CPU, the editor calls :func:`facestyle.runtime.keep_freed_memory`: glibc then
-    keeps the process's freed memory for reuse (a forward pass is about 1.7x faster; the process no
+    keeps the process's freed memory for reuse (a forward pass is faster; the process no
     longer returns its peak memory to the system). ``FACESTYLE_SYSTEM_ALLOCATOR=1`` opts out.
     """
 

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from ..data.transforms import resize_image, resize_labels
+from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import InputError
-from ..io import LABEL_MODES, load_image, load_labels, to_pil
+from ..io import LABEL_MODES, load_image, load_labels, pil_tensor, to_pil
 from ..labels import LabelSet
 
 __all__ = ["ImageLike", "ImageInput", "Output", "Prepared", "resolve_device", "split_batch", "item_name",
@@ -92,8 +92,8 @@ def prepare_labels(labels: ImageInput, photos: Prepared, label_set: LabelSet, si
         label_map = label_tensor(item, label_set, name).to(device)
         if tuple(label_map.shape) != photo_size:
             _check_aspect(label_map.shape, photo_size, name, photos.names[i])
-            label_map = resize_labels(label_map, photo_size)
-        maps.append(resize_labels(label_map, size))
+            label_map = resize_labels_centered(label_map, photo_size)
+        maps.append(resize_labels_centered(label_map, size))
     return torch.stack(maps)
 
 
@@ -155,20 +155,6 @@ def _check_aspect(label_shape: Sequence[int], photo_size: tuple[int, int], name:
     if abs(lh * pw - lw * ph) > 0.02 * ph * lw:
         raise InputError(f"{name}: label map of {lw}x{lh} does not fit its photo {photo} of {pw}x{ph} "
                          "(different aspect ratio)")
-
-
-def _pil_image(im: Image.Image) -> Tensor:
-    """A PIL image as float32 (3, H, W) in [-1, 1] (as :func:`facestyle.io.load_image` reads files)."""
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        gray = np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
-        arr = np.repeat(gray[..., None], 3, axis=-1)
-    elif im.mode == "F":
-        arr = np.repeat(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)[..., None], 3, axis=-1)
-    else:
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))) * 2.0 - 1.0
 
 
 def _numpy_image(arr: np.ndarray, name: str) -> Tensor:
@@ -262,7 +248,7 @@ def photo_tensor(item: ImageLike, name: str = "image") -> Tensor:
     if isinstance(item, (str, os.PathLike)):
         return load_image(item)
     if isinstance(item, Image.Image):
-        return _pil_image(item)
+        return pil_tensor(item)
     if isinstance(item, np.ndarray):
         return _numpy_image(item, name)
     if isinstance(item, Tensor):

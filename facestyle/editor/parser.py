@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 
 from ..checkpoint import CONFIG_NAME, read_config, resolve
-from ..data.transforms import resize_image, resize_labels
+from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import FaceParserNet
@@ -170,7 +170,7 @@ def _labels_at(logits: Tensor, height: int, width: int) -> Tensor:
     scale = min(1.0, _MAX_UPSAMPLE / max(height, width))
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
     up = F.interpolate(logits[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-    return resize_labels(up.argmax(0).cpu(), (height, width))
+    return resize_labels_centered(up.argmax(0).cpu(), (height, width))
 
 
 def _paste(labels: Tensor, height: int, width: int, top: int, left: int) -> Tensor:
@@ -197,7 +197,7 @@ def overlay(photo: Image.Image | np.ndarray, labels: Tensor | np.ndarray, label_
     arr = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     base = np.asarray(photo.convert("RGB") if isinstance(photo, Image.Image) else photo, dtype=np.float32)
     if base.shape[:2] != arr.shape:
-        arr = resize_labels(torch.from_numpy(arr.astype(np.int64)), base.shape[:2]).numpy()
+        arr = resize_labels_centered(torch.from_numpy(arr.astype(np.int64)), base.shape[:2]).numpy()
     colours = label_set.colorize(arr.astype(np.int64)).astype(np.float32)
     weight = np.where(arr > 0, alpha, 0.0)[..., None]
     return Image.fromarray(np.clip(base * (1 - weight) + colours * weight, 0, 255).round().astype(np.uint8))

@@ -55,7 +55,7 @@ import torch
 from torch import Tensor
 
 from ..data.synthetic import FaceParams, Illumination, render, sample_face, sample_illumination
-from ..data.transforms import resize_image, resize_labels
+from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import CELEBAMASK_HQ
 from ..model import FaceStyleNet
@@ -264,7 +264,7 @@ class _Runner:
 
     def _in(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         return (resize_image(images, self.size).to(self.device, self.dtype),
-                resize_labels(labels, self.size).to(self.device))
+                resize_labels_centered(labels, self.size).to(self.device))
 
     @torch.inference_mode()
     def transfer(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,

@@ -67,21 +67,6 @@ DEFAULT_REGIONS = ("skin", "hair")
 DEFAULT_STYLES = 10  # paper 4.6: "we manipulate each image using 10 random styles"
 
 
-def transfer_codes(model: FaceStyleNet, target: Tensor, target_labels: Tensor, reference: Tensor,
-                   reference_labels: Tensor, classes: Tensor, harmonize: bool = True,
-                   decode_labels: Tensor | None = None) -> Tensor:
-    """Transfer ``classes`` ((R,) bool) from references to targets (batched, pair i with pair i).
-
-    ``target_labels`` / ``reference_labels`` are the maps pooled by the encoder (may hold :data:`VOID`);
-    ``decode_labels`` is the target's map the generator draws (default: ``target_labels``).
-    """
-    s_t, p_t = model.encode(target, target_labels)
-    s_r, p_r = model.encode(reference, reference_labels)
-    s_c = model.compose(s_t, p_t, s_r, p_r, classes)
-    labels = target_labels if decode_labels is None else decode_labels
-    return model.decode(labels, model.harmonize(s_c, s_t, p_t, enabled=harmonize))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Options and data
 
@@ -343,8 +328,7 @@ def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references
             for region in regions:
                 classes, class_mask = masks[region]
                 with torch.inference_mode():
-                    out = transfer_codes(model, t_img, t_enc, r_img, r_enc, class_mask.to(ctx.device),
-                                         decode_labels=t_dec)
+                    out = model.transfer(t_img, t_enc, r_img, r_enc, class_mask.to(ctx.device), decode_labels=t_dec)
                 out01 = _unit(out)
                 fakes[region].add(out01)
                 ids = torch.as_tensor(classes, device=ctx.device)

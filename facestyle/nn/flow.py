@@ -17,10 +17,9 @@ with z ~ N(0, I). Two objectives train the same network (see :mod:`facestyle.tra
 - ``flow-matching`` (conditional flow matching with straight paths, i.e. rectified flow): regress f on
   the velocity of the straight line from a code to a Gaussian sample, ``x_u = (1 - u) x + u e``,
   ``f(x_u, uT) ~ (e - x) / T``: no solve in training, so a step costs one pass of the network.
-  The conditional paths are straight, the learned (marginal) field is not: measured on
-  ``benchmarks/style_speed.py``'s banks, a flow-matching flow needs as many solver steps as a
-  maximum-likelihood flow of the same held-out likelihood for the same round-trip accuracy (minibatch-OT
-  coupling included). What flow matching saves is training time: the same likelihood 15-50x sooner.
+  The conditional paths are straight, the learned (marginal) field is not, so a flow-matching flow
+  needs about as many solver steps as a maximum-likelihood flow of the same likelihood; what it saves
+  is training time (``benchmarks/style_speed.py``, figures in the README).
 
 The number of steps a flow needs grows as it fits its bank more tightly, whichever objective trained it,
 so no fixed default is safe: at the end of training the flow's default solver is set to the cheapest

@@ -14,8 +14,14 @@ def one_hot(labels: Tensor, num_classes: int, dtype: torch.dtype = torch.float32
     return F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).to(dtype)
 
 
-def resize_labels(labels: Tensor, size: tuple[int, int] | int) -> Tensor:
-    """Resize (B, H, W) class indices with torch's ``nearest`` (floor indexing), as SEAN resizes its maps."""
+def resize_labels_floor(labels: Tensor, size: tuple[int, int] | int) -> Tensor:
+    """Resize (B, H, W) class indices with torch's ``nearest``: output pixel i reads input pixel
+    floor(i * H / h), as SEAN resizes its maps.
+
+    Use it inside the networks (region pooling, the generator's per-block maps), where an imported SEAN
+    must see SEAN's own maps. To fit a label map to a photo or to the model's input size, use
+    :func:`facestyle.data.transforms.resize_labels_centered`, which keeps the map aligned with the image.
+    """
     if isinstance(size, int):
         size = (size, size)
     if tuple(labels.shape[-2:]) == tuple(size):
@@ -40,7 +46,7 @@ def region_masks(labels: Tensor, size: tuple[int, int], num_classes: int,
 
     Pixels labelled :data:`IGNORE` belong to no class: they are left out of every region's pool.
     """
-    resized = resize_labels(labels, tuple(size))
+    resized = resize_labels_floor(labels, tuple(size))
     mask = one_hot(resized.clamp_min(0), num_classes, dtype) * (resized != IGNORE)[:, None].to(dtype)
     return mask, mask.sum(dim=(2, 3))
 

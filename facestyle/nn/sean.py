@@ -24,8 +24,7 @@ factorized convolution.
 Both fast paths return ``(1 + gamma, beta)`` (the 1 is folded into the kernels' bias), so the modulation
 is one ``addcmul``. The generator runs channels-last (NHWC): the sparse path writes gamma and beta as
 rows of 2C channels per pixel, which the modulation then reads in the activation's own layout (batch
-norm keeps NHWC; instance norm returns NCHW), and oneDNN convolves NHWC maps without reordering them (a
-few percent of the forward at 256x256, and of a training step).
+norm keeps NHWC; instance norm returns NCHW), and oneDNN convolves NHWC maps without reordering them.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from .pooling import one_hot, resize_labels
+from .pooling import one_hot, resize_labels_floor
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -289,11 +288,11 @@ class SEANGenerator(nn.Module):
     def forward(self, labels: Tensor, codes: Tensor) -> Tensor:
         """labels (B, H, W) class indices at the output size; codes (B, R, D) -> image (B, 3, H, W)."""
         dtype = codes.dtype
-        x = self.fc(one_hot(resize_labels(labels, self.start_size), self.num_classes, dtype))
+        x = self.fc(one_hot(resize_labels_floor(labels, self.start_size), self.num_classes, dtype))
         x = x.contiguous(memory_format=torch.channels_last)  # see the module docstring
         upsample_after = {"head_0", "G_middle_1", "up_0", "up_1", "up_2"}
         for name in self.BLOCKS:
-            resized = resize_labels(labels, x.shape[-2:])
+            resized = resize_labels_floor(labels, x.shape[-2:])
             x = getattr(self, name)(x, one_hot(resized, self.num_classes, dtype), codes, resized)
             if name in upsample_after:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
