@@ -18,6 +18,7 @@ from .core import (
     one_or_folder,
     pair_by_stem,
     progress,
+    save_images,
 )
 
 DESCRIPTION = """\
@@ -81,8 +82,6 @@ def run_transfer(args: argparse.Namespace) -> int:
     inputs = [p for _, image, labels in (*targets, *references) for p in (image, labels)]
     check_not_overwriting_inputs([out for _, _, out in jobs], inputs)
 
-    from ..io import save_image
-
     editor = load_editor(args)
     regions = editor.resolve_regions(args.regions)  # an unknown name fails before any work
     if not regions:
@@ -95,8 +94,7 @@ def run_transfer(args: argparse.Namespace) -> int:
                 results = editor.transfer([t[1] for t, _, _ in chunk], [t[2] for t, _, _ in chunk],
                                           ref_image, ref_labels, regions=list(regions),
                                           harmonize=not args.no_harmonize)
-                for result, (_, _, out) in zip(results, chunk):
-                    save_image(result, out)
+                save_images(results, [out for _, _, out in chunk])
                 bar.update(len(chunk))
     print(f"wrote {args.out}" if args.out is not None else f"wrote {len(jobs)} image(s) to {args.out_dir}")
     return 0
