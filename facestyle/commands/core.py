@@ -34,8 +34,8 @@ DEFAULT_BATCH_SIZE = 8
 # ---------------------------------------------------------------------- shared helpers
 
 
-def _whole_number(least: int, expected: str, bound: str) -> Callable[[str], int]:
-    """An argparse type: a whole number of at least ``least``."""
+def _whole_number(name: str, least: int, expected: str, bound: str) -> Callable[[str], int]:
+    """An argparse type named ``name``: a whole number of at least ``least``."""
 
     def parse(text: str) -> int:
         try:
@@ -46,11 +46,12 @@ def _whole_number(least: int, expected: str, bound: str) -> Callable[[str], int]
             raise argparse.ArgumentTypeError(f"expected {bound}, got {value}")
         return value
 
+    parse.__name__ = parse.__qualname__ = name
     return parse
 
 
-positive_int = _whole_number(1, "a positive integer", "a positive integer")
-nonnegative_int = _whole_number(0, "a whole number", "0 or more")
+positive_int = _whole_number("positive_int", 1, "a positive integer", "a positive integer")
+nonnegative_int = _whole_number("nonnegative_int", 0, "a whole number", "0 or more")
 
 
 def positive_float(text: str) -> float:
