@@ -14,7 +14,6 @@ The pipeline for a trained generator CHECKPOINT::
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -248,9 +247,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (adaptive solvers)")
     s.add_argument("--solver-steps", type=positive_int, default=8, help="steps per solve (fixed-step solvers)")
     p.set_defaults(func=run_finetune)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
-
-    sys.exit(main(sys.argv[1:]))
