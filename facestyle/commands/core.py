@@ -104,6 +104,11 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
+def photo_and_labels(image: str | Path, labels: str | Path) -> tuple[str, Path, Path]:
+    """(stem, photo, label map) of one photo given with its label map, both checked."""
+    return Path(image).stem, check_input_file(image, "an image"), check_input_file(labels, "a label map")
+
+
 def check_input_dir(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
@@ -252,8 +257,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         outputs = [out_dir / f"{stem}.png" for stem, _, _ in pairs]
         check_not_overwriting_inputs(outputs, [p for _, image, labels in pairs for p in (image, labels)])
     else:
-        pairs = [(Path(args.image).stem, check_input_file(args.image, "an image"),
-                  check_input_file(args.labels, "a label map"))]
+        pairs = [photo_and_labels(args.image, args.labels)]
         outputs = [check_output_file(args.out)]
         check_not_overwriting_inputs(outputs, [pairs[0][1], pairs[0][2]])
 

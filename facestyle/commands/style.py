@@ -26,6 +26,7 @@ from .core import (
     check_output_dir,
     cli_warnings,
     load_editor,
+    photo_and_labels,
     positive_int,
     progress,
     save_images,
@@ -131,7 +132,7 @@ def _edit_target(args: argparse.Namespace, command: str, rows: dict[str, list[st
     from ..io import open_image, save_image
     from ..visualize import contact_sheet
 
-    target, labels = check_input_file(args.target, "an image"), check_input_file(args.target_labels, "a label map")
+    _, target, labels = photo_and_labels(args.target, args.target_labels)
     out_dir = check_output_dir(args.out_dir)
     paths = {key: [out_dir / name for name in names] for key, names in rows.items()}
     check_not_overwriting_inputs([*(p for row in paths.values() for p in row), out_dir / sheet], [target, labels])
