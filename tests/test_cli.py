@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import drawn_face, tiny_checkpoint
 from PIL import Image
 
 from facestyle.cli import main
-from facestyle.config import get_preset
 from facestyle.io import shared_root
 from facestyle.labels import CELEBAMASK_HQ
-from facestyle.model import FaceStyleNet
 
 REPO = Path(__file__).resolve().parent.parent
 HAIR = CELEBAMASK_HQ.classes.index("hair")
@@ -28,27 +27,7 @@ HAIR = CELEBAMASK_HQ.classes.index("hair")
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("cli") / "tiny")
-
-
-def _drawn_face(seed: int, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """A simple drawn face (photo, labels): background, cloth, neck, hair, skin, eyes, nose, lips."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    labels = np.zeros((size, size), np.uint8)
-    labels[y > 0.85] = 18
-    labels[(y > 0.65) & (np.abs(x - 0.5) < 0.12)] = 17
-    labels[((y - 0.38) / 0.38) ** 2 + ((x - 0.5) / 0.34) ** 2 <= 1] = 13
-    labels[((y - 0.46) / 0.27) ** 2 + ((x - 0.5) / 0.24) ** 2 <= 1] = 1
-    labels[(np.abs(y - 0.42) < 0.03) & (np.abs(np.abs(x - 0.5) - 0.1) < 0.05)] = 4
-    labels[(np.abs(y - 0.42) < 0.03) & (x > 0.5) & (np.abs(x - 0.6) < 0.05)] = 5
-    labels[(np.abs(y - 0.5) < 0.05) & (np.abs(x - 0.5) < 0.03)] = 2
-    labels[(np.abs(y - 0.6) < 0.02) & (np.abs(x - 0.5) < 0.08)] = 11
-    labels[(np.abs(y - 0.63) < 0.02) & (np.abs(x - 0.5) < 0.08)] = 12
-    colours = rng.integers(30, 226, size=(CELEBAMASK_HQ.num_classes, 3))
-    photo = np.clip(colours[labels] + rng.normal(0, 8, (size, size, 3)), 0, 255).astype(np.uint8)
-    return photo, labels
+    return tiny_checkpoint(tmp_path_factory.mktemp("cli") / "tiny")
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +46,7 @@ def faces(tmp_path_factory) -> Path:
                 root / "labels" / f"face{i}.png")
     else:
         for i in range(3):
-            photo, labels = _drawn_face(i)
+            photo, labels = drawn_face(i, 64, colours=(30, 226), noise=8)
             Image.fromarray(photo).save(root / "images" / f"face{i}.png")
             Image.fromarray(labels, "L").save(root / "labels" / f"face{i}.png")
     return root

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import drawn_face, tiny_checkpoint
 from PIL import Image
 
 from facestyle.checkpoint import demo_dir
 from facestyle.config import get_preset
 from facestyle.labels import CELEBAMASK_HQ
-from facestyle.model import FaceStyleNet
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -49,30 +48,12 @@ from facestyle.app.server import (  # noqa: E402 (needs gradio)
 # ------------------------------------------------------------------------------------------ fixtures
 
 
-def drawn_face(seed: int, size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    labels = np.zeros((size, size), np.uint8)
-    labels[y > 0.85] = 18
-    labels[(y > 0.65) & (np.abs(x - 0.5) < 0.12)] = 17
-    labels[((y - 0.38) / 0.38) ** 2 + ((x - 0.5) / 0.34) ** 2 <= 1] = HAIR
-    labels[((y - 0.46) / 0.27) ** 2 + ((x - 0.5) / 0.24) ** 2 <= 1] = 1
-    labels[(np.abs(y - 0.42) < 0.03) & (np.abs(x - 0.4) < 0.05)] = 4
-    labels[(np.abs(y - 0.42) < 0.03) & (np.abs(x - 0.6) < 0.05)] = 5
-    labels[(np.abs(y - 0.5) < 0.05) & (np.abs(x - 0.5) < 0.03)] = 2
-    labels[(np.abs(y - 0.6) < 0.02) & (np.abs(x - 0.5) < 0.08)] = 11
-    labels[(np.abs(y - 0.63) < 0.02) & (np.abs(x - 0.5) < 0.08)] = 12
-    colours = rng.integers(40, 216, size=(CELEBAMASK_HQ.num_classes, 3))
-    photo = np.clip(colours[labels] + rng.normal(0, 6, (size, size, 3)), 0, 255).astype(np.uint8)
-    return photo, labels
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("web")
     paths: dict[str, Path] = {}
     for name, seed in (("target", 0), ("reference", 1)):
-        photo, labels = drawn_face(seed)
+        photo, labels = drawn_face(seed, 128)
         paths[name] = root / f"{name}.png"
         paths[f"{name}_labels"] = root / f"{name}_labels.png"
         Image.fromarray(photo).save(paths[name])
@@ -100,8 +81,7 @@ def server(tmp_path_factory):
     if checkpoint is None and (demo_dir() / "config.json").is_file():
         checkpoint = "demo"
     if checkpoint is None:
-        torch.manual_seed(0)
-        checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path_factory.mktemp("srv") / "tiny")
+        checkpoint = tiny_checkpoint(tmp_path_factory.mktemp("srv") / "tiny")
     port = _free_port()
     log = tmp_path_factory.mktemp("srv-log") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -205,6 +185,16 @@ def load_faces(page, files) -> None:
     page.wait_for_selector("#reference-overlay img")
 
 
+def painting_canvas(page, files, tab: str, editor: str):
+    """Load the faces, open ``tab`` and wait for the canvas of its image editor ``editor``."""
+    load_faces(page, files)
+    page.get_by_role("tab", name=tab).click()
+    canvas = page.locator(f"{editor} canvas").first
+    canvas.wait_for(state="visible")
+    page.wait_for_timeout(500)
+    return canvas
+
+
 # --------------------------------------------------------------------------------- in a real browser
 
 
@@ -234,11 +224,7 @@ def wait_for_new_result(page, old: str | None) -> np.ndarray:
 
 @pytest.mark.slow
 def test_shape_edit_in_the_browser(page, files):
-    load_faces(page, files)
-    page.get_by_role("tab", name="Shape").click()
-    canvas = page.locator("#shape-editor canvas").first
-    canvas.wait_for(state="visible")
-    page.wait_for_timeout(500)
+    canvas = painting_canvas(page, files, "Shape", "#shape-editor")
     page.click("#shape-button")  # nothing painted yet: the face redrawn on its own map
     wait_for_status(page, "Redrawn on the edited label map")
     unchanged = wait_for_new_result(page, None)
@@ -267,11 +253,7 @@ def test_shape_edit_in_the_browser(page, files):
 
 @pytest.mark.slow
 def test_colour_edit_in_the_browser(page, files):
-    load_faces(page, files)
-    page.get_by_role("tab", name="Colour").click()
-    canvas = page.locator("#color-editor canvas").first
-    canvas.wait_for(state="visible")
-    page.wait_for_timeout(500)
+    canvas = painting_canvas(page, files, "Colour", "#color-editor")
     box = canvas.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - box["height"] * 0.2, cy - box["height"] * 0.38)
@@ -369,9 +351,7 @@ def test_painting_a_large_photos_map_changes_only_the_painted_pixels(editor_app)
 def editor_app(tmp_path):
     from facestyle.editor.editor import Editor
 
-    torch.manual_seed(0)
-    return _App(Editor.from_pretrained(FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "c")),
-                ServerLimits())
+    return _App(Editor.from_pretrained(tiny_checkpoint(tmp_path / "c")), ServerLimits())
 
 
 @pytest.fixture()
@@ -383,8 +363,7 @@ def styled_checkpoint(tmp_path) -> Path:
     from facestyle.nn.mapping import MAPPING_PRESETS, MappingNetwork
     from facestyle.styles.bank import checkpoint_identity
 
-    torch.manual_seed(0)
-    checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt")
     d = get_preset("tiny").model.style_dim
     bank = {"checkpoint_sha256": checkpoint_identity(checkpoint)}
     mapping = MappingNetwork(dataclasses.replace(MAPPING_PRESETS["tiny"], region="hair", classes=(HAIR,),
@@ -415,8 +394,7 @@ def test_without_style_networks_those_controls_are_off(tmp_path, files):
     from facestyle.editor.editor import Editor
     from facestyle.errors import InputError
 
-    torch.manual_seed(0)
-    checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt")
     app = _App(Editor.from_pretrained(checkpoint), ServerLimits())
     assert app.mapping_regions == [] and app.flow_regions == []
     with pytest.raises(InputError, match="upload a target photo first"):
@@ -430,8 +408,7 @@ def test_without_style_networks_those_controls_are_off(tmp_path, files):
 def test_serve_command_bad_input_is_one_line(capsys, tmp_path):
     from facestyle.cli import main
 
-    torch.manual_seed(0)
-    checkpoint = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt")
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 EDITOR_SIDE = 768  # the painting canvases show photos and label maps at most this large
 DEFAULT_REGIONS = ("skin", "hair")
+LIVE_PROGRESS = gr.Progress()  # as a handler's default, Gradio replaces it with the event's live progress bar
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class _App:
 
     # --------------------------------------------------------------------------------- photos and labels
 
-    def load(self, photo: str | None, labels: str | None, role: str, progress: Any) -> tuple:
+    def load(self, photo: str | None, labels: str | None, role: str, progress: gr.Progress) -> tuple:
         """(state, overlay, shape canvas, colour canvas, note) for an uploaded photo and its label map."""
         image = read_upload(photo, self.limits, f"the {role} photo")
         if image is None:
@@ -235,21 +236,23 @@ class _App:
                 _canvas(_fit(colours, EDITOR_SIDE, Image.NEAREST)),
                 _canvas(_fit(photo, EDITOR_SIDE, Image.BICUBIC)))
 
-    def _target(self, state: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def _loaded(state: dict | None, role: str = "target") -> tuple[np.ndarray, np.ndarray]:
+        """The photo and label map of a loaded target or reference."""
         if not state or state.get("image") is None:
-            raise InputError("upload a target photo first")
+            raise InputError(f"upload a {role} photo first")
         if state.get("labels") is None:
-            raise InputError("the target has no label map: upload one")
+            raise InputError(f"the {role} has no label map: upload one")
         return state["image"], state["labels"]
 
-    def _reference(self, state: dict | None) -> tuple[np.ndarray, np.ndarray]:
-        if not state or state.get("image") is None:
-            raise InputError("upload a reference photo first")
-        if state.get("labels") is None:
-            raise InputError("the reference has no label map: upload one")
-        return state["image"], state["labels"]
+    def _target_region(self, target: dict, region: str, seed: float) -> tuple[np.ndarray, np.ndarray, int]:
+        """The target's photo and label map and the seed, for an edit of one chosen region."""
+        image, labels = self._loaded(target)
+        if not region:
+            raise InputError("choose a region")
+        return image, labels, int(seed or 0)
 
-    def _run(self, progress: Any, desc: str, call: Callable[[], Any]) -> tuple[Any, list[str]]:
+    def _run(self, progress: gr.Progress, desc: str, call: Callable[[], Any]) -> tuple[Any, list[str]]:
         """Run an editor call under the model lock, collecting the warnings it gives."""
         progress(0.1, desc=desc)
         with self.model_lock, warnings.catch_warnings(record=True) as caught:
@@ -267,35 +270,32 @@ class _App:
 
     # ------------------------------------------------------------------------------------------ edits
 
-    def transfer(self, target: dict, reference: dict, regions: list[str], harmonize: bool, progress: Any) -> tuple:
-        image, labels = self._target(target)
-        ref_image, ref_labels = self._reference(reference)
-        if not regions:
+    def transfer(self, target: dict, reference: dict, chosen: list[str], harmonized: bool,
+                 progress: gr.Progress = LIVE_PROGRESS) -> tuple:
+        image, labels = self._loaded(target)
+        ref_image, ref_labels = self._loaded(reference, "reference")
+        if not chosen:
             raise InputError("choose at least one region to transfer")
         result, notes = self._run(progress, "Transferring", lambda: self.editor.transfer(
-            image, labels, ref_image, ref_labels, regions=list(regions), harmonize=harmonize))
-        return self._result(result, labels, f"Transferred {', '.join(regions)} from the reference.", notes)
+            image, labels, ref_image, ref_labels, regions=list(chosen), harmonize=harmonized))
+        return self._result(result, labels, f"Transferred {', '.join(chosen)} from the reference.", notes)
 
-    def sample(self, target: dict, region: str, seed: float, progress: Any) -> tuple:
-        image, labels = self._target(target)
-        if not region:
-            raise InputError("choose a region")
-        seed = int(seed or 0)
+    def sample(self, target: dict, region: str, seed: float, progress: gr.Progress = LIVE_PROGRESS) -> tuple:
+        image, labels, seed = self._target_region(target, region, seed)
         result, notes = self._run(progress, f"Drawing a {region} style", lambda: self.editor.sample(
             image, labels, region=region, n=1, seed=seed)[0])
         return self._result(result, labels, f"A random {region} style (seed {seed}).", notes)
 
-    def finetune(self, target: dict, region: str, step: float, seed: float, progress: Any) -> tuple:
-        image, labels = self._target(target)
-        if not region:
-            raise InputError("choose a region")
-        seed = int(seed or 0)
+    def finetune(self, target: dict, region: str, step: float, seed: float,
+                 progress: gr.Progress = LIVE_PROGRESS) -> tuple:
+        image, labels, seed = self._target_region(target, region, seed)
         result, notes = self._run(progress, f"Fine-tuning the {region} style", lambda: self.editor.finetune(
             image, labels, region=region, step=float(step), seed=seed)[0])
         return self._result(result, labels, f"{region} style moved by {float(step):g} along direction {seed}.", notes)
 
-    def shape(self, target: dict, reference: dict, painting: dict | None, seed: float, progress: Any) -> tuple:
-        image, labels = self._target(target)
+    def shape(self, target: dict, reference: dict, painting: dict | None, seed: float,
+              progress: gr.Progress = LIVE_PROGRESS) -> tuple:
+        image, labels = self._loaded(target)
         if not painting:
             raise InputError("paint on the label map first")
         new_labels = self._painted_labels(labels, painting)
@@ -329,13 +329,14 @@ class _App:
         full[changed] = resize_labels(torch.from_numpy(canvas), size).numpy()[changed]
         return full
 
-    def color(self, target: dict, painting: dict | None, regions: list[str], progress: Any) -> tuple:
-        image, labels = self._target(target)
+    def color(self, target: dict, painting: dict | None, chosen: list[str],
+              progress: gr.Progress = LIVE_PROGRESS) -> tuple:
+        image, labels = self._loaded(target)
         strokes = strokes_from_layers((painting or {}).get("layers"))
         if strokes is None:
             raise InputError("paint colour strokes on the photo first")
         (result, details), notes = self._run(progress, "Recolouring", lambda: self.editor.edit_color(
-            image, labels, strokes, regions=list(regions) or None, return_details=True))
+            image, labels, strokes, regions=list(chosen) or None, return_details=True))
         return self._result(result, labels, f"Recoloured {', '.join(details['classes'])}.", notes)
 
     def continue_from(self, result: dict | None) -> tuple:
@@ -374,6 +375,13 @@ def _theme() -> Any:
     system = [gr.themes.Font("ui-sans-serif"), gr.themes.Font("system-ui"), gr.themes.Font("sans-serif")]
     mono = [gr.themes.Font("ui-monospace"), gr.themes.Font("monospace")]
     return gr.themes.Default(font=system, font_mono=mono)  # no web fonts: the page works offline
+
+
+def _region_choice(regions: list[str], tab: str, note: str, off: str) -> tuple[bool, gr.Dropdown]:
+    """The note and region menu of a tab that needs trained networks: whether it is on, and the menu."""
+    on = bool(regions)
+    gr.Markdown(note if on else off, elem_id=f"{tab}-note")
+    return on, gr.Dropdown(regions, value=(regions or [None])[0], label="Region", visible=on, elem_id=f"{tab}-region")
 
 
 CSS = """
@@ -427,22 +435,17 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
                 harmonize = gr.Checkbox(True, label="Harmonize (MRSA)", elem_id="harmonize")
                 transfer_button = gr.Button("Transfer", variant="primary", elem_id="transfer-button")
             with gr.Tab("Random style", id="tab-sample"):
-                has_mapping = bool(app.mapping_regions)
-                gr.Markdown("Draw a random style for a region from its mapping network." if has_mapping else
-                            "This checkpoint has no mapping networks, so random styles are off "
-                            "(train them with `facestyle train-mapping`).", elem_id="sample-note")
-                sample_region = gr.Dropdown(app.mapping_regions, value=(app.mapping_regions or [None])[0],
-                                            label="Region", visible=has_mapping, elem_id="sample-region")
+                has_mapping, sample_region = _region_choice(
+                    app.mapping_regions, "sample", "Draw a random style for a region from its mapping network.",
+                    "This checkpoint has no mapping networks, so random styles are off "
+                    "(train them with `facestyle train-mapping`).")
                 sample_seed = gr.Number(0, precision=0, label="Seed", visible=has_mapping, elem_id="sample-seed")
                 sample_button = gr.Button("Random style", variant="primary", visible=has_mapping,
                                           elem_id="sample-button")
             with gr.Tab("Fine-tune", id="tab-finetune"):
-                has_flow = bool(app.flow_regions)
-                gr.Markdown("Move a region's style along a direction of its flow's latent space." if has_flow else
-                            "This checkpoint has no flows, so fine-tuning is off "
-                            "(train them with `facestyle train-flow`).", elem_id="finetune-note")
-                finetune_region = gr.Dropdown(app.flow_regions, value=(app.flow_regions or [None])[0],
-                                              label="Region", visible=has_flow, elem_id="finetune-region")
+                has_flow, finetune_region = _region_choice(
+                    app.flow_regions, "finetune", "Move a region's style along a direction of its flow's latent space.",
+                    "This checkpoint has no flows, so fine-tuning is off (train them with `facestyle train-flow`).")
                 finetune_step = gr.Slider(-3, 3, value=1, step=0.1, label="Step", visible=has_flow,
                                           elem_id="finetune-step")
                 finetune_seed = gr.Number(0, precision=0, label="Direction (seed)", visible=has_flow,
@@ -474,36 +477,18 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
 
         loaded = [target_state, target_overlay, shape_editor, color_editor, status]
         outputs = [result_image, result_state, status]
-        progress_bar = gr.Progress()  # Gradio fills in a handler's Progress default with the live bar
 
         @_errors_as_messages
-        def load_target(photo, labels, progress=progress_bar):
+        def load_target(photo, labels, progress=LIVE_PROGRESS):
             return app.load(photo, labels, "target", progress)
 
         @_errors_as_messages
-        def load_reference(photo, labels, progress=progress_bar):
+        def load_reference(photo, labels, progress=LIVE_PROGRESS):
             state, overlay, _, _, note = app.load(photo, labels, "reference", progress)
             return state, overlay, note
 
-        @_errors_as_messages
-        def transfer(target, reference, chosen, harmonized, progress=progress_bar):
-            return app.transfer(target, reference, chosen, harmonized, progress)
-
-        @_errors_as_messages
-        def sample(target, region, seed, progress=progress_bar):
-            return app.sample(target, region, seed, progress)
-
-        @_errors_as_messages
-        def finetune(target, region, step, seed, progress=progress_bar):
-            return app.finetune(target, region, step, seed, progress)
-
-        @_errors_as_messages
-        def shape(target, reference, painting, seed, progress=progress_bar):
-            return app.shape(target, reference, painting, seed, progress)
-
-        @_errors_as_messages
-        def color(target, painting, chosen, progress=progress_bar):
-            return app.color(target, painting, chosen, progress)
+        transfer, sample, finetune, shape, color, continue_from = map(
+            _errors_as_messages, (app.transfer, app.sample, app.finetune, app.shape, app.color, app.continue_from))
 
         # Every handler shares one concurrency group: at most `concurrency` run at once, the rest queue.
         queued = {"concurrency_limit": limits.concurrency, "concurrency_id": "facestyle"}
@@ -519,7 +504,7 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
             trigger(finetune, [target_state, finetune_region, finetune_step, finetune_seed], outputs, **queued)
         shape_button.click(shape, [target_state, reference_state, shape_editor, shape_seed], outputs, **queued)
         color_button.click(color, [target_state, color_editor, color_regions], outputs, **queued)
-        continue_button.click(_errors_as_messages(app.continue_from), [result_state], loaded, **queued)
+        continue_button.click(continue_from, [result_state], loaded, **queued)
 
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)  # beyond max_size: refused
     return demo

@@ -14,14 +14,18 @@ import logging
 import math
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 from tqdm import tqdm
 
 from ..errors import InputError
 from ..labels import LABEL_SETS
+
+if TYPE_CHECKING:
+    from ..editor.editor import Editor
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_BATCH_SIZE = 8
@@ -30,14 +34,24 @@ DEFAULT_BATCH_SIZE = 8
 # ---------------------------------------------------------------------- shared helpers
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _whole_number(name: str, least: int, expected: str, bound: str) -> Callable[[str], int]:
+    """An argparse type named ``name``: a whole number of at least ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {value}")
+        return value
+
+    parse.__name__ = parse.__qualname__ = name
+    return parse
+
+
+positive_int = _whole_number("positive_int", 1, "a positive integer", "a positive integer")
+nonnegative_int = _whole_number("nonnegative_int", 0, "a whole number", "0 or more")
 
 
 def positive_float(text: str) -> float:
@@ -65,10 +79,19 @@ def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> No
                                  f"(default: {DEFAULT_BATCH_SIZE})")
 
 
-def load_editor(args: argparse.Namespace):
+def load_editor(args: argparse.Namespace, parser: str | None = None) -> Editor:
+    """The Editor of ``--checkpoint``/``--device``/``--label-set`` (with a face parser from ``parser``)."""
     from ..editor.editor import Editor
 
-    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set)
+    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=parser)
+
+
+def save_images(images: Sequence, paths: Sequence[Path]) -> None:
+    """Write each image to its path (atomically)."""
+    from ..io import save_image
+
+    for image, path in zip(images, paths, strict=True):
+        save_image(image, path)
 
 
 def check_input_file(path: str | Path, what: str = "file") -> Path:
@@ -79,6 +102,11 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     if not path.is_file():
         raise InputError(f"{path}: is not a file, expected {what}")
     return path
+
+
+def photo_and_labels(image: str | Path, labels: str | Path) -> tuple[str, Path, Path]:
+    """(stem, photo, label map) of one photo given with its label map, both checked."""
+    return Path(image).stem, check_input_file(image, "an image"), check_input_file(labels, "a label map")
 
 
 def check_input_dir(path: str | Path) -> Path:
@@ -149,8 +177,8 @@ def batched(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start:start + size]
 
 
-def progress(total: int, desc: str) -> tqdm:
-    """A progress bar on stderr (shown on a terminal only)."""
+def progress(total: int | None, desc: str) -> tqdm:
+    """A progress bar on stderr (shown on a terminal only); ``total`` None: a count without an end."""
     return tqdm(total=total, desc=desc, unit="img", disable=None, dynamic_ncols=True)
 
 
@@ -170,8 +198,9 @@ class _Once(logging.Filter):
 
 
 @contextlib.contextmanager
-def cli_warnings(command: str) -> Iterator[None]:
-    """Show the library's warnings (absent regions...) once each, as ``facestyle COMMAND: warning: ...``."""
+def cli_warnings(command: str, *logged: type[Warning]) -> Iterator[None]:
+    """Show the library's warnings (absent regions...) once each, as ``facestyle COMMAND: warning: ...``;
+    Python warnings of the ``logged`` categories (which the log already says) are silenced."""
     from ..editor.editor import RegionAbsentWarning
 
     log = logging.getLogger("facestyle")
@@ -186,7 +215,8 @@ def cli_warnings(command: str) -> Iterator[None]:
         log.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RegionAbsentWarning)  # the log line says it already
+            for category in (RegionAbsentWarning, *logged):
+                warnings.simplefilter("ignore", category)  # the log line says it already
             yield
     finally:
         log.removeHandler(handler)
@@ -227,21 +257,16 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         outputs = [out_dir / f"{stem}.png" for stem, _, _ in pairs]
         check_not_overwriting_inputs(outputs, [p for _, image, labels in pairs for p in (image, labels)])
     else:
-        pairs = [(Path(args.image).stem, check_input_file(args.image, "an image"),
-                  check_input_file(args.labels, "a label map"))]
+        pairs = [photo_and_labels(args.image, args.labels)]
         outputs = [check_output_file(args.out)]
         check_not_overwriting_inputs(outputs, [pairs[0][1], pairs[0][2]])
-
-    from ..io import save_image
 
     editor = load_editor(args)
     jobs = list(zip(pairs, outputs))
     with cli_warnings("reconstruct"), progress(len(jobs), "reconstruct") as bar:
         for chunk in batched(jobs, args.batch_size):
-            results = editor.reconstruct([image for (_, image, _), _ in chunk],
-                                         [labels for (_, _, labels), _ in chunk])
-            for result, (_, out) in zip(results, chunk):
-                save_image(result, out)
+            save_images(editor.reconstruct([image for (_, image, _), _ in chunk],
+                                           [labels for (_, _, labels), _ in chunk]), [out for _, out in chunk])
             bar.update(len(chunk))
     where = args.out_dir if folder else args.out
     print(f"wrote {len(outputs)} image(s) to {where}" if folder else f"wrote {where}")
@@ -257,9 +282,7 @@ def run_import_sean(args: argparse.Namespace) -> int:
     from ..errors import CheckpointError
 
     check_input_file(args.checkpoint, "SEAN's latest_net_G.pth")
-    out_dir = Path(args.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
+    out_dir = check_output_dir(args.out_dir)
     existing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if (out_dir / n).exists()]
     if existing and not args.overwrite:
         raise InputError(f"{out_dir} already holds a checkpoint ({existing[0]}); "
@@ -283,9 +306,7 @@ def run_import_sean(args: argparse.Namespace) -> int:
 def run_prepare_celebamask_hq(args: argparse.Namespace) -> int:
     from ..data.celebamask import prepare_celebamask_hq
 
-    dst = Path(args.dst)
-    if dst.exists() and not dst.is_dir():
-        raise InputError(f"{dst}: exists and is not a folder")
+    dst = check_output_dir(args.dst)
     try:
         written = prepare_celebamask_hq(args.src, dst, split=args.split, progress=True,
                                         overwrite=args.overwrite)

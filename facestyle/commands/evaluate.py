@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.spec import DATA_FORMS, SPLITS
 from ..labels import LABEL_SETS
-from .core import check_output_dir, positive_int
+from .core import check_output_dir, nonnegative_int, positive_int
 
 EVALUATE_DESCRIPTION = """\
 Measure a checkpoint as the paper's tables do, and write REPORT_DIR/report.md, results.csv,
@@ -54,16 +54,6 @@ def _paper_rows(text: str) -> str:
         return paper_dataset(text)
     except Exception as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -141,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="label set of a folder: --reference-data (default: the checkpoint's)")
     d.add_argument("--seed", type=int, default=0,
                    help="synthetic face stream, torch's RNG and the sampled styles (default: 0)")
-    d.add_argument("--workers", type=_nonnegative_int, default=0, metavar="N",
+    d.add_argument("--workers", type=nonnegative_int, default=0, metavar="N",
                    help="data-loading processes (default: 0)")
     p.add_argument("--styles", type=positive_int, default=DEFAULT_STYLES, metavar="N",
                    help=f"multimodal: random styles per image and region (default: {DEFAULT_STYLES}, the paper's)")
@@ -156,11 +146,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=BENCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     p.add_argument("--pairs", type=positive_int, default=32, metavar="N", help="target/reference pairs (default: 32)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0, metavar="S",
+    p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
                    help="synthetic face stream of the pairs (default: 0)")
     p.add_argument("--attention-off-checkpoint", metavar="DIR",
                    help="a separately trained attention = off checkpoint (the paper's 'w/o SA') to compare with")
-    p.add_argument("--sheet-pairs", type=_nonnegative_int, default=4, metavar="K",
+    p.add_argument("--sheet-pairs", type=nonnegative_int, default=4, metavar="K",
                    help="pairs shown in contact_sheet.png (default: 4; 0: no sheet)")
     p.add_argument("--min-light-difference", type=float, default=None, metavar="D",
                    help="least mean |log light| difference between target and reference lighting (default: 0.15)")

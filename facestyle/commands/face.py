@@ -12,21 +12,29 @@
 from __future__ import annotations
 
 import argparse
-import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .core import (
     add_model_options,
+    batched,
     check_input_file,
     check_not_overwriting_inputs,
     check_output_dir,
     check_output_file,
     cli_warnings,
+    load_editor,
     positive_float,
     positive_int,
     progress,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from ..editor.editor import Editor
 
 # ------------------------------------------------------------------------------------------------ parse
 
@@ -51,13 +59,11 @@ def run_parse(args: argparse.Namespace) -> int:
     parser = FaceParser.from_pretrained(args.checkpoint, device=args.device)
     parser.batch_size = args.batch_size
     with progress(len(images), "parse") as bar:
-        for start in range(0, len(images), args.batch_size):
-            chunk = images[start:start + args.batch_size]
-            maps = parser.parse([str(p) for p in chunk], crop=crop)
-            for path, labels in zip(chunk, maps):
-                save_labels(labels, out_dir / f"{path.stem}.png")
+        for chunk in batched(list(zip(images, outputs, previews)), args.batch_size):
+            maps = parser.parse([str(path) for path, _, _ in chunk], crop=crop)
+            for labels, (_, out, preview) in zip(maps, chunk):
+                save_labels(labels, out)
                 if not args.no_preview:
-                    preview = out_dir / "previews" / f"{path.stem}.png"
                     save_image(colorize(labels, parser.label_set), preview)
             bar.update(len(chunk))
     extra = "" if args.no_preview else f" (colour previews in {out_dir / 'previews'})"
@@ -81,39 +87,40 @@ def _crop(text: str):
 # ----------------------------------------------------------------------------------- edit-shape, edit-color
 
 
-def _load_face_editor(args: argparse.Namespace):
-    from ..editor.editor import Editor
-
-    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=args.parser)
+def _maybe_file(path: str | None, what: str) -> Path | None:
+    return None if path is None else check_input_file(path, what)
 
 
-def _image_and_labels(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    image = check_input_file(args.image, "an image")
-    labels = check_input_file(args.labels, "a label map") if args.labels is not None else None
-    return image, labels
+def _write_edit(args: argparse.Namespace, command: str, inputs: list[Path | None],
+                edit: Callable[[Editor], tuple[Image.Image, dict]], *logged: type[Warning]) -> tuple[Path, dict]:
+    """Check --out against the edit's (checked) inputs, load the editor, run ``edit`` on it and write the
+    result to --out; returns --out and the edit's details."""
+    from ..io import save_image
+
+    out = check_output_file(args.out)
+    check_not_overwriting_inputs([out], [p for p in inputs if p])
+    editor = load_editor(args, parser=args.parser)
+    with cli_warnings(command, *logged):
+        result, details = edit(editor)
+    save_image(result, out)
+    return out, details
 
 
 def run_edit_shape(args: argparse.Namespace) -> int:
-    image, labels = _image_and_labels(args)
+    from ..editor.edits import NewClassWarning
+
+    image, labels = check_input_file(args.image, "an image"), _maybe_file(args.labels, "a label map")
     new_labels = check_input_file(args.new_labels, "a label map")
-    reference = check_input_file(args.reference, "an image") if args.reference is not None else None
-    reference_labels = (check_input_file(args.reference_labels, "a label map")
-                        if args.reference_labels is not None else None)
+    reference = _maybe_file(args.reference, "an image")
+    reference_labels = _maybe_file(args.reference_labels, "a label map")
     if reference_labels is not None and reference is None:
         raise InputError("--reference-labels needs --reference (the reference photo)")
-    out = check_output_file(args.out)
-    check_not_overwriting_inputs([out], [p for p in (image, labels, new_labels, reference, reference_labels) if p])
-
-    from ..editor.edits import NewClassWarning
-    from ..io import save_image
-
-    editor = _load_face_editor(args)
-    with cli_warnings("edit-shape"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", NewClassWarning)  # the log line says it already
-        result, details = editor.edit_shape(image, labels, new_labels, reference=reference,
-                                            reference_labels=reference_labels, seed=args.seed,
-                                            harmonize=not args.no_harmonize, return_details=True)
-    save_image(result, out)
+    out, details = _write_edit(
+        args, "edit-shape", [image, labels, new_labels, reference, reference_labels],
+        lambda editor: editor.edit_shape(image, labels, new_labels, reference=reference,
+                                         reference_labels=reference_labels, seed=args.seed,
+                                         harmonize=not args.no_harmonize, return_details=True),
+        NewClassWarning)
     sources = details["sources"]
     new = "; new classes: " + ", ".join(f"{k} from {v}" for k, v in sources.items()) if sources else ""
     print(f"wrote {out}{new}")
@@ -121,22 +128,18 @@ def run_edit_shape(args: argparse.Namespace) -> int:
 
 
 def run_edit_color(args: argparse.Namespace) -> int:
-    image, labels = _image_and_labels(args)
+    image, labels = check_input_file(args.image, "an image"), _maybe_file(args.labels, "a label map")
     strokes = check_input_file(args.strokes, "an image")
-    mask = check_input_file(args.stroke_mask, "a mask image") if args.stroke_mask is not None else None
-    out = check_output_file(args.out)
-    check_not_overwriting_inputs([out], [p for p in (image, labels, strokes, mask) if p])
+    mask = _maybe_file(args.stroke_mask, "a mask image")
 
-    from ..io import save_image
+    def edit(editor: Editor) -> tuple[Image.Image, dict]:
+        if args.regions is not None:
+            editor.resolve_regions(args.regions)  # an unknown name fails before any work
+        return editor.edit_color(image, labels, (strokes, mask) if mask is not None else strokes,
+                                 regions=args.regions, pool=args.pool, harmonize=not args.no_harmonize,
+                                 return_details=True)
 
-    editor = _load_face_editor(args)
-    if args.regions is not None:
-        editor.resolve_regions(args.regions)  # an unknown name fails before any work
-    with cli_warnings("edit-color"):
-        result, details = editor.edit_color(image, labels, (strokes, mask) if mask is not None else strokes,
-                                            regions=args.regions, pool=args.pool, harmonize=not args.no_harmonize,
-                                            return_details=True)
-    save_image(result, out)
+    out, details = _write_edit(args, "edit-color", [image, labels, strokes, mask], edit)
     print(f"wrote {out}; recoloured: {', '.join(details['classes'])}")
     return 0
 
@@ -156,11 +159,9 @@ def run_style_mean(args: argparse.Namespace) -> int:
 
         bank = StyleBank.load(args.bank, checkpoint=checkpoint)
     else:
-        from tqdm import tqdm
-
         from ..styles.bank import encode_bank
 
-        with tqdm(desc="style-mean", unit="img", disable=None, dynamic_ncols=True) as bar:
+        with progress(None, "style-mean") as bar:
             bank = encode_bank(checkpoint, args.data, split=args.split, seed=args.seed, batch_size=args.batch_size,
                                device=args.device, limit=args.limit, progress=bar.update)
     mean, count = compute_style_mean(bank.codes, bank.presence)

@@ -14,8 +14,9 @@ The pipeline for a trained generator CHECKPOINT::
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from .core import (
@@ -25,8 +26,14 @@ from .core import (
     check_output_dir,
     cli_warnings,
     load_editor,
+    photo_and_labels,
     positive_int,
+    progress,
+    save_images,
 )
+
+if TYPE_CHECKING:
+    from ..editor.editor import Editor
 
 PRESET_CHOICES = ("paper", "demo", "tiny")
 
@@ -35,8 +42,6 @@ PRESET_CHOICES = ("paper", "demo", "tiny")
 
 
 def run_encode_styles(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from ..styles.bank import encode_bank
 
     out = Path(args.out)
@@ -46,7 +51,7 @@ def run_encode_styles(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: a style bank is a .safetensors file")
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
-    with tqdm(desc="encode-styles", unit="img", disable=None, dynamic_ncols=True) as bar:
+    with progress(None, "encode-styles") as bar:
         bank = encode_bank(args.checkpoint, args.data, split=args.split, seed=args.seed, batch_size=args.batch_size,
                            device=args.device, limit=args.limit, resolution=args.resolution, progress=bar.update)
     bank.save(out)
@@ -120,62 +125,52 @@ def run_train_flow(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------- sample, finetune
 
 
-def _target(args: argparse.Namespace) -> tuple[Path, Path]:
-    return check_input_file(args.target, "an image"), check_input_file(args.target_labels, "a label map")
-
-
-def _write_sheet(rows: list, titles: list[str], columns: list[str], path: Path) -> None:
-    from ..io import save_image
+def _edit_target(args: argparse.Namespace, command: str, rows: dict[str, list[str]], titles: list[str],
+                 columns: list[str], sheet: str, edit: Callable[[Editor, Path, Path, str], list]) -> Path:
+    """Check --target/--target-labels/--out-dir, then for each row (key: its file names in OUT_DIR) write
+    ``edit(editor, target, labels, key)``'s images, and the contact sheet of all rows beside the target."""
+    from ..io import open_image, save_image
     from ..visualize import contact_sheet
 
-    save_image(contact_sheet(rows, columns, row_titles=titles, cell=128), path)
+    _, target, labels = photo_and_labels(args.target, args.target_labels)
+    out_dir = check_output_dir(args.out_dir)
+    paths = {key: [out_dir / name for name in names] for key, names in rows.items()}
+    check_not_overwriting_inputs([*(p for row in paths.values() for p in row), out_dir / sheet], [target, labels])
+    editor = load_editor(args)
+    sheet_rows = []
+    with cli_warnings(command):
+        for key, row in paths.items():
+            images = edit(editor, target, labels, key)
+            save_images(images, row)
+            sheet_rows.append([open_image(target), *images])
+    save_image(contact_sheet(sheet_rows, columns, row_titles=titles, cell=128), out_dir / sheet)
+    return out_dir
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from ..io import open_image, save_image
-
-    target, labels = _target(args)
-    out_dir = check_output_dir(args.out_dir)
-    outputs = [out_dir / f"{args.region}_{i:02d}.png" for i in range(args.n)]
-    check_not_overwriting_inputs([*outputs, out_dir / "sheet.png"], [target, labels])
-    editor = load_editor(args)
-    with cli_warnings("sample"):
-        images = editor.sample(target, labels, region=args.region, n=args.n, seed=args.seed,
-                               harmonize=not args.no_harmonize)
-    for image, path in zip(images, outputs):
-        save_image(image, path)
-    _write_sheet([[open_image(target), *images]], [args.region], ["target", *(f"style {i}" for i in range(args.n))],
-                 out_dir / "sheet.png")
+    out_dir = _edit_target(
+        args, "sample", {args.region: [f"{args.region}_{i:02d}.png" for i in range(args.n)]}, [args.region],
+        ["target", *(f"style {i}" for i in range(args.n))], "sheet.png",
+        lambda editor, target, labels, region: editor.sample(target, labels, region=region, n=args.n, seed=args.seed,
+                                                             harmonize=not args.no_harmonize))
     print(f"wrote {args.n} {args.region} style(s) and sheet.png to {out_dir}")
     return 0
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     from ..editor.styles import parse_steps
-    from ..io import open_image, save_image
     from ..nn.flow import Solver
 
     steps = parse_steps(args.steps)
-    target, labels = _target(args)
-    out_dir = check_output_dir(args.out_dir)
     spaces = ("z", "style") if args.space == "both" else (args.space,)
-    outputs = {space: [out_dir / f"{space}_{i:02d}_step{step:g}.png" for i, step in enumerate(steps)]
-               for space in spaces}
-    check_not_overwriting_inputs([p for paths in outputs.values() for p in paths], [target, labels])
-    solver = None
-    if args.solver is not None:
-        solver = Solver(args.solver, args.atol, args.rtol, args.solver_steps)
-    editor = load_editor(args)
-    rows = []
-    with cli_warnings("finetune"):
-        for space in spaces:
-            images = editor.finetune(target, labels, region=args.region, step=steps, seed=args.seed, space=space,
-                                     harmonize=not args.no_harmonize, solver=solver if space == "z" else None)
-            for image, path in zip(images, outputs[space]):
-                save_image(image, path)
-            rows.append([open_image(target), *images])
-    _write_sheet(rows, [f"{space} space" for space in spaces], ["target", *(f"step {s:g}" for s in steps)],
-                 out_dir / "sequence.png")
+    solver = None if args.solver is None else Solver(args.solver, args.atol, args.rtol, args.solver_steps)
+    out_dir = _edit_target(
+        args, "finetune", {space: [f"{space}_{i:02d}_step{step:g}.png" for i, step in enumerate(steps)]
+                           for space in spaces},
+        [f"{space} space" for space in spaces], ["target", *(f"step {s:g}" for s in steps)], "sequence.png",
+        lambda editor, target, labels, space: editor.finetune(
+            target, labels, region=args.region, step=steps, seed=args.seed, space=space,
+            harmonize=not args.no_harmonize, solver=solver if space == "z" else None))
     print(f"wrote {len(steps) * len(spaces)} fine-tuned image(s) and sequence.png to {out_dir}")
     return 0
 
@@ -253,9 +248,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (adaptive solvers)")
     s.add_argument("--solver-steps", type=positive_int, default=8, help="steps per solve (fixed-step solvers)")
     p.set_defaults(func=run_finetune)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
-
-    sys.exit(main(sys.argv[1:]))

@@ -9,7 +9,6 @@ from ..errors import InputError
 from .core import (
     add_model_options,
     batched,
-    check_input_file,
     check_not_overwriting_inputs,
     check_output_dir,
     check_output_file,
@@ -17,7 +16,9 @@ from .core import (
     load_editor,
     one_or_folder,
     pair_by_stem,
+    photo_and_labels,
     progress,
+    save_images,
 )
 
 DESCRIPTION = """\
@@ -42,8 +43,7 @@ A region absent from a reference keeps the target's style there (with a warning)
 def _targets(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     if one_or_folder(args, ("target", "target_labels"), ("target_dir", "target_label_dir"), "the targets"):
         return pair_by_stem(args.target_dir, args.target_label_dir)
-    return [(Path(args.target).stem, check_input_file(args.target, "an image"),
-             check_input_file(args.target_labels, "a label map"))]
+    return [photo_and_labels(args.target, args.target_labels)]
 
 
 def _references(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
@@ -53,8 +53,7 @@ def _references(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     if len(args.reference) != len(args.reference_labels):
         raise InputError(f"{len(args.reference)} --reference image(s) but {len(args.reference_labels)} "
                          "--reference-labels: give one label map per reference, in the same order")
-    refs = [(Path(image).stem, check_input_file(image, "an image"), check_input_file(labels, "a label map"))
-            for image, labels in zip(args.reference, args.reference_labels)]
+    refs = [photo_and_labels(image, labels) for image, labels in zip(args.reference, args.reference_labels)]
     stems = [stem for stem, _, _ in refs]
     duplicate = next((s for s in stems if stems.count(s) > 1), None)
     if duplicate is not None and args.out is None:
@@ -81,8 +80,6 @@ def run_transfer(args: argparse.Namespace) -> int:
     inputs = [p for _, image, labels in (*targets, *references) for p in (image, labels)]
     check_not_overwriting_inputs([out for _, _, out in jobs], inputs)
 
-    from ..io import save_image
-
     editor = load_editor(args)
     regions = editor.resolve_regions(args.regions)  # an unknown name fails before any work
     if not regions:
@@ -95,8 +92,7 @@ def run_transfer(args: argparse.Namespace) -> int:
                 results = editor.transfer([t[1] for t, _, _ in chunk], [t[2] for t, _, _ in chunk],
                                           ref_image, ref_labels, regions=list(regions),
                                           harmonize=not args.no_harmonize)
-                for result, (_, _, out) in zip(results, chunk):
-                    save_image(result, out)
+                save_images(results, [out for _, _, out in chunk])
                 bar.update(len(chunk))
     print(f"wrote {args.out}" if args.out is not None else f"wrote {len(jobs)} image(s) to {args.out_dir}")
     return 0
