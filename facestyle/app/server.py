@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..data.transforms import resize_labels
+from ..data.transforms import resize_labels_centered
 from ..editor.editor import Editor
 from ..editor.edits import decolorize_nearest, load_label_map
 from ..editor.parser import overlay
@@ -122,7 +122,7 @@ def read_label_upload(path: str | os.PathLike | None, label_set: LabelSet, photo
     if (lh, lw) != (h, w):
         if abs(lh * w - lw * h) > 0.02 * h * lw:
             raise InputError(f"{what} is {lw}x{lh}: it does not fit the {w}x{h} photo (another aspect ratio)")
-        labels = resize_labels(labels, (h, w))
+        labels = resize_labels_centered(labels, (h, w))
     return torch.as_tensor(labels).numpy().astype(np.int64)
 
 
@@ -323,10 +323,10 @@ class _App:
         painted_base = None if background is None else labels_from_painting({"background": background},
                                                                              self.label_set)
         if painted_base is None or painted_base.shape != shown.shape or (painted_base != shown).mean() > 0.01:
-            return resize_labels(torch.from_numpy(canvas), size).numpy()
-        changed = resize_labels(torch.from_numpy((canvas != painted_base).astype(np.int64)), size).numpy() > 0
+            return resize_labels_centered(torch.from_numpy(canvas), size).numpy()
+        changed = resize_labels_centered(torch.from_numpy((canvas != painted_base).astype(np.int64)), size).numpy() > 0
         full = labels.copy()
-        full[changed] = resize_labels(torch.from_numpy(canvas), size).numpy()[changed]
+        full[changed] = resize_labels_centered(torch.from_numpy(canvas), size).numpy()[changed]
         return full
 
     def color(self, target: dict, painting: dict | None, chosen: list[str],
