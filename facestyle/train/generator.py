@@ -35,36 +35,29 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_state
 from ..config import PRESETS, Config, TrainConfig, load_config
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import eval_transform, train_transform
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..io import save_image
 from ..labels import LabelSet, get_label_set
 from ..losses import GeneratorLosses, hinge_d_loss_terms
 from ..model import FaceStyleNet
 from ..nn.discriminator import MultiscaleDiscriminator
 from .common import (
-    FINAL_DIR,
     RUN_CONFIG,
-    TRAINER_DIR,
     CheckpointedRun,
     DataStream,
     Distributed,
-    GracefulStop,
-    Meter,
-    Progress,
     SeededTransform,
-    TrainingError,
-    check_same_network,
-    deterministic_mode,
-    list_checkpoints,
-    load_trainer_state,
+    as_floats,
     log,
     read_run_info,
     resolve_resume,
+    resume_point,
+    resume_state,
     rng_state,
+    run_trainer,
     seed_everything,
     step_dir_name,
 )
@@ -147,6 +140,7 @@ class GeneratorTrainer(CheckpointedRun):
     """
 
     nonfinite_advice = "lower train.lr_g / train.lr_d, or check the data"
+    command, network_name, mismatch_name = "train", "generator", "model"
 
     @property
     def train_config(self) -> TrainConfig:
@@ -162,10 +156,7 @@ class GeneratorTrainer(CheckpointedRun):
         self.device = self.dist.device(device)
         self.label_set = get_label_set(config.model.label_set)
         cfg = config.train
-        resume_state = None
-        if resume_from is not None:
-            check_same_network(FaceStyleNet, config.model, resume_from)
-            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
+        state = resume_state(FaceStyleNet, config.model, resume_from)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
@@ -189,76 +180,31 @@ class GeneratorTrainer(CheckpointedRun):
         self.last_saved: Path | None = None
         self.last_losses: dict[str, float] = {}
         if resume_from is not None:
-            self.load(resume_from, resume_state)
-
-        self.dist.init_process_group(self.device)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model_ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-            self.discriminator_ddp = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
-        else:
-            self.model_ddp, self.discriminator_ddp = self.model, self.discriminator
+            self.load(resume_from, state)
+        self.model_ddp, self.discriminator_ddp = self.distribute(self.model, self.discriminator)
 
     # ----------------------------------------------------------------------------------------- training
 
-    def train(self) -> Path:
-        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), saving as configured."""
-        cfg = self.config.train
-        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
-        if self.step >= end:
-            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
-            return self.run_dir
-        self.prepare_run_dir()
-        log(self.dist, f"training {self.describe()} from step {self.step} to {end} on {self.device}; "
-                       f"run folder {self.run_dir}")
+    def start_training(self) -> None:
+        cfg, size = self.config.train, self.config.model.image_size
         if cfg.decay_start >= cfg.steps:
             log(self.dist, f"note: train.decay_start ({cfg.decay_start}) >= train.steps ({cfg.steps}): "
                            "the learning rates stay constant")
-        size = self.config.model.image_size
         if cfg.load_size > 1.5 * size:
             log(self.dist, f"note: train.load_size ({cfg.load_size}) is over 1.5 x model.image_size ({size}): "
                            f"random crops cover little of each face (SEAN: train.load_size={size * 286 // 256})")
         self.model.train()
         self.discriminator.train()
-        batches = iter(self.data)
-        meter = Meter()
-        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
-        stop = GracefulStop(on_request=self.announce_stop)
-        try:
-            with stop:
-                while self.step < end:
-                    image, labels, _ = next(batches)
-                    losses = self.train_step(image.to(self.device, non_blocking=True),
-                                             labels.to(self.device, non_blocking=True))
-                    self.step += 1
-                    meter.update(losses, images=image.shape[0] * self.dist.world_size)
-                    progress.step({"G": losses["G"], "D": losses["D"], "img/s": meter.images_per_second()})
 
-                    if self.step % cfg.log_every == 0 or self.step == end:
-                        self.last_losses = self.dist.mean(meter.means(), device=self.device)
-                        progress.log(self.step, {**{f"loss/{k}": v for k, v in self.last_losses.items()},
-                                                 "lr/generator": self.opt_g.param_groups[0]["lr"],
-                                                 "lr/discriminator": self.opt_d.param_groups[0]["lr"],
-                                                 "speed/images_per_second": meter.images_per_second()})
-                        meter.reset()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0:
-                        self.save_samples()
-                    (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
-                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
-                        self.save_checkpoint()
-                    if interrupted:
-                        break
-        finally:
-            progress.close()
+    def postfix(self, scalars: dict[str, float], speed: float) -> dict[str, float]:
+        return {"G": scalars["G"], "D": scalars["D"], "img/s": speed}
 
-        if self.step >= cfg.steps:
-            self.write_final()
-            log(self.dist, f"done: step {self.step}; generator in {self.run_dir / FINAL_DIR}")
-        else:
-            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
-            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
-                           f"facestyle train --resume {self.run_dir}")
-        return self.run_dir
+    def extra_scalars(self) -> dict[str, float]:
+        return {"lr/generator": self.opt_g.param_groups[0]["lr"], "lr/discriminator": self.opt_d.param_groups[0]["lr"]}
+
+    def after_step(self) -> None:
+        if self.config.train.sample_every and self.step % self.config.train.sample_every == 0:
+            self.save_samples()
 
     def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
         """One generator step, then one discriminator step; returns the losses as floats."""
@@ -284,9 +230,7 @@ class GeneratorTrainer(CheckpointedRun):
         (d_real + d_fake).backward()
         self.opt_d.step()
 
-        scalars = {**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake}
-        return dict(zip(scalars, torch.stack([v.detach().float() for v in scalars.values()]).tolist(),
-                        strict=True))
+        return as_floats({**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake})
 
     def set_learning_rates(self) -> None:
         factor = learning_rate_factor(self.step, self.config.train)
@@ -326,17 +270,10 @@ class GeneratorTrainer(CheckpointedRun):
     def save_network(self, directory: Path) -> None:
         self.model.save_pretrained(directory, step=self.step)
 
-    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Restore weights, optimizers, step, data position and RNG states from a checkpoint folder."""
-        load_state(self.model, checkpoint)
-        try:
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.opt_g.load_state_dict(state["optimizer_g"])
-            self.opt_d.load_state_dict(state["optimizer_d"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this model "
-                                  f"({str(exc).splitlines()[0]})") from None
-        self.restore_progress(checkpoint, state)
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
 
     # ----------------------------------------------------------------------------------------- samples
 
@@ -412,25 +349,15 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
             runs to ``train.steps``; for time-limited jobs and tests.
     """
     out_dir = Path(out_dir)
-    resume_from = None
-    if resume:
-        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
-        if data_spec is None:
-            info = read_run_info(resume_from.parent.parent, "spec", "split", "resolution", "seed")
-            data_spec, split, resolution, data_seed = info["spec"], info["split"], info["resolution"], info["seed"]
-    elif list_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                            "or choose another --out")
+    resume_from = resume_point(out_dir, resume)
+    if resume_from is not None and data_spec is None:
+        info = read_run_info(resume_from.parent.parent, "spec", "split", "resolution", "seed")
+        data_spec, split, resolution, data_seed = info["spec"], info["split"], info["resolution"], info["seed"]
     if data_spec is None:
         raise InputError("no data given (--data SPEC)")
-    with deterministic_mode(config.train.deterministic):
-        trainer = GeneratorTrainer(config, data_spec, out_dir, resume_from=resume_from, device=device,
-                                   split=split, resolution=resolution, data_seed=data_seed,
-                                   weights_dir=weights_dir, stop_at=stop_at)
-        try:
-            return trainer.train()
-        finally:
-            trainer.dist.shutdown()
+    return run_trainer(config.train.deterministic, lambda: GeneratorTrainer(
+        config, data_spec, out_dir, resume_from=resume_from, device=device, split=split, resolution=resolution,
+        data_seed=data_seed, weights_dir=weights_dir, stop_at=stop_at))
 
 
 # ------------------------------------------------------------------------------------------------- CLI

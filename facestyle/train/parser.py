@@ -44,34 +44,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import load_state
 from ..config import apply_overrides, config_to_dict
 from ..data.spec import add_data_arguments, parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..io import atomic_write_bytes
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import PARSER_PRESETS, FaceParserNet, ParserConfig
 from .common import (
-    FINAL_DIR,
-    TRAINER_DIR,
     CheckpointedRun,
     DataStream,
     Distributed,
-    GracefulStop,
-    Meter,
-    Progress,
     SeededTransform,
-    TrainingError,
-    check_same_network,
-    deterministic_mode,
-    list_checkpoints,
+    as_floats,
     load_run_config,
-    load_trainer_state,
     log,
     read_run_info,
-    resolve_resume,
+    resume_point,
+    resume_state,
     rng_state,
+    run_trainer,
     seed_everything,
 )
 
@@ -308,6 +300,9 @@ def split_datasets(spec: str, split: str, eval_split: str, image_size: int, data
 class ParserTrainer(CheckpointedRun):
     """Everything one training process holds: the parser, its optimizer, the data and the run folder."""
 
+    command = "train-parser"
+    network_name = mismatch_name = "parser"
+
     def __init__(self, model_config: ParserConfig, train_config: ParserTrainConfig, data_spec: str,
                  out_dir: str | os.PathLike, *, resume_from: Path | None = None, device: str = "cpu",
                  split: str = "train", eval_split: str = "test", data_seed: int = 0, stop_at: int | None = None,
@@ -319,10 +314,7 @@ class ParserTrainer(CheckpointedRun):
         self.device = self.dist.device(device)
         self.label_set = get_label_set(model_config.label_set)
         cfg = train_config
-        resume_state = None
-        if resume_from is not None:
-            check_same_network(FaceParserNet, model_config, resume_from)
-            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
+        state = resume_state(FaceParserNet, model_config, resume_from)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "eval_split": eval_split, "seed": data_seed}
@@ -344,68 +336,27 @@ class ParserTrainer(CheckpointedRun):
         self.last_losses: dict[str, float] = {}
         self.evaluations: list[dict[str, Any]] = []
         if resume_from is not None:
-            self.load(resume_from, resume_state)
-        self.dist.init_process_group(self.device)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model_ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.model_ddp = self.model
+            self.load(resume_from, state)
+        (self.model_ddp,) = self.distribute(self.model)
 
     # ------------------------------------------------------------------------------------- training
 
-    def train(self) -> Path:
-        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), evaluating and saving as configured."""
-        cfg = self.train_config
-        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
-        if self.step >= end:
-            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
-            return self.run_dir
-        self.prepare_run_dir()
-        log(self.dist, f"training {self.describe()} from step {self.step} to {end} on {self.device}; "
-                       f"run folder {self.run_dir}")
+    def start_training(self) -> None:
         log(self.dist, f"held-out evaluation: {self.held_out_description}")
         if self.step == 0:
             self.evaluate(report=True)
         self.model.train()
-        batches = iter(self.data)
-        meter = Meter()
-        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
-        stop = GracefulStop(on_request=self.announce_stop)
-        try:
-            with stop:
-                while self.step < end:
-                    image, labels, _ = next(batches)
-                    losses = self.train_step(image.to(self.device, non_blocking=True),
-                                             labels.to(self.device, non_blocking=True))
-                    self.step += 1
-                    meter.update(losses, images=image.shape[0] * self.dist.world_size)
-                    progress.step({"loss": losses["cross_entropy"], "img/s": meter.images_per_second()})
-                    if self.step % cfg.log_every == 0 or self.step == end:
-                        self.last_losses = self.dist.mean(meter.means(), device=self.device)
-                        progress.log(self.step, {**{f"loss/{k}": v for k, v in self.last_losses.items()},
-                                                 "lr": self.optimizer.param_groups[0]["lr"],
-                                                 "speed/images_per_second": meter.images_per_second()})
-                        meter.reset()
-                    (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
-                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
-                        result = self.evaluate(report=True)
-                        if result is not None:
-                            progress.log(self.step, {"eval/mean_iou": result["mean_iou"],
-                                                     "eval/pixel_accuracy": result["pixel_accuracy"]})
-                        self.save_checkpoint()
-                    if interrupted:
-                        break
-        finally:
-            progress.close()
-        if self.step >= cfg.steps:
-            self.write_final()
-            log(self.dist, f"done: step {self.step}; parser in {self.run_dir / FINAL_DIR}")
-        else:
-            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
-            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
-                           f"facestyle train-parser --resume {self.run_dir}")
-        return self.run_dir
+
+    def postfix(self, scalars: dict[str, float], speed: float) -> dict[str, float]:
+        return {"loss": scalars["cross_entropy"], "img/s": speed}
+
+    def extra_scalars(self) -> dict[str, float]:
+        return {"lr": self.optimizer.param_groups[0]["lr"]}
+
+    def checkpoint_scalars(self) -> dict[str, float]:
+        result = self.evaluate(report=True)
+        return {} if result is None else {"eval/mean_iou": result["mean_iou"],
+                                          "eval/pixel_accuracy": result["pixel_accuracy"]}
 
     def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
         """One optimisation step of the per-pixel cross-entropy; returns the losses as floats."""
@@ -418,8 +369,7 @@ class ParserTrainer(CheckpointedRun):
         self.optimizer.step()
         with torch.no_grad():
             accuracy = (logits.argmax(1) == labels).float().mean()
-        values = torch.stack([loss.detach().float(), accuracy]).tolist()
-        return {"cross_entropy": values[0], "pixel_accuracy": values[1]}
+        return as_floats({"cross_entropy": loss, "pixel_accuracy": accuracy})
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then DeepLab's poly decay (``step`` is the 0-based step about to run)."""
@@ -492,16 +442,9 @@ class ParserTrainer(CheckpointedRun):
             meta["held_out_mean_iou"] = _finite(last["mean_iou"])
         _plain(self.model).save_pretrained(directory, **meta)
 
-    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Restore weights, optimizer, step, data position, evaluations and RNG states."""
-        load_state(self.model, checkpoint)
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this parser "
-                                  f"({str(exc).splitlines()[0]})") from None
-        self.restore_progress(checkpoint, state)
-        self.evaluations = [dict(e) for e in state.get("evaluations") or [] if int(e["step"]) <= self.step]
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.evaluations = [dict(e) for e in state.get("evaluations") or [] if int(e["step"]) <= int(state["step"])]
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -558,27 +501,18 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
         stop_at: stop after this step (saving), keeping the schedule.
     """
     out_dir = Path(out_dir)
-    resume_from = None
-    if resume:
-        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
+    resume_from = resume_point(out_dir, resume)
+    if resume_from is not None and data_spec is None:
         info = read_run_info(resume_from.parent.parent)
-        if data_spec is None:
-            data_spec, split = info.get("spec"), info.get("split", split)
-            eval_split, data_seed = info.get("eval_split", eval_split), info.get("seed", data_seed)
-    elif list_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                            "or choose another --out")
+        data_spec, split = info.get("spec"), info.get("split", split)
+        eval_split, data_seed = info.get("eval_split", eval_split), info.get("seed", data_seed)
     if data_spec is None:
         raise InputError("no data given (--data SPEC)")
     model, train = resolve_configs(preset, overrides, image_size, steps, batch_size,
                                    resume_from.parent.parent if resume_from is not None else None)
-    with deterministic_mode(train.deterministic):
-        trainer = ParserTrainer(model, train, data_spec, out_dir, resume_from=resume_from, device=device,
-                                split=split, eval_split=eval_split, data_seed=data_seed, stop_at=stop_at)
-        try:
-            return trainer.train()
-        finally:
-            trainer.dist.shutdown()
+    return run_trainer(train.deterministic, lambda: ParserTrainer(
+        model, train, data_spec, out_dir, resume_from=resume_from, device=device, split=split,
+        eval_split=eval_split, data_seed=data_seed, stop_at=stop_at))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
