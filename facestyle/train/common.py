@@ -22,6 +22,7 @@ checkpoint that a resume would pick up. Nothing is pickled: tensors go to safete
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -46,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_state, load_tensors, read_json, save_tensors
 from ..config import load_sections
+from ..data.spec import add_data_arguments
 from ..errors import CheckpointError, FacestyleError, InputError
 from ..io import atomic_write_bytes
 
@@ -459,6 +461,31 @@ def check_same_network(network_class: type[Pretrained], config: Any, checkpoint:
                               "only train.* values may change on resume")
 
 
+def add_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """The options of every trainer's command: the data, the run folder, ``--set`` (``set_example``: an
+    override to show), the schedule, the device and ``--deterministic``."""
+    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
+    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run (its latest checkpoint, or a checkpoints/step_X folder)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"override one value, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step (saving), keeping the schedule; resume later")
+    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    """``--out``, or with ``--resume`` alone the run it continues."""
+    if args.out is None and args.resume is None:
+        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    return Path(args.out or args.resume)
+
+
 def resume_point(out_dir: Path, resume: bool | str | os.PathLike) -> Path | None:
     """The checkpoint a run resumes from (``resume``: True for ``out_dir``'s own run, or a run or step
     folder); None for a new run, whose folder must not hold a run yet."""
@@ -468,6 +495,20 @@ def resume_point(out_dir: Path, resume: bool | str | os.PathLike) -> Path | None
         raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                             "or choose another --out")
     return None
+
+
+def resumed_data(out_dir: Path, resume: bool | str | os.PathLike, data: dict[str, Any],
+                 *required: str) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint a run resumes from (see :func:`resume_point`) and the data it trains on: ``data``
+    as given, or on a resume without a ``spec`` the run's own from ``run.json`` (``required`` keys must
+    be there; missing others keep their given values)."""
+    checkpoint = resume_point(out_dir, resume)
+    if checkpoint is not None and data["spec"] is None:
+        info = read_run_info(checkpoint.parent.parent, *required)
+        data = {key: info.get(key, value) for key, value in data.items()}
+    if data["spec"] is None:
+        raise InputError("no data given (--data SPEC)")
+    return checkpoint, data
 
 
 def resume_state(network_class: type[Pretrained], config: Any, checkpoint: Path | None) -> dict[str, Any] | None:
@@ -838,6 +879,13 @@ class CheckpointedRun:
             raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this {self.mismatch_name} "
                                   f"({str(exc).splitlines()[0]})") from None
         self.restore_progress(checkpoint, state)
+
+    def progress_state(self) -> dict[str, Any]:
+        """The part of the trainer state :meth:`restore_progress` reads back: step, data position, number
+        of processes, the last logged losses and the RNG states."""
+        tensors, meta = rng_state()
+        return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
+                "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
 
     def restore_progress(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
         """Step, data position (re-sharded when the number of processes changed), losses and RNG states

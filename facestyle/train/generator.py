@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PRESETS, Config, TrainConfig, load_config
-from ..data.spec import add_data_arguments, parse_data_spec
+from ..data.spec import parse_data_spec
 from ..data.transforms import eval_transform, train_transform
 from ..errors import InputError
 from ..io import save_image
@@ -50,13 +50,13 @@ from .common import (
     DataStream,
     Distributed,
     SeededTransform,
+    add_run_arguments,
     as_floats,
     log,
-    read_run_info,
     resolve_resume,
-    resume_point,
     resume_state,
-    rng_state,
+    resumed_data,
+    run_folder,
     run_trainer,
     seed_everything,
     step_dir_name,
@@ -251,18 +251,9 @@ class GeneratorTrainer(CheckpointedRun):
         self.write_run_files(self.config.to_dict(), self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {
-            "step": self.step,
-            "data": self.data.state_dict(),
-            "world_size": self.dist.world_size,
-            "config": self.config.to_dict(),
-            "losses": self.last_losses,
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "rng": {"tensors": rng_tensors, "meta": rng_meta},
-        }
+        return {**self.progress_state(), "config": self.config.to_dict(),
+                "discriminator": self.discriminator.state_dict(), "optimizer_g": self.opt_g.state_dict(),
+                "optimizer_d": self.opt_d.state_dict()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return self.model, self.discriminator
@@ -348,16 +339,11 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
         stop_at: stop after this step (saving a checkpoint) without changing the schedule, which still
             runs to ``train.steps``; for time-limited jobs and tests.
     """
-    out_dir = Path(out_dir)
-    resume_from = resume_point(out_dir, resume)
-    if resume_from is not None and data_spec is None:
-        info = read_run_info(resume_from.parent.parent, "spec", "split", "resolution", "seed")
-        data_spec, split, resolution, data_seed = info["spec"], info["split"], info["resolution"], info["seed"]
-    if data_spec is None:
-        raise InputError("no data given (--data SPEC)")
+    given = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
+    resume_from, data = resumed_data(Path(out_dir), resume, given, *given)
     return run_trainer(config.train.deterministic, lambda: GeneratorTrainer(
-        config, data_spec, out_dir, resume_from=resume_from, device=device, split=split, resolution=resolution,
-        data_seed=data_seed, weights_dir=weights_dir, stop_at=stop_at))
+        config, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
+        resolution=data["resolution"], data_seed=data["seed"], weights_dir=weights_dir, stop_at=stop_at))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -375,32 +361,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named settings (default: paper; on --resume: the run's own config.yaml)")
     p.add_argument("--config", metavar="YAML", help="a YAML file with model: and train: sections")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one value, e.g. --set train.lr_g=2e-4 (repeatable)")
-    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
-    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue a run (its latest checkpoint, or a checkpoints/step_X folder)")
-    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
-    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                   help="stop after this step (saving), keeping the schedule; resume later")
-    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add_run_arguments(p, "train.lr_g=2e-4")
     p.add_argument("--no-vgg", action="store_true",
                    help="pixel L1 instead of the VGG19 perceptual loss (no weight file needed)")
     p.add_argument("--weights-dir", metavar="DIR", help="folder with vgg19-dcbbf910.pth "
                                                         "(default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.out is None and args.resume is None:
-        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    out = Path(args.out or args.resume)
-    config = resolve_cli_config(args)
-    train_generator(config, args.data, out, resume=args.resume or False, device=args.device,
+    out = run_folder(args)
+    train_generator(resolve_cli_config(args), args.data, out, resume=args.resume or False, device=args.device,
                     split=args.split, resolution=args.resolution, data_seed=args.seed, weights_dir=args.weights_dir,
                     stop_at=args.stop_at)
     return 0

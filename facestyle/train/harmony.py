@@ -38,7 +38,6 @@ from .common import (
     SeededTransform,
     latest_checkpoint,
     load_trainer_state,
-    rng_state,
     seed_everything,
 )
 
@@ -141,9 +140,7 @@ class HarmonyTrainer(CheckpointedRun):
     # ---------------------------------------------------------------------------------------- saving
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "settings": self.settings, "rng": {"tensors": rng_tensors, "meta": rng_meta}}
+        return {**self.progress_state(), "optimizer": self.optimizer.state_dict(), "settings": self.settings}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.model,)

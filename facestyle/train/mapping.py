@@ -53,7 +53,6 @@ from .common import (
     resolve_resume,
     resume_point,
     resume_state,
-    rng_state,
     run_trainer,
     seed_everything,
 )
@@ -213,10 +212,8 @@ class BankTrainer(CheckpointedRun):
                              self.run_info())
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "bank": self.bank_info,
-                "config": config_to_dict(self.train_config), "losses": self.last_losses,
-                "rng": {"tensors": rng_tensors, "meta": rng_meta}, **self.aux_state()}
+        return {**self.progress_state(), "bank": self.bank_info, "config": config_to_dict(self.train_config),
+                **self.aux_state()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.network,)

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..config import apply_overrides, config_to_dict
-from ..data.spec import add_data_arguments, parse_data_spec
+from ..data.spec import parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
 from ..errors import InputError
 from ..io import atomic_write_bytes
@@ -56,13 +56,13 @@ from .common import (
     DataStream,
     Distributed,
     SeededTransform,
+    add_run_arguments,
     as_floats,
     load_run_config,
     log,
-    read_run_info,
-    resume_point,
     resume_state,
-    rng_state,
+    resumed_data,
+    run_folder,
     run_trainer,
     seed_everything,
 )
@@ -425,11 +425,8 @@ class ParserTrainer(CheckpointedRun):
         self.write_run_files(config, self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
-                "config": config_to_dict(self.train_config), "losses": self.last_losses,
-                "evaluations": self.evaluations, "optimizer": self.optimizer.state_dict(),
-                "rng": {"tensors": rng_tensors, "meta": rng_meta}}
+        return {**self.progress_state(), "config": config_to_dict(self.train_config),
+                "evaluations": self.evaluations, "optimizer": self.optimizer.state_dict()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.model,)
@@ -500,19 +497,13 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
         split, eval_split: the training and held-out splits (see the module docstring for flat folders).
         stop_at: stop after this step (saving), keeping the schedule.
     """
-    out_dir = Path(out_dir)
-    resume_from = resume_point(out_dir, resume)
-    if resume_from is not None and data_spec is None:
-        info = read_run_info(resume_from.parent.parent)
-        data_spec, split = info.get("spec"), info.get("split", split)
-        eval_split, data_seed = info.get("eval_split", eval_split), info.get("seed", data_seed)
-    if data_spec is None:
-        raise InputError("no data given (--data SPEC)")
+    resume_from, data = resumed_data(Path(out_dir), resume, {"spec": data_spec, "split": split,
+                                                             "eval_split": eval_split, "seed": data_seed})
     model, train = resolve_configs(preset, overrides, image_size, steps, batch_size,
                                    resume_from.parent.parent if resume_from is not None else None)
     return run_trainer(train.deterministic, lambda: ParserTrainer(
-        model, train, data_spec, out_dir, resume_from=resume_from, device=device, split=split,
-        eval_split=eval_split, data_seed=data_seed, stop_at=stop_at))
+        model, train, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
+        eval_split=data["eval_split"], data_seed=data["seed"], stop_at=stop_at))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -527,35 +518,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RUN_DIR/config.yaml, checkpoints/step_X/, latest, tb/ and metrics.jsonl; RUN_DIR loads as "
                     "a parser checkpoint (facestyle parse --checkpoint RUN_DIR), RUN_DIR/final holds a "
                     "finished run's. Copy one to CHECKPOINT/parser/ to have the Editor parse photos itself.")
-    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
+    add_run_arguments(p, "train.lr=5e-4 or --set model.width=32")
     p.add_argument("--eval-split", default="test", choices=("train", "val", "test", "all"),
                    help="the held-out split evaluated at each save (default: test)")
-    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run (its latest checkpoint, or a "
-                                                       "checkpoints/step_X folder)")
     p.add_argument("--preset", choices=sorted(PARSER_PRESETS), default=None,
                    help="network and schedule: base (a GPU), small (a CPU), tiny (tests); default base, or "
                         "the run's own on --resume")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one value, e.g. --set train.lr=5e-4 or --set model.width=32 (repeatable)")
     p.add_argument("--image-size", type=int, default=None, help="model.image_size: the size photos are parsed at")
-    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
-    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                   help="stop after this step (saving), keeping the schedule; resume later")
-    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.out is None and args.resume is None:
-        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    out = run_folder(args)
     if args.resolution is not None:
         raise InputError("--resolution does not apply to train-parser; use --image-size")
     overrides = list(args.overrides) + (["train.deterministic=true"] if args.deterministic else [])
-    out = Path(args.out or args.resume)
     run_dir = train_parser(args.data, out, preset=args.preset, overrides=overrides, image_size=args.image_size,
                            steps=args.steps, batch_size=args.batch_size, resume=args.resume or False,
                            device=args.device, split=args.split, eval_split=args.eval_split, data_seed=args.seed,
