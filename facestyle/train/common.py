@@ -461,6 +461,21 @@ def check_same_network(network_class: type[Pretrained], config: Any, checkpoint:
                               "only train.* values may change on resume")
 
 
+def check_train_values(cfg: Any, *checks: tuple[bool, str]) -> None:
+    """Values a run cannot start with, caught before anything is built or written: the schedule every
+    trainer has (``batch_size``, ``steps``, ``log_every``, ``save_every``), then ``checks`` ((ok, message)
+    pairs). An InputError says the first that fails."""
+    schedule = [
+        (cfg.batch_size >= 1, f"train.batch_size must be at least 1, got {cfg.batch_size}"),
+        (cfg.steps >= 1, f"train.steps must be at least 1, got {cfg.steps}"),
+        (cfg.log_every >= 1, f"train.log_every must be at least 1, got {cfg.log_every}"),
+        (cfg.save_every >= 1, f"train.save_every must be at least 1, got {cfg.save_every}"),
+    ]
+    for ok, message in [*schedule, *checks]:
+        if not ok:
+            raise InputError(message)
+
+
 def add_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     """The options of every trainer's command: the data, the run folder, ``--set`` (``set_example``: an
     override to show), the schedule, the device and ``--deterministic``."""

@@ -52,6 +52,7 @@ from .common import (
     SeededTransform,
     add_run_arguments,
     as_floats,
+    check_train_values,
     log,
     resolve_resume,
     resume_state,
@@ -100,22 +101,16 @@ def discriminate(discriminator: nn.Module, fake: Tensor, real: Tensor, labels: T
 def check_config(cfg: Config) -> None:
     """Values a run cannot start with, caught before anything is built or written."""
     t = cfg.train
-    checks = [
-        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
-        (t.steps >= 1, f"train.steps must be at least 1, got {t.steps}"),
+    check_train_values(
+        t,
         (t.decay_start >= 0, f"train.decay_start must be >= 0, got {t.decay_start}"),
         (t.lr_g >= 0 and t.lr_d >= 0, "train.lr_g and train.lr_d must be >= 0"),
-        (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
-        (t.save_every >= 1, f"train.save_every must be at least 1, got {t.save_every}"),
         (t.sample_every >= 0, f"train.sample_every must be >= 0 (0: no samples), got {t.sample_every}"),
         (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
         (t.load_size >= cfg.model.image_size,
          f"train.load_size ({t.load_size}) must be at least model.image_size ({cfg.model.image_size}); "
          f"SEAN resizes to image_size * 286 / 256 before cropping"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
+    )
 
 
 def build_dataset(spec: str, split: str, resolution: int, seed: int, label_set: LabelSet):

@@ -48,6 +48,7 @@ from .common import (
     DataStream,
     Distributed,
     as_floats,
+    check_train_values,
     load_run_config,
     read_run_info,
     resolve_resume,
@@ -88,20 +89,6 @@ MAPPING_TRAIN_PRESETS: dict[str, MappingTrainConfig] = {
 }
 
 
-def check_train_config(cfg: Any) -> None:
-    """Values every bank trainer needs (a subclass's config may add its own checks)."""
-    checks = [
-        (cfg.batch_size >= 1, f"train.batch_size must be at least 1, got {cfg.batch_size}"),
-        (cfg.steps >= 1, f"train.steps must be at least 1, got {cfg.steps}"),
-        (cfg.lr >= 0 and getattr(cfg, "lr_d", 0) >= 0, "train.lr and train.lr_d must be >= 0"),
-        (cfg.log_every >= 1, f"train.log_every must be at least 1, got {cfg.log_every}"),
-        (cfg.save_every >= 1, f"train.save_every must be at least 1, got {cfg.save_every}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
-
-
 class _Rows(Dataset):
     """The bank's group codes (N, K, D) as a dataset keyed by :class:`~.common.EpochSampler`'s
     (index, seed) pairs."""
@@ -128,7 +115,8 @@ class BankTrainer(CheckpointedRun):
     def __init__(self, model_config: Any, train_config: Any, bank: str | os.PathLike, out_dir: str | os.PathLike,
                  *, resume_from: Path | None = None, device: str = "cpu", stop_at: int | None = None,
                  install_to: str | os.PathLike | None = None) -> None:
-        check_train_config(train_config)
+        check_train_values(train_config, (train_config.lr >= 0 and getattr(train_config, "lr_d", 0) >= 0,
+                                          "train.lr and train.lr_d must be >= 0"))
         self.model_config, self.train_config = model_config, train_config
         self.run_dir, self.stop_at = Path(out_dir), stop_at
         self.install_to = install_to

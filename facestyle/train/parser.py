@@ -58,6 +58,7 @@ from .common import (
     SeededTransform,
     add_run_arguments,
     as_floats,
+    check_train_values,
     load_run_config,
     log,
     resume_state,
@@ -99,9 +100,8 @@ class ParserTrainConfig:
     deterministic: bool = False
 
     def check(self) -> None:
-        checks = [
-            (self.batch_size >= 1, f"train.batch_size must be at least 1, got {self.batch_size}"),
-            (self.steps >= 1, f"train.steps must be at least 1, got {self.steps}"),
+        check_train_values(
+            self,
             (self.lr >= 0 and self.weight_decay >= 0, "train.lr and train.weight_decay must be >= 0"),
             (self.warmup >= 0, f"train.warmup must be >= 0, got {self.warmup}"),
             (0 < self.scale_min <= self.scale_max, "train.scale_min must be positive and <= train.scale_max"),
@@ -110,12 +110,7 @@ class ParserTrainConfig:
             (self.eval_limit >= 0, f"train.eval_limit must be >= 0 (0: all), got {self.eval_limit}"),
             (self.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {self.eval_batch_size}"),
             (self.num_workers >= 0, f"train.num_workers must be >= 0, got {self.num_workers}"),
-            (self.log_every >= 1, f"train.log_every must be at least 1, got {self.log_every}"),
-            (self.save_every >= 1, f"train.save_every must be at least 1, got {self.save_every}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        )
 
 
 PARSER_TRAIN_PRESETS: dict[str, ParserTrainConfig] = {
