@@ -1,5 +1,6 @@
-"""Pieces every trainer shares: processes and ranks, a resumable data stream, trainer state without
-pickle, checkpoint folders (atomic, rotated), graceful stop on SIGINT/SIGTERM, progress and TensorBoard.
+"""Pieces every trainer shares: the training loop and run folder (:class:`CheckpointedRun`), processes
+and ranks, a resumable data stream, trainer state without pickle, checkpoint folders (atomic, rotated),
+graceful stop on SIGINT/SIGTERM, progress and TensorBoard, the trainers' common CLI options.
 
 A run folder looks like::
 

@@ -20,7 +20,8 @@ data position, RNG states); a non-finite loss stops the run without saving. ``RU
 ``model.safetensors`` mirror the newest network, ``RUN_DIR/final`` holds a finished run's, and with
 ``install_to=CHECKPOINT`` it is also copied to ``CHECKPOINT/mapping/REGION`` where the Editor finds it.
 
-This module also holds :class:`BankTrainer`, the loop shared with :mod:`facestyle.train.flow`.
+This module also holds :class:`BankTrainer`, what it shares with :mod:`facestyle.train.flow`: a style
+bank as the data.
 """
 
 from __future__ import annotations
