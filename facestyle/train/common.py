@@ -1,5 +1,6 @@
-"""Pieces every trainer shares: processes and ranks, a resumable data stream, trainer state without
-pickle, checkpoint folders (atomic, rotated), graceful stop on SIGINT/SIGTERM, progress and TensorBoard.
+"""Pieces every trainer shares: the training loop and run folder (:class:`CheckpointedRun`), processes
+and ranks, a resumable data stream, trainer state without pickle, checkpoint folders (atomic, rotated),
+graceful stop on SIGINT/SIGTERM, progress and TensorBoard, the trainers' common CLI options.
 
 A run folder looks like::
 
@@ -22,6 +23,7 @@ checkpoint that a resume would pick up. Nothing is pickled: tensors go to safete
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -32,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -44,8 +46,9 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_tensors, read_json, save_tensors
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_state, load_tensors, read_json, save_tensors
 from ..config import load_sections
+from ..data.spec import add_data_arguments
 from ..errors import CheckpointError, FacestyleError, InputError
 from ..io import atomic_write_bytes
 
@@ -459,6 +462,90 @@ def check_same_network(network_class: type[Pretrained], config: Any, checkpoint:
                               "only train.* values may change on resume")
 
 
+def check_train_values(cfg: Any, *checks: tuple[bool, str]) -> None:
+    """Values a run cannot start with, caught before anything is built or written: the schedule every
+    trainer has (``batch_size``, ``steps``, ``log_every``, ``save_every``), then ``checks`` ((ok, message)
+    pairs). An InputError says the first that fails."""
+    schedule = [
+        (cfg.batch_size >= 1, f"train.batch_size must be at least 1, got {cfg.batch_size}"),
+        (cfg.steps >= 1, f"train.steps must be at least 1, got {cfg.steps}"),
+        (cfg.log_every >= 1, f"train.log_every must be at least 1, got {cfg.log_every}"),
+        (cfg.save_every >= 1, f"train.save_every must be at least 1, got {cfg.save_every}"),
+    ]
+    for ok, message in [*schedule, *checks]:
+        if not ok:
+            raise InputError(message)
+
+
+def add_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
+    """The options of every trainer's command: the data, the run folder, ``--set`` (``set_example``: an
+    override to show), the schedule, the device and ``--deterministic``."""
+    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
+    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run (its latest checkpoint, or a checkpoints/step_X folder)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help=f"override one value, e.g. --set {set_example} (repeatable)")
+    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
+    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop after this step (saving), keeping the schedule; resume later")
+    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
+
+
+def run_folder(args: argparse.Namespace) -> Path:
+    """``--out``, or with ``--resume`` alone the run it continues."""
+    if args.out is None and args.resume is None:
+        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    return Path(args.out or args.resume)
+
+
+def resume_point(out_dir: Path, resume: bool | str | os.PathLike) -> Path | None:
+    """The checkpoint a run resumes from (``resume``: True for ``out_dir``'s own run, or a run or step
+    folder); None for a new run, whose folder must not hold a run yet."""
+    if resume:
+        return resolve_resume(out_dir if resume is True else Path(resume))
+    if list_checkpoints(out_dir):
+        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
+                            "or choose another --out")
+    return None
+
+
+def resumed_data(out_dir: Path, resume: bool | str | os.PathLike, data: dict[str, Any],
+                 *required: str) -> tuple[Path | None, dict[str, Any]]:
+    """The checkpoint a run resumes from (see :func:`resume_point`) and the data it trains on: ``data``
+    as given, or on a resume without a ``spec`` the run's own from ``run.json`` (``required`` keys must
+    be there; missing others keep their given values)."""
+    checkpoint = resume_point(out_dir, resume)
+    if checkpoint is not None and data["spec"] is None:
+        info = read_run_info(checkpoint.parent.parent, *required)
+        data = {key: info.get(key, value) for key, value in data.items()}
+    if data["spec"] is None:
+        raise InputError("no data given (--data SPEC)")
+    return checkpoint, data
+
+
+def resume_state(network_class: type[Pretrained], config: Any, checkpoint: Path | None) -> dict[str, Any] | None:
+    """The trainer state of the checkpoint a run resumes from (None for a new run), once its network is
+    known to be the configured one."""
+    if checkpoint is None:
+        return None
+    check_same_network(network_class, config, checkpoint)
+    return load_trainer_state(checkpoint / TRAINER_DIR)
+
+
+def run_trainer(deterministic: bool, build: Callable[[], CheckpointedRun]) -> Path:
+    """Build a trainer and train it (in deterministic mode if asked), leaving the process group after."""
+    with deterministic_mode(deterministic):
+        trainer = build()
+        try:
+            return trainer.train()
+        finally:
+            trainer.dist.shutdown()
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; on success it replaces ``final`` in one rename."""
@@ -569,6 +656,11 @@ def nonfinite(losses: Mapping[str, Tensor]) -> list[str]:
     return [n for n, ok in zip(names, finite, strict=True) if not ok]
 
 
+def as_floats(values: Mapping[str, Tensor]) -> dict[str, float]:
+    """Scalar tensors as floats (one device sync for all of them)."""
+    return dict(zip(values, torch.stack([v.detach().float() for v in values.values()]).tolist(), strict=True))
+
+
 def nonfinite_parameters(*modules: nn.Module) -> list[str]:
     return [name for m in modules for name, p in m.named_parameters() if not torch.isfinite(p).all()]
 
@@ -578,14 +670,18 @@ def nonfinite_parameters(*modules: nn.Module) -> list[str]:
 
 
 class CheckpointedRun:
-    """What the trainers (generator, parser, mapping networks, flows) share about their run folder:
-    ``config.yaml`` + ``run.json``, ``checkpoints/step_X`` (the network + ``trainer/``) written atomically
-    with ``latest``, the mirror at the folder's root and rotation, ``final``, the non-finite stops, and
-    restoring the progress on resume.
+    """What the trainers (generator, parser, mapping networks, flows, harmony classifier) share: the
+    training loop (:meth:`train`, :meth:`run_steps`: save every ``save_every`` steps, at the end and on
+    SIGINT/SIGTERM; :meth:`finish`), the run folder (``config.yaml`` + ``run.json``, ``checkpoints/step_X``
+    written atomically with ``latest``, the mirror at the folder's root and rotation, ``final``), the
+    non-finite stops, and restoring a checkpoint on resume.
 
     A trainer has ``dist``, ``device``, ``run_dir``, ``step``, ``last_saved``, ``data`` (a
-    :class:`DataStream`), ``last_losses`` and ``train_config`` (with ``seed`` and ``keep_last``), and
-    defines :meth:`checkpointed_networks`, :meth:`save_network` and :meth:`trainer_state`.
+    :class:`DataStream`), ``last_losses``, ``stop_at`` and ``train_config`` (with ``steps``, ``seed``,
+    ``log_every``, ``save_every`` and ``keep_last``), and defines :meth:`checkpointed_networks` (the
+    first is the one saved), :meth:`save_network`, :meth:`trainer_state` and :meth:`load_aux_state`; for
+    :meth:`train`, also :meth:`prepare_run_dir`, :meth:`describe` and :meth:`train_step`, and the hooks
+    it calls as it goes.
     """
 
     dist: Distributed
@@ -595,11 +691,16 @@ class CheckpointedRun:
     last_saved: Path | None
     data: DataStream
     last_losses: dict[str, float]
+    stop_at: int | None
     train_config: Any
     nonfinite_advice = "lower train.lr, or check the data"  # the end of a non-finite loss's message
+    command = ""  # the CLI subcommand, for "continue with: facestyle COMMAND --resume RUN_DIR"
+    network_name = "network"  # what the "done" line calls the trained network
+    mismatch_name = "network"  # "... does not match this NAME" when a trainer state does not load
+    speed_unit = "images"  # what the data stream yields, for ``speed/UNIT_per_second``
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
-        """The networks whose weights must be finite to be saved."""
+        """The networks whose weights must be finite to be saved; the first is the one saved and restored."""
         raise NotImplementedError
 
     def save_network(self, directory: Path) -> None:
@@ -608,6 +709,121 @@ class CheckpointedRun:
 
     def trainer_state(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def load_aux_state(self, state: Mapping[str, Any]) -> None:
+        """Restore optimizers and auxiliary networks from a checkpoint's trainer state."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------- training
+
+    def prepare_run_dir(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The network and the data, for the first log line."""
+        raise NotImplementedError
+
+    def train_step(self, *batch: Tensor) -> dict[str, float]:
+        """One optimisation step; returns the losses (logged as ``loss/NAME``) and other scalars (names
+        with a ``/``, logged as they are) as floats."""
+        raise NotImplementedError
+
+    def start_training(self) -> None:
+        """Before the first step of this call (notes, train mode)."""
+
+    def step_batch(self, batch: Any) -> tuple[dict[str, float], int]:
+        """One step on a batch of the data stream: (scalars, samples). Here (image, labels, names)."""
+        image, labels, _ = batch
+        return self.train_step(image.to(self.device, non_blocking=True),
+                               labels.to(self.device, non_blocking=True)), image.shape[0]
+
+    def postfix(self, scalars: Mapping[str, float], speed: float) -> dict[str, float]:
+        """What the progress bar shows after a step (``speed``: samples per second)."""
+        return {}
+
+    def extra_scalars(self) -> dict[str, float]:
+        """Scalars logged with the losses every ``log_every`` steps (learning rates, statistics)."""
+        return {}
+
+    def after_step(self) -> None:
+        """After each step is logged (sample grids)."""
+
+    def checkpoint_scalars(self) -> dict[str, float]:
+        """Measured (and logged) before each checkpoint (a held-out evaluation)."""
+        return {}
+
+    def train(self) -> Path:
+        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), saving as configured."""
+        cfg = self.train_config
+        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
+        if self.step >= end:
+            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
+            return self.run_dir
+        self.prepare_run_dir()
+        log(self.dist, f"training {self.describe()} from step {self.step} to {end} on {self.device}; "
+                       f"run folder {self.run_dir}")
+        self.start_training()
+        batches, meter = iter(self.data), Meter()
+        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
+
+        def step() -> None:
+            scalars, samples = self.step_batch(next(batches))
+            self.step += 1
+            meter.update(scalars, images=samples * self.dist.world_size)
+            progress.step(self.postfix(scalars, meter.images_per_second()))
+            if self.step % cfg.log_every == 0 or self.step == end:
+                self.last_losses = self.dist.mean(meter.means(), device=self.device)
+                progress.log(self.step, {**{k if "/" in k else f"loss/{k}": v for k, v in self.last_losses.items()},
+                                         **self.extra_scalars(),
+                                         f"speed/{self.speed_unit}_per_second": meter.images_per_second()})
+                meter.reset()
+            self.after_step()
+
+        def save() -> None:
+            scalars = self.checkpoint_scalars()
+            if scalars:
+                progress.log(self.step, scalars)
+            self.save_checkpoint()
+
+        try:
+            stopped = self.run_steps(end, step, save)
+        finally:
+            progress.close()
+        self.finish(stopped)
+        return self.run_dir
+
+    def run_steps(self, end: int, step: Callable[[], None], save: Callable[[], None]) -> str | None:
+        """Call ``step`` (which advances ``self.step``) up to ``end``, and ``save`` every ``save_every``
+        steps, at ``end`` and once a SIGINT/SIGTERM reached any process, which then stops every process.
+        Returns the name of the signal that stopped the run, or None."""
+        stop = GracefulStop(on_request=self.announce_stop)
+        with stop:
+            while self.step < end:
+                step()
+                (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
+                if self.step % self.train_config.save_every == 0 or self.step == end or interrupted:
+                    save()
+                if interrupted:
+                    break
+        return stop.requested
+
+    def finish(self, stopped: str | None) -> None:
+        """The ending: at ``train.steps``, ``final`` and where the network is; else how to continue."""
+        if self.step >= self.train_config.steps:
+            log(self.dist, f"done: step {self.step}; {self.network_name} in {self.write_final()}")
+        else:
+            why = "interrupted" if stopped else f"stopped at step {self.step} (stop_at)"
+            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
+                           f"facestyle {self.command} --resume {self.run_dir}")
+
+    def distribute(self, *modules: nn.Module) -> tuple[nn.Module, ...]:
+        """Join the process group; the modules wrapped in DistributedDataParallel when there are several
+        processes, else themselves."""
+        self.dist.init_process_group(self.device)
+        if not self.dist.enabled:
+            return modules
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return tuple(nn.parallel.DistributedDataParallel(m, device_ids=ids) for m in modules)
 
     def check_finite(self, losses: dict[str, Tensor], network: str = "") -> None:
         """Stop on a NaN or infinite loss before it reaches the weights; the last checkpoint stays good."""
@@ -624,12 +840,13 @@ class CheckpointedRun:
         log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
                        "(press Ctrl-C again to abort without saving)")
 
-    def write_run_files(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
-        """Create the run folder with its resolved config and ``run.json`` (rank 0)."""
+    def write_run_files(self, config: Mapping[str, Any] | None, info: Mapping[str, Any]) -> None:
+        """Create the run folder with its resolved config (unless None) and ``run.json`` (rank 0)."""
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.run_dir)
-            atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(dict(config), sort_keys=False).encode())
+            if config is not None:
+                atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(dict(config), sort_keys=False).encode())
             atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(info, indent=2) + "\n").encode())
         self.dist.barrier()
 
@@ -668,6 +885,23 @@ class CheckpointedRun:
         """The finished network's files: links to the last checkpoint's."""
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             link_or_copy(self.last_saved / name, directory / name)
+
+    def load(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
+        """Restore the weights, :meth:`load_aux_state`, then step, data position and RNG states."""
+        load_state(self.checkpointed_networks()[0], checkpoint)
+        try:
+            self.load_aux_state(state)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this {self.mismatch_name} "
+                                  f"({str(exc).splitlines()[0]})") from None
+        self.restore_progress(checkpoint, state)
+
+    def progress_state(self) -> dict[str, Any]:
+        """The part of the trainer state :meth:`restore_progress` reads back: step, data position, number
+        of processes, the last logged losses and the RNG states."""
+        tensors, meta = rng_state()
+        return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
+                "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
 
     def restore_progress(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
         """Step, data position (re-sharded when the number of processes changed), losses and RNG states

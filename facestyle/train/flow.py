@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..nn.flow import FLOW_PRESETS, ContinuousNormalizingFlow, FlowConfig, Solver, SolverError
-from .common import log
+from .common import as_floats, log
 from .mapping import BankTrainer, resolve_configs, run_bank_training
 
 __all__ = ["FlowTrainConfig", "FLOW_TRAIN_PRESETS", "FlowTrainer", "train_flow", "OBJECTIVES", "calibration_codes"]
@@ -101,7 +101,7 @@ class FlowTrainer(BankTrainer):
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                           weight_decay=cfg.weight_decay)
 
-    def train_step(self, codes: Tensor) -> dict[str, Tensor]:
+    def train_step(self, codes: Tensor) -> dict[str, float]:
         cfg = self.train_config
         if self.model_config.objective == "maximum-likelihood":
             loss = self.network.nll_per_dim(codes, trace="hutchinson", probe=cfg.probe, solver=self.solver)
@@ -113,9 +113,9 @@ class FlowTrainer(BankTrainer):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return {"loss": loss, **extra}
+        return as_floats({"loss": loss, **extra})
 
-    def eval_scalars(self) -> dict[str, float]:
+    def extra_scalars(self) -> dict[str, float]:
         return {"flow/end_time": float(self.network.end_time)}
 
     def describe(self) -> str:

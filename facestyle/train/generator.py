@@ -35,36 +35,30 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_state
 from ..config import PRESETS, Config, TrainConfig, load_config
-from ..data.spec import add_data_arguments, parse_data_spec
+from ..data.spec import parse_data_spec
 from ..data.transforms import eval_transform, train_transform
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..io import save_image
 from ..labels import LabelSet, get_label_set
 from ..losses import GeneratorLosses, hinge_d_loss_terms
 from ..model import FaceStyleNet
 from ..nn.discriminator import MultiscaleDiscriminator
 from .common import (
-    FINAL_DIR,
     RUN_CONFIG,
-    TRAINER_DIR,
     CheckpointedRun,
     DataStream,
     Distributed,
-    GracefulStop,
-    Meter,
-    Progress,
     SeededTransform,
-    TrainingError,
-    check_same_network,
-    deterministic_mode,
-    list_checkpoints,
-    load_trainer_state,
+    add_run_arguments,
+    as_floats,
+    check_train_values,
     log,
-    read_run_info,
     resolve_resume,
-    rng_state,
+    resume_state,
+    resumed_data,
+    run_folder,
+    run_trainer,
     seed_everything,
     step_dir_name,
 )
@@ -107,22 +101,16 @@ def discriminate(discriminator: nn.Module, fake: Tensor, real: Tensor, labels: T
 def check_config(cfg: Config) -> None:
     """Values a run cannot start with, caught before anything is built or written."""
     t = cfg.train
-    checks = [
-        (t.batch_size >= 1, f"train.batch_size must be at least 1, got {t.batch_size}"),
-        (t.steps >= 1, f"train.steps must be at least 1, got {t.steps}"),
+    check_train_values(
+        t,
         (t.decay_start >= 0, f"train.decay_start must be >= 0, got {t.decay_start}"),
         (t.lr_g >= 0 and t.lr_d >= 0, "train.lr_g and train.lr_d must be >= 0"),
-        (t.log_every >= 1, f"train.log_every must be at least 1, got {t.log_every}"),
-        (t.save_every >= 1, f"train.save_every must be at least 1, got {t.save_every}"),
         (t.sample_every >= 0, f"train.sample_every must be >= 0 (0: no samples), got {t.sample_every}"),
         (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
         (t.load_size >= cfg.model.image_size,
          f"train.load_size ({t.load_size}) must be at least model.image_size ({cfg.model.image_size}); "
          f"SEAN resizes to image_size * 286 / 256 before cropping"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
+    )
 
 
 def build_dataset(spec: str, split: str, resolution: int, seed: int, label_set: LabelSet):
@@ -147,6 +135,7 @@ class GeneratorTrainer(CheckpointedRun):
     """
 
     nonfinite_advice = "lower train.lr_g / train.lr_d, or check the data"
+    command, network_name, mismatch_name = "train", "generator", "model"
 
     @property
     def train_config(self) -> TrainConfig:
@@ -162,10 +151,7 @@ class GeneratorTrainer(CheckpointedRun):
         self.device = self.dist.device(device)
         self.label_set = get_label_set(config.model.label_set)
         cfg = config.train
-        resume_state = None
-        if resume_from is not None:
-            check_same_network(FaceStyleNet, config.model, resume_from)
-            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
+        state = resume_state(FaceStyleNet, config.model, resume_from)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
@@ -189,76 +175,31 @@ class GeneratorTrainer(CheckpointedRun):
         self.last_saved: Path | None = None
         self.last_losses: dict[str, float] = {}
         if resume_from is not None:
-            self.load(resume_from, resume_state)
-
-        self.dist.init_process_group(self.device)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model_ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-            self.discriminator_ddp = nn.parallel.DistributedDataParallel(self.discriminator, device_ids=ids)
-        else:
-            self.model_ddp, self.discriminator_ddp = self.model, self.discriminator
+            self.load(resume_from, state)
+        self.model_ddp, self.discriminator_ddp = self.distribute(self.model, self.discriminator)
 
     # ----------------------------------------------------------------------------------------- training
 
-    def train(self) -> Path:
-        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), saving as configured."""
-        cfg = self.config.train
-        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
-        if self.step >= end:
-            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
-            return self.run_dir
-        self.prepare_run_dir()
-        log(self.dist, f"training {self.describe()} from step {self.step} to {end} on {self.device}; "
-                       f"run folder {self.run_dir}")
+    def start_training(self) -> None:
+        cfg, size = self.config.train, self.config.model.image_size
         if cfg.decay_start >= cfg.steps:
             log(self.dist, f"note: train.decay_start ({cfg.decay_start}) >= train.steps ({cfg.steps}): "
                            "the learning rates stay constant")
-        size = self.config.model.image_size
         if cfg.load_size > 1.5 * size:
             log(self.dist, f"note: train.load_size ({cfg.load_size}) is over 1.5 x model.image_size ({size}): "
                            f"random crops cover little of each face (SEAN: train.load_size={size * 286 // 256})")
         self.model.train()
         self.discriminator.train()
-        batches = iter(self.data)
-        meter = Meter()
-        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
-        stop = GracefulStop(on_request=self.announce_stop)
-        try:
-            with stop:
-                while self.step < end:
-                    image, labels, _ = next(batches)
-                    losses = self.train_step(image.to(self.device, non_blocking=True),
-                                             labels.to(self.device, non_blocking=True))
-                    self.step += 1
-                    meter.update(losses, images=image.shape[0] * self.dist.world_size)
-                    progress.step({"G": losses["G"], "D": losses["D"], "img/s": meter.images_per_second()})
 
-                    if self.step % cfg.log_every == 0 or self.step == end:
-                        self.last_losses = self.dist.mean(meter.means(), device=self.device)
-                        progress.log(self.step, {**{f"loss/{k}": v for k, v in self.last_losses.items()},
-                                                 "lr/generator": self.opt_g.param_groups[0]["lr"],
-                                                 "lr/discriminator": self.opt_d.param_groups[0]["lr"],
-                                                 "speed/images_per_second": meter.images_per_second()})
-                        meter.reset()
-                    if cfg.sample_every and self.step % cfg.sample_every == 0:
-                        self.save_samples()
-                    (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
-                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
-                        self.save_checkpoint()
-                    if interrupted:
-                        break
-        finally:
-            progress.close()
+    def postfix(self, scalars: dict[str, float], speed: float) -> dict[str, float]:
+        return {"G": scalars["G"], "D": scalars["D"], "img/s": speed}
 
-        if self.step >= cfg.steps:
-            self.write_final()
-            log(self.dist, f"done: step {self.step}; generator in {self.run_dir / FINAL_DIR}")
-        else:
-            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
-            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
-                           f"facestyle train --resume {self.run_dir}")
-        return self.run_dir
+    def extra_scalars(self) -> dict[str, float]:
+        return {"lr/generator": self.opt_g.param_groups[0]["lr"], "lr/discriminator": self.opt_d.param_groups[0]["lr"]}
+
+    def after_step(self) -> None:
+        if self.config.train.sample_every and self.step % self.config.train.sample_every == 0:
+            self.save_samples()
 
     def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
         """One generator step, then one discriminator step; returns the losses as floats."""
@@ -284,9 +225,7 @@ class GeneratorTrainer(CheckpointedRun):
         (d_real + d_fake).backward()
         self.opt_d.step()
 
-        scalars = {**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake}
-        return dict(zip(scalars, torch.stack([v.detach().float() for v in scalars.values()]).tolist(),
-                        strict=True))
+        return as_floats({**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake})
 
     def set_learning_rates(self) -> None:
         factor = learning_rate_factor(self.step, self.config.train)
@@ -307,18 +246,9 @@ class GeneratorTrainer(CheckpointedRun):
         self.write_run_files(self.config.to_dict(), self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {
-            "step": self.step,
-            "data": self.data.state_dict(),
-            "world_size": self.dist.world_size,
-            "config": self.config.to_dict(),
-            "losses": self.last_losses,
-            "discriminator": self.discriminator.state_dict(),
-            "optimizer_g": self.opt_g.state_dict(),
-            "optimizer_d": self.opt_d.state_dict(),
-            "rng": {"tensors": rng_tensors, "meta": rng_meta},
-        }
+        return {**self.progress_state(), "config": self.config.to_dict(),
+                "discriminator": self.discriminator.state_dict(), "optimizer_g": self.opt_g.state_dict(),
+                "optimizer_d": self.opt_d.state_dict()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return self.model, self.discriminator
@@ -326,17 +256,10 @@ class GeneratorTrainer(CheckpointedRun):
     def save_network(self, directory: Path) -> None:
         self.model.save_pretrained(directory, step=self.step)
 
-    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Restore weights, optimizers, step, data position and RNG states from a checkpoint folder."""
-        load_state(self.model, checkpoint)
-        try:
-            self.discriminator.load_state_dict(state["discriminator"])
-            self.opt_g.load_state_dict(state["optimizer_g"])
-            self.opt_d.load_state_dict(state["optimizer_d"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this model "
-                                  f"({str(exc).splitlines()[0]})") from None
-        self.restore_progress(checkpoint, state)
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["optimizer_g"])
+        self.opt_d.load_state_dict(state["optimizer_d"])
 
     # ----------------------------------------------------------------------------------------- samples
 
@@ -411,26 +334,11 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
         stop_at: stop after this step (saving a checkpoint) without changing the schedule, which still
             runs to ``train.steps``; for time-limited jobs and tests.
     """
-    out_dir = Path(out_dir)
-    resume_from = None
-    if resume:
-        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
-        if data_spec is None:
-            info = read_run_info(resume_from.parent.parent, "spec", "split", "resolution", "seed")
-            data_spec, split, resolution, data_seed = info["spec"], info["split"], info["resolution"], info["seed"]
-    elif list_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                            "or choose another --out")
-    if data_spec is None:
-        raise InputError("no data given (--data SPEC)")
-    with deterministic_mode(config.train.deterministic):
-        trainer = GeneratorTrainer(config, data_spec, out_dir, resume_from=resume_from, device=device,
-                                   split=split, resolution=resolution, data_seed=data_seed,
-                                   weights_dir=weights_dir, stop_at=stop_at)
-        try:
-            return trainer.train()
-        finally:
-            trainer.dist.shutdown()
+    given = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
+    resume_from, data = resumed_data(Path(out_dir), resume, given, *given)
+    return run_trainer(config.train.deterministic, lambda: GeneratorTrainer(
+        config, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
+        resolution=data["resolution"], data_seed=data["seed"], weights_dir=weights_dir, stop_at=stop_at))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -448,32 +356,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named settings (default: paper; on --resume: the run's own config.yaml)")
     p.add_argument("--config", metavar="YAML", help="a YAML file with model: and train: sections")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one value, e.g. --set train.lr_g=2e-4 (repeatable)")
-    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
-    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
-    p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue a run (its latest checkpoint, or a checkpoints/step_X folder)")
-    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
-    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                   help="stop after this step (saving), keeping the schedule; resume later")
-    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    add_run_arguments(p, "train.lr_g=2e-4")
     p.add_argument("--no-vgg", action="store_true",
                    help="pixel L1 instead of the VGG19 perceptual loss (no weight file needed)")
     p.add_argument("--weights-dir", metavar="DIR", help="folder with vgg19-dcbbf910.pth "
                                                         "(default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.out is None and args.resume is None:
-        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    out = Path(args.out or args.resume)
-    config = resolve_cli_config(args)
-    train_generator(config, args.data, out, resume=args.resume or False, device=args.device,
+    out = run_folder(args)
+    train_generator(resolve_cli_config(args), args.data, out, resume=args.resume or False, device=args.device,
                     split=args.split, resolution=args.resolution, data_seed=args.seed, weights_dir=args.weights_dir,
                     stop_at=args.stop_at)
     return 0

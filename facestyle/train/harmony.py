@@ -27,22 +27,17 @@ from ..checkpoint import CONFIG_NAME
 from ..config import config_to_dict
 from ..data.harmony import HarmonyDataset, find_harmony_samples, random_flip
 from ..errors import CheckpointError, InputError
-from ..io import atomic_write_bytes
 from ..metrics.harmony import HarmonyEvaluation, evaluate_harmony
 from ..nn.harmony import HarmonyClassifier, HarmonyConfig
 from .common import (
     CHECKPOINTS_DIR,
-    RUN_INFO,
     TRAINER_DIR,
     CheckpointedRun,
     DataStream,
     Distributed,
-    GracefulStop,
     SeededTransform,
     latest_checkpoint,
     load_trainer_state,
-    remove_stale_temporaries,
-    rng_state,
     seed_everything,
 )
 
@@ -100,6 +95,8 @@ def _write(message: str) -> None:
 class HarmonyTrainer(CheckpointedRun):
     """The classifier, its optimizer, the data and the run folder of one (single-process) harmony run."""
 
+    mismatch_name = "classifier"
+
     def __init__(self, model: HarmonyClassifier, train_config: HarmonyTrainConfig, data_root: str | os.PathLike[str],
                  out_dir: Path, device: torch.device, dist_env: Distributed, resume_from: Path | None = None,
                  state: dict[str, Any] | None = None) -> None:
@@ -128,25 +125,22 @@ class HarmonyTrainer(CheckpointedRun):
         if resume_from is not None:
             self.load(resume_from, state)
 
-    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Restore the optimizer (at this run's learning rate), step, data position and RNG states."""
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this classifier ({exc})") from None
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        """The optimizer, at this run's learning rate."""
+        self.optimizer.load_state_dict(state["optimizer"])
         for group in self.optimizer.param_groups:
             group["lr"] = self.train_config.lr
-        self.restore_progress(checkpoint, state)
         started_on = state["settings"].get("data")
         if self.settings["data"] != started_on:
             _write(f"note: resuming on {self.data_root}, the run started on {started_on}")
 
+    def announce_stop(self, signal_name: str) -> None:
+        _write(f"{signal_name}: saving and stopping")
+
     # ---------------------------------------------------------------------------------------- saving
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "settings": self.settings, "rng": {"tensors": rng_tensors, "meta": rng_meta}}
+        return {**self.progress_state(), "optimizer": self.optimizer.state_dict(), "settings": self.settings}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.model,)
@@ -183,24 +177,19 @@ class HarmonyTrainer(CheckpointedRun):
         from tqdm import tqdm
 
         cfg = self.train_config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.run_dir)
-        info = {**self.settings, **self.counts, "model": config_to_dict(self.model.config)}
-        atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(info, indent=2) + "\n").encode())
+        self.write_run_files(None, {**self.settings, **self.counts, "model": config_to_dict(self.model.config)})
         probe_before = None if self.resumed else evaluate_harmony(self.model, self.train_set, cfg.batch_size,
                                                                   cfg.probe_samples)
         losses: list[float] = []
-        stop = GracefulStop(on_request=lambda name: _write(f"{name}: saving and stopping"))
         batches = iter(self.data)
-        saved_at = self.step
         if self.step >= cfg.steps:
             _write(f"already at step {self.step} of {cfg.steps}: nothing to train (raise --steps to go on)")
-        with stop, tqdm(total=cfg.steps, initial=min(self.step, cfg.steps), desc=NAME, unit="step",
-                        dynamic_ncols=True, disable=None) as bar:
-            while self.step < cfg.steps and stop.requested is None:
+        with tqdm(total=cfg.steps, initial=min(self.step, cfg.steps), desc=NAME, unit="step", dynamic_ncols=True,
+                  disable=None) as bar:
+
+            def step() -> None:
                 image, mask, target = next(batches)
-                logits = self.model(image.to(self.device, non_blocking=True),
-                                    mask.to(self.device, non_blocking=True))
+                logits = self.model(image.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
                 loss = F.binary_cross_entropy_with_logits(logits, target.to(self.device, logits.dtype))
                 self.check_finite({"loss": loss})
                 self.optimizer.zero_grad(set_to_none=True)
@@ -213,19 +202,16 @@ class HarmonyTrainer(CheckpointedRun):
                 if self.step % cfg.log_every == 0:
                     recent = losses[-cfg.log_every:]
                     self.log_metrics({"loss": round(sum(recent) / len(recent), 6)})
-                if self.step % cfg.save_every == 0 or self.step == cfg.steps:  # so `held` is the final one
-                    self.evaluate_and_save()
-                    saved_at = self.step
-        if saved_at != self.step:  # stopped by a signal between two saves
-            self.evaluate_and_save()
-        elif self.held is None:  # nothing was trained in this call
+
+            stopped = self.run_steps(cfg.steps, step, self.evaluate_and_save)
+        if self.held is None:  # nothing was trained in this call
             self.held = self.evaluate_held_out()
         probe_after = evaluate_harmony(self.model, self.train_set, cfg.batch_size, cfg.probe_samples)
         recent = losses[-cfg.log_every:]
         return HarmonyTrainResult(out_dir=self.run_dir, step=self.step,
                                   train_loss=sum(recent) / len(recent) if recent else math.nan,
                                   probe_before=probe_before, probe_after=probe_after, held_out=self.held,
-                                  stopped=stop.requested)
+                                  stopped=stopped)
 
 
 def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], steps: int = 20_000,

@@ -20,7 +20,8 @@ data position, RNG states); a non-finite loss stops the run without saving. ``RU
 ``model.safetensors`` mirror the newest network, ``RUN_DIR/final`` holds a finished run's, and with
 ``install_to=CHECKPOINT`` it is also copied to ``CHECKPOINT/mapping/REGION`` where the Editor finds it.
 
-This module also holds :class:`BankTrainer`, the loop shared with :mod:`facestyle.train.flow`.
+This module also holds :class:`BankTrainer`, what it shares with :mod:`facestyle.train.flow`: a style
+bank as the data.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..checkpoint import load_state, read_config
+from ..checkpoint import read_config
 from ..config import apply_overrides, config_to_dict
 from ..errors import CheckpointError, InputError
 from ..nn.flow import ContinuousNormalizingFlow
@@ -44,23 +45,17 @@ from ..styles.bank import StyleBank, file_sha256
 from ..styles.networks import install_style_network, style_network_class
 from .common import (
     FINAL_DIR,
-    TRAINER_DIR,
     CheckpointedRun,
     DataStream,
     Distributed,
-    GracefulStop,
-    Meter,
-    Progress,
-    TrainingError,
-    check_same_network,
-    deterministic_mode,
-    list_checkpoints,
+    as_floats,
+    check_train_values,
     load_run_config,
-    load_trainer_state,
-    log,
     read_run_info,
     resolve_resume,
-    rng_state,
+    resume_point,
+    resume_state,
+    run_trainer,
     seed_everything,
 )
 
@@ -95,20 +90,6 @@ MAPPING_TRAIN_PRESETS: dict[str, MappingTrainConfig] = {
 }
 
 
-def check_train_config(cfg: Any) -> None:
-    """Values every bank trainer needs (a subclass's config may add its own checks)."""
-    checks = [
-        (cfg.batch_size >= 1, f"train.batch_size must be at least 1, got {cfg.batch_size}"),
-        (cfg.steps >= 1, f"train.steps must be at least 1, got {cfg.steps}"),
-        (cfg.lr >= 0 and getattr(cfg, "lr_d", 0) >= 0, "train.lr and train.lr_d must be >= 0"),
-        (cfg.log_every >= 1, f"train.log_every must be at least 1, got {cfg.log_every}"),
-        (cfg.save_every >= 1, f"train.save_every must be at least 1, got {cfg.save_every}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise InputError(message)
-
-
 class _Rows(Dataset):
     """The bank's group codes (N, K, D) as a dataset keyed by :class:`~.common.EpochSampler`'s
     (index, seed) pairs."""
@@ -129,13 +110,14 @@ class BankTrainer(CheckpointedRun):
     auxiliary state; ``self.network`` (with a ``normalizer`` and a ``config``) is what gets saved."""
 
     kind = ""  # "mapping" or "flow": the checkpoint kind and the folder beside the generator
-    command = ""  # the CLI subcommand, for messages
     nonfinite_advice = "lower train.lr, or check the bank"
+    speed_unit = "codes"
 
     def __init__(self, model_config: Any, train_config: Any, bank: str | os.PathLike, out_dir: str | os.PathLike,
                  *, resume_from: Path | None = None, device: str = "cpu", stop_at: int | None = None,
                  install_to: str | os.PathLike | None = None) -> None:
-        check_train_config(train_config)
+        check_train_values(train_config, (train_config.lr >= 0 and getattr(train_config, "lr_d", 0) >= 0,
+                                          "train.lr and train.lr_d must be >= 0"))
         self.model_config, self.train_config = model_config, train_config
         self.run_dir, self.stop_at = Path(out_dir), stop_at
         self.install_to = install_to
@@ -149,14 +131,10 @@ class BankTrainer(CheckpointedRun):
         self.bank_info = {"path": str(bank), "sha256": file_sha256(bank), "samples": len(self.codes),
                           "checkpoint_sha256": self.bank.checkpoint_sha256, "label_set": self.bank.label_set,
                           "checkpoint": self.bank.info.get("checkpoint"), "data": self.bank.info.get("data")}
-        resume_state = None
-        if resume_from is not None:
-            check_same_network(style_network_class(self.kind), model_config, resume_from)
-            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
-            trained_on = (resume_state.get("bank") or {}).get("sha256")
-            if trained_on != self.bank_info["sha256"]:
-                raise CheckpointError(f"{resume_from} was trained on another bank than {bank}; resume it with its "
-                                      f"own ({(resume_state.get('bank') or {}).get('path')})")
+        state = resume_state(style_network_class(self.kind), model_config, resume_from)
+        if state is not None and (state.get("bank") or {}).get("sha256") != self.bank_info["sha256"]:
+            raise CheckpointError(f"{resume_from} was trained on another bank than {bank}; resume it with its "
+                                  f"own ({(state.get('bank') or {}).get('path')})")
         self.data = DataStream(_Rows(self.codes), train_config.batch_size, train_config.seed, self.dist)
         seed_everything(train_config.seed)
         self.step = 0
@@ -164,7 +142,7 @@ class BankTrainer(CheckpointedRun):
         self.last_losses: dict[str, float] = {}
         self.build()
         if resume_from is not None:
-            self.load(resume_from, resume_state)
+            self.load(resume_from, state)
         else:
             self.network.normalizer.fit(self.codes.to(self.device))
 
@@ -175,80 +153,42 @@ class BankTrainer(CheckpointedRun):
     def build(self) -> None:
         raise NotImplementedError
 
-    def train_step(self, codes: Tensor) -> dict[str, Tensor]:
+    def train_step(self, codes: Tensor) -> dict[str, float]:
         """One optimisation step on a batch of group codes (B, K, D); returns the losses (logged as
         ``loss/NAME``) and other scalars (names with a ``/``, logged as they are)."""
         raise NotImplementedError
+
+    def step_batch(self, batch: Tensor) -> tuple[dict[str, float], int]:
+        return self.train_step(batch.to(self.device, non_blocking=True)), batch.shape[0]
+
+    def postfix(self, scalars: dict[str, float], speed: float) -> dict[str, float]:
+        return {k: scalars[k] for k in list(scalars)[:2]}
+
+    @property
+    def network_name(self) -> str:
+        return f"{self.kind} network for {self.model_config.region}"
 
     def aux_state(self) -> dict[str, Any]:
         """Auxiliary networks and optimizers for the trainer state."""
         raise NotImplementedError
 
-    def load_aux_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
-
-    def eval_scalars(self) -> dict[str, float]:
-        """Extra scalars logged every ``log_every`` steps."""
-        return {}
-
     def describe(self) -> str:
         n = sum(p.numel() for p in self.network.parameters())
         c = self.model_config
         names = "+".join(self.bank.labels.classes[k] for k in c.classes)
-        return (f"{self.kind} network for {c.region} ({names}, {len(c.classes)} x {c.style_dim} codes, "
+        return (f"the {self.kind} network for {c.region} ({names}, {len(c.classes)} x {c.style_dim} codes, "
                 f"{n:,} parameters) on {len(self.codes)} codes, batch {self.train_config.batch_size}")
 
     # ------------------------------------------------------------------------------------- training
 
     def train(self) -> Path:
-        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), saving as configured."""
-        cfg = self.train_config
-        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
-        if self.step >= end:
-            if self.step >= cfg.steps and not self.final_is_current():  # e.g. stopped while writing it
-                self.write_final()
-                return self.run_dir
-            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
+        if self.step >= self.train_config.steps and not self.final_is_current():  # e.g. stopped while writing it
+            self.finish(None)
             return self.run_dir
-        self.prepare_run_dir()
-        log(self.dist, f"training the {self.describe()} from step {self.step} to {end} on {self.device}; "
-                       f"run folder {self.run_dir}")
+        return super().train()
+
+    def start_training(self) -> None:
         self.network.train()
-        batches = iter(self.data)
-        meter = Meter()
-        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
-        stop = GracefulStop(on_request=self.announce_stop)
-        try:
-            with stop:
-                while self.step < end:
-                    codes = next(batches).to(self.device, non_blocking=True)
-                    losses = self.train_step(codes)
-                    self.step += 1
-                    scalars = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist(),
-                                       strict=True))
-                    meter.update(scalars, images=codes.shape[0])
-                    progress.step({k: scalars[k] for k in list(scalars)[:2]})
-                    if self.step % cfg.log_every == 0 or self.step == end:
-                        self.last_losses = meter.means()
-                        progress.log(self.step, {**{k if "/" in k else f"loss/{k}": v
-                                                    for k, v in self.last_losses.items()},
-                                                 **self.eval_scalars(),
-                                                 "speed/codes_per_second": meter.images_per_second()})
-                        meter.reset()
-                    interrupted = stop.requested is not None
-                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
-                        self.save_checkpoint()
-                    if interrupted:
-                        break
-        finally:
-            progress.close()
-        if self.step >= cfg.steps:
-            self.write_final()
-        else:
-            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
-            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
-                           f"facestyle {self.command} --resume {self.run_dir}")
-        return self.run_dir
 
     # --------------------------------------------------------------------------------------- saving
 
@@ -261,10 +201,8 @@ class BankTrainer(CheckpointedRun):
                              self.run_info())
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "bank": self.bank_info,
-                "config": config_to_dict(self.train_config), "losses": self.last_losses,
-                "rng": {"tensors": rng_tensors, "meta": rng_meta}, **self.aux_state()}
+        return {**self.progress_state(), "bank": self.bank_info, "config": config_to_dict(self.train_config),
+                **self.aux_state()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.network,)
@@ -273,15 +211,11 @@ class BankTrainer(CheckpointedRun):
         self.network.save_pretrained(directory, bank=self.bank_info, step=self.step)
 
     def write_final(self) -> Path | None:
-        """``RUN_DIR/final``, and the copy beside the generator."""
+        """``RUN_DIR/final``, and the copy beside the generator: returns where the network is now."""
         final = super().write_final()
-        if final is None:
-            return None
-        where = final
-        if self.install_to is not None:
-            where = install_style_network(final, self.install_to, self.kind, self.model_config.region)
-        log(self.dist, f"done: step {self.step}; {self.kind} network for {self.model_config.region} in {where}")
-        return final
+        if final is None or self.install_to is None:
+            return final
+        return install_style_network(final, self.install_to, self.kind, self.model_config.region)
 
     def final_is_current(self) -> bool:
         """Whether ``RUN_DIR/final`` holds the network at this step."""
@@ -290,15 +224,6 @@ class BankTrainer(CheckpointedRun):
         except CheckpointError:
             return False
 
-    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Restore weights, auxiliary state, step, data position and RNG states from a checkpoint folder."""
-        load_state(self.network, checkpoint)
-        try:
-            self.load_aux_state(state)
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this network "
-                                  f"({str(exc).splitlines()[0]})") from None
-        self.restore_progress(checkpoint, state)
 
 
 # ------------------------------------------------------------------------------------ mapping trainer
@@ -318,7 +243,7 @@ class MappingTrainer(BankTrainer):
         self.opt_m = torch.optim.Adam(self.network.parameters(), lr=cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=betas)
 
-    def train_step(self, codes: Tensor) -> dict[str, Tensor]:
+    def train_step(self, codes: Tensor) -> dict[str, float]:
         """One discriminator step, then one mapping step (eq. 6, non-saturating for M_g, R1 for D_g)."""
         cfg = self.train_config
         real = self.network.normalizer.normalize(codes)
@@ -350,10 +275,10 @@ class MappingTrainer(BankTrainer):
         self.opt_m.zero_grad(set_to_none=True)
         loss_m.backward()
         self.opt_m.step()
-        return {"mapping": loss_m, "D": loss_real + loss_fake, **d_losses}
+        return as_floats({"mapping": loss_m, "D": loss_real + loss_fake, **d_losses})
 
     @torch.no_grad()
-    def eval_scalars(self) -> dict[str, float]:
+    def extra_scalars(self) -> dict[str, float]:
         """How far the mapped codes' mean and covariance are from the bank's (standardised space)."""
         n = min(len(self.codes), 2048)
         real = self.network.normalizer.normalize(self.codes[:n].to(self.device)).flatten(1)
@@ -397,22 +322,16 @@ def run_bank_training(trainer_cls: type[BankTrainer], model_config: Any, train_c
                       install_to: str | os.PathLike | None = None) -> Path:
     """Start or resume a bank trainer's run; returns the run folder."""
     out_dir = Path(out_dir)
-    resume_from = None
-    if resume:
-        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
+    resume_from = resume_point(out_dir, resume)
+    if resume_from is not None:
         info = read_run_info(resume_from.parent.parent)
         bank = bank if bank is not None else info.get("bank")
-        if install_to is None:
-            install_to = info.get("install_to")
-    elif list_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                            "or choose another --out")
+        install_to = info.get("install_to") if install_to is None else install_to
     if bank is None:
         raise InputError("no style bank given (--bank BANK.safetensors)")
-    with deterministic_mode(train_config.deterministic):
-        trainer = trainer_cls(model_config, train_config, bank, out_dir, resume_from=resume_from, device=device,
-                              stop_at=stop_at, install_to=install_to)
-        return trainer.train()
+    return run_trainer(train_config.deterministic, lambda: trainer_cls(
+        model_config, train_config, bank, out_dir, resume_from=resume_from, device=device, stop_at=stop_at,
+        install_to=install_to))
 
 
 def train_mapping(bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str = "skin", *,

@@ -44,34 +44,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..checkpoint import load_state
 from ..config import apply_overrides, config_to_dict
-from ..data.spec import add_data_arguments, parse_data_spec
+from ..data.spec import parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
-from ..errors import CheckpointError, InputError
+from ..errors import InputError
 from ..io import atomic_write_bytes
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import PARSER_PRESETS, FaceParserNet, ParserConfig
 from .common import (
-    FINAL_DIR,
-    TRAINER_DIR,
     CheckpointedRun,
     DataStream,
     Distributed,
-    GracefulStop,
-    Meter,
-    Progress,
     SeededTransform,
-    TrainingError,
-    check_same_network,
-    deterministic_mode,
-    list_checkpoints,
+    add_run_arguments,
+    as_floats,
+    check_train_values,
     load_run_config,
-    load_trainer_state,
     log,
-    read_run_info,
-    resolve_resume,
-    rng_state,
+    resume_state,
+    resumed_data,
+    run_folder,
+    run_trainer,
     seed_everything,
 )
 
@@ -107,9 +100,8 @@ class ParserTrainConfig:
     deterministic: bool = False
 
     def check(self) -> None:
-        checks = [
-            (self.batch_size >= 1, f"train.batch_size must be at least 1, got {self.batch_size}"),
-            (self.steps >= 1, f"train.steps must be at least 1, got {self.steps}"),
+        check_train_values(
+            self,
             (self.lr >= 0 and self.weight_decay >= 0, "train.lr and train.weight_decay must be >= 0"),
             (self.warmup >= 0, f"train.warmup must be >= 0, got {self.warmup}"),
             (0 < self.scale_min <= self.scale_max, "train.scale_min must be positive and <= train.scale_max"),
@@ -118,12 +110,7 @@ class ParserTrainConfig:
             (self.eval_limit >= 0, f"train.eval_limit must be >= 0 (0: all), got {self.eval_limit}"),
             (self.eval_batch_size >= 1, f"train.eval_batch_size must be at least 1, got {self.eval_batch_size}"),
             (self.num_workers >= 0, f"train.num_workers must be >= 0, got {self.num_workers}"),
-            (self.log_every >= 1, f"train.log_every must be at least 1, got {self.log_every}"),
-            (self.save_every >= 1, f"train.save_every must be at least 1, got {self.save_every}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        )
 
 
 PARSER_TRAIN_PRESETS: dict[str, ParserTrainConfig] = {
@@ -308,6 +295,9 @@ def split_datasets(spec: str, split: str, eval_split: str, image_size: int, data
 class ParserTrainer(CheckpointedRun):
     """Everything one training process holds: the parser, its optimizer, the data and the run folder."""
 
+    command = "train-parser"
+    network_name = mismatch_name = "parser"
+
     def __init__(self, model_config: ParserConfig, train_config: ParserTrainConfig, data_spec: str,
                  out_dir: str | os.PathLike, *, resume_from: Path | None = None, device: str = "cpu",
                  split: str = "train", eval_split: str = "test", data_seed: int = 0, stop_at: int | None = None,
@@ -319,10 +309,7 @@ class ParserTrainer(CheckpointedRun):
         self.device = self.dist.device(device)
         self.label_set = get_label_set(model_config.label_set)
         cfg = train_config
-        resume_state = None
-        if resume_from is not None:
-            check_same_network(FaceParserNet, model_config, resume_from)
-            resume_state = load_trainer_state(resume_from / TRAINER_DIR)
+        state = resume_state(FaceParserNet, model_config, resume_from)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "eval_split": eval_split, "seed": data_seed}
@@ -344,68 +331,27 @@ class ParserTrainer(CheckpointedRun):
         self.last_losses: dict[str, float] = {}
         self.evaluations: list[dict[str, Any]] = []
         if resume_from is not None:
-            self.load(resume_from, resume_state)
-        self.dist.init_process_group(self.device)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model_ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.model_ddp = self.model
+            self.load(resume_from, state)
+        (self.model_ddp,) = self.distribute(self.model)
 
     # ------------------------------------------------------------------------------------- training
 
-    def train(self) -> Path:
-        """Run until ``train.steps`` (or ``stop_at``, or a SIGINT/SIGTERM), evaluating and saving as configured."""
-        cfg = self.train_config
-        end = cfg.steps if self.stop_at is None else min(cfg.steps, self.stop_at)
-        if self.step >= end:
-            log(self.dist, f"already at step {self.step} of {end}: nothing to train (raise --steps to go on)")
-            return self.run_dir
-        self.prepare_run_dir()
-        log(self.dist, f"training {self.describe()} from step {self.step} to {end} on {self.device}; "
-                       f"run folder {self.run_dir}")
+    def start_training(self) -> None:
         log(self.dist, f"held-out evaluation: {self.held_out_description}")
         if self.step == 0:
             self.evaluate(report=True)
         self.model.train()
-        batches = iter(self.data)
-        meter = Meter()
-        progress = Progress(self.run_dir, self.step, cfg.steps, self.dist)
-        stop = GracefulStop(on_request=self.announce_stop)
-        try:
-            with stop:
-                while self.step < end:
-                    image, labels, _ = next(batches)
-                    losses = self.train_step(image.to(self.device, non_blocking=True),
-                                             labels.to(self.device, non_blocking=True))
-                    self.step += 1
-                    meter.update(losses, images=image.shape[0] * self.dist.world_size)
-                    progress.step({"loss": losses["cross_entropy"], "img/s": meter.images_per_second()})
-                    if self.step % cfg.log_every == 0 or self.step == end:
-                        self.last_losses = self.dist.mean(meter.means(), device=self.device)
-                        progress.log(self.step, {**{f"loss/{k}": v for k, v in self.last_losses.items()},
-                                                 "lr": self.optimizer.param_groups[0]["lr"],
-                                                 "speed/images_per_second": meter.images_per_second()})
-                        meter.reset()
-                    (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
-                    if self.step % cfg.save_every == 0 or self.step == end or interrupted:
-                        result = self.evaluate(report=True)
-                        if result is not None:
-                            progress.log(self.step, {"eval/mean_iou": result["mean_iou"],
-                                                     "eval/pixel_accuracy": result["pixel_accuracy"]})
-                        self.save_checkpoint()
-                    if interrupted:
-                        break
-        finally:
-            progress.close()
-        if self.step >= cfg.steps:
-            self.write_final()
-            log(self.dist, f"done: step {self.step}; parser in {self.run_dir / FINAL_DIR}")
-        else:
-            why = "interrupted" if stop.requested else f"stopped at step {self.step} (stop_at)"
-            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
-                           f"facestyle train-parser --resume {self.run_dir}")
-        return self.run_dir
+
+    def postfix(self, scalars: dict[str, float], speed: float) -> dict[str, float]:
+        return {"loss": scalars["cross_entropy"], "img/s": speed}
+
+    def extra_scalars(self) -> dict[str, float]:
+        return {"lr": self.optimizer.param_groups[0]["lr"]}
+
+    def checkpoint_scalars(self) -> dict[str, float]:
+        result = self.evaluate(report=True)
+        return {} if result is None else {"eval/mean_iou": result["mean_iou"],
+                                          "eval/pixel_accuracy": result["pixel_accuracy"]}
 
     def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
         """One optimisation step of the per-pixel cross-entropy; returns the losses as floats."""
@@ -418,8 +364,7 @@ class ParserTrainer(CheckpointedRun):
         self.optimizer.step()
         with torch.no_grad():
             accuracy = (logits.argmax(1) == labels).float().mean()
-        values = torch.stack([loss.detach().float(), accuracy]).tolist()
-        return {"cross_entropy": values[0], "pixel_accuracy": values[1]}
+        return as_floats({"cross_entropy": loss, "pixel_accuracy": accuracy})
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up, then DeepLab's poly decay (``step`` is the 0-based step about to run)."""
@@ -475,11 +420,8 @@ class ParserTrainer(CheckpointedRun):
         self.write_run_files(config, self.data_info)
 
     def trainer_state(self) -> dict[str, Any]:
-        rng_tensors, rng_meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
-                "config": config_to_dict(self.train_config), "losses": self.last_losses,
-                "evaluations": self.evaluations, "optimizer": self.optimizer.state_dict(),
-                "rng": {"tensors": rng_tensors, "meta": rng_meta}}
+        return {**self.progress_state(), "config": config_to_dict(self.train_config),
+                "evaluations": self.evaluations, "optimizer": self.optimizer.state_dict()}
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         return (self.model,)
@@ -492,16 +434,9 @@ class ParserTrainer(CheckpointedRun):
             meta["held_out_mean_iou"] = _finite(last["mean_iou"])
         _plain(self.model).save_pretrained(directory, **meta)
 
-    def load(self, checkpoint: Path, state: dict[str, Any]) -> None:
-        """Restore weights, optimizer, step, data position, evaluations and RNG states."""
-        load_state(self.model, checkpoint)
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{checkpoint / TRAINER_DIR}: does not match this parser "
-                                  f"({str(exc).splitlines()[0]})") from None
-        self.restore_progress(checkpoint, state)
-        self.evaluations = [dict(e) for e in state.get("evaluations") or [] if int(e["step"]) <= self.step]
+    def load_aux_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.evaluations = [dict(e) for e in state.get("evaluations") or [] if int(e["step"]) <= int(state["step"])]
 
 
 def _plain(model: nn.Module) -> nn.Module:
@@ -557,28 +492,13 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
         split, eval_split: the training and held-out splits (see the module docstring for flat folders).
         stop_at: stop after this step (saving), keeping the schedule.
     """
-    out_dir = Path(out_dir)
-    resume_from = None
-    if resume:
-        resume_from = resolve_resume(out_dir if resume is True else Path(resume))
-        info = read_run_info(resume_from.parent.parent)
-        if data_spec is None:
-            data_spec, split = info.get("spec"), info.get("split", split)
-            eval_split, data_seed = info.get("eval_split", eval_split), info.get("seed", data_seed)
-    elif list_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                            "or choose another --out")
-    if data_spec is None:
-        raise InputError("no data given (--data SPEC)")
+    resume_from, data = resumed_data(Path(out_dir), resume, {"spec": data_spec, "split": split,
+                                                             "eval_split": eval_split, "seed": data_seed})
     model, train = resolve_configs(preset, overrides, image_size, steps, batch_size,
                                    resume_from.parent.parent if resume_from is not None else None)
-    with deterministic_mode(train.deterministic):
-        trainer = ParserTrainer(model, train, data_spec, out_dir, resume_from=resume_from, device=device,
-                                split=split, eval_split=eval_split, data_seed=data_seed, stop_at=stop_at)
-        try:
-            return trainer.train()
-        finally:
-            trainer.dist.shutdown()
+    return run_trainer(train.deterministic, lambda: ParserTrainer(
+        model, train, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
+        eval_split=data["eval_split"], data_seed=data["seed"], stop_at=stop_at))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -593,35 +513,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RUN_DIR/config.yaml, checkpoints/step_X/, latest, tb/ and metrics.jsonl; RUN_DIR loads as "
                     "a parser checkpoint (facestyle parse --checkpoint RUN_DIR), RUN_DIR/final holds a "
                     "finished run's. Copy one to CHECKPOINT/parser/ to have the Editor parse photos itself.")
-    add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
+    add_run_arguments(p, "train.lr=5e-4 or --set model.width=32")
     p.add_argument("--eval-split", default="test", choices=("train", "val", "test", "all"),
                    help="the held-out split evaluated at each save (default: test)")
-    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run (its latest checkpoint, or a "
-                                                       "checkpoints/step_X folder)")
     p.add_argument("--preset", choices=sorted(PARSER_PRESETS), default=None,
                    help="network and schedule: base (a GPU), small (a CPU), tiny (tests); default base, or "
                         "the run's own on --resume")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one value, e.g. --set train.lr=5e-4 or --set model.width=32 (repeatable)")
     p.add_argument("--image-size", type=int, default=None, help="model.image_size: the size photos are parsed at")
-    p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
-    p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
-                   help="stop after this step (saving), keeping the schedule; resume later")
-    p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
     p.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    if args.out is None and args.resume is None:
-        raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
+    out = run_folder(args)
     if args.resolution is not None:
         raise InputError("--resolution does not apply to train-parser; use --image-size")
     overrides = list(args.overrides) + (["train.deterministic=true"] if args.deterministic else [])
-    out = Path(args.out or args.resume)
     run_dir = train_parser(args.data, out, preset=args.preset, overrides=overrides, image_size=args.image_size,
                            steps=args.steps, batch_size=args.batch_size, resume=args.resume or False,
                            device=args.device, split=args.split, eval_split=args.eval_split, data_seed=args.seed,
