@@ -58,6 +58,17 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
 
 
+def read_tagged_json(path: Path, fmt: str, missing: str, wrong: str) -> dict[str, Any]:
+    """A JSON mapping whose ``format`` is ``fmt``; a missing file, bad JSON or another format is a
+    CheckpointError (``missing`` / ``wrong`` say which)."""
+    if not path.is_file():
+        raise CheckpointError(missing)
+    data = read_json(path)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise CheckpointError(wrong)
+    return data
+
+
 def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, Any]:
     """The parsed ``config.json`` of a checkpoint directory, checked for format and kind."""
     directory = resolve(path)
@@ -65,12 +76,9 @@ def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, A
         raise CheckpointError(f"checkpoint not found: {directory}")
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a checkpoint directory (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    cfg_path = directory / CONFIG_NAME
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{directory} is not a facestyle checkpoint: {CONFIG_NAME} is missing")
-    data = read_json(cfg_path)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{directory} is not a facestyle checkpoint ({CONFIG_NAME} has no format: {FORMAT})")
+    data = read_tagged_json(directory / CONFIG_NAME, FORMAT,
+                            f"{directory} is not a facestyle checkpoint: {CONFIG_NAME} is missing",
+                            f"{directory} is not a facestyle checkpoint ({CONFIG_NAME} has no format: {FORMAT})")
     if data.get("kind", "generator") != kind:
         raise CheckpointError(f"{directory} holds a {data.get('kind')} checkpoint, not a {kind}")
     return data

@@ -85,15 +85,11 @@ def no_weights(tmp_path_factory) -> Path:
 def random_weights(tmp_path_factory) -> Path:
     """A weights folder with random AlexNet and FID InceptionV3 files in the published key layouts (the
     writers of tests/test_metrics.py); LPIPS's linear heads come from inside torchmetrics."""
-    from test_metrics import ALEXNET_CONVS, _he, _inception_state
+    from test_metrics import _inception_state, alexnet_state
 
     folder = tmp_path_factory.mktemp("random-weights")
     g = torch.Generator().manual_seed(0)
-    alex = {}
-    for i, (cout, cin, k) in ALEXNET_CONVS.items():
-        alex[f"features.{i}.weight"] = _he((cout, cin, k, k), g)
-        alex[f"features.{i}.bias"] = torch.zeros(cout)
-    torch.save(alex, folder / "alexnet-owt-7be5be79.pth")
+    torch.save(alexnet_state(g), folder / "alexnet-owt-7be5be79.pth")
     torch.save(_inception_state(g), folder / INCEPTION_FILE)
     yield folder
     (folder / INCEPTION_FILE).unlink()

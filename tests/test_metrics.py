@@ -71,16 +71,22 @@ def _he(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     return torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)
 
 
+def alexnet_state(g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random AlexNet convolutions in torchvision's key layout."""
+    state = {}
+    for i, (cout, cin, k) in ALEXNET_CONVS.items():
+        state[f"features.{i}.weight"] = _he((cout, cin, k, k), g)
+        state[f"features.{i}.bias"] = torch.zeros(cout)
+    return state
+
+
 @pytest.fixture(scope="module")
 def lpips_weights(tmp_path_factory) -> Path:
     """A weights folder with random AlexNet and VGG16 files in torchvision's key layout (the heads are
     found inside torchmetrics)."""
     folder = tmp_path_factory.mktemp("lpips-weights")
     g = torch.Generator().manual_seed(0)
-    alex = {}
-    for i, (cout, cin, k) in ALEXNET_CONVS.items():
-        alex[f"features.{i}.weight"] = _he((cout, cin, k, k), g)
-        alex[f"features.{i}.bias"] = torch.zeros(cout)
+    alex = alexnet_state(g)
     alex["classifier.1.weight"] = torch.zeros(2, 2)  # ignored (the real ones are 4096 x 9216 ...)
     torch.save(alex, folder / "alexnet-owt-7be5be79.pth")
     vgg = {}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from tqdm import tqdm
 
+from ..data.folder import files_by_stem
 from ..errors import InputError
 from ..labels import LABEL_SETS
 
@@ -147,15 +148,7 @@ def check_not_overwriting_inputs(outputs: Sequence[Path], inputs: Sequence[Path]
 
 def list_images(folder: Path) -> dict[str, Path]:
     """Image files of a folder by stem (hidden files skipped); two files with one stem is an error."""
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if path.stem in found:
-            raise InputError(f"{folder}: two files named {path.stem!r} ({found[path.stem].name}, "
-                             f"{path.name}); files are paired by stem")
-        found[path.stem] = path
-    return found
+    return files_by_stem(folder, IMAGE_SUFFIXES, hint="; files are paired by stem")
 
 
 def pair_by_stem(image_dir: str | Path, label_dir: str | Path) -> list[tuple[str, Path, Path]]:

@@ -33,7 +33,7 @@ def natural_key(name: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
 
 
-def _scan(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+def files_by_stem(folder: Path, suffixes: tuple[str, ...], hint: str = "") -> dict[str, Path]:
     """Stem -> path of the files in ``folder`` with one of ``suffixes`` (hidden files skipped)."""
     found: dict[str, Path] = {}
     with os.scandir(folder) as entries:
@@ -45,7 +45,7 @@ def _scan(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
                 continue
             if path.stem in found:
                 raise InputError(f"{folder}: two files share the name {path.stem!r} "
-                                 f"({found[path.stem].name}, {path.name})")
+                                 f"({found[path.stem].name}, {path.name}){hint}")
             found[path.stem] = path
     return found
 
@@ -92,8 +92,8 @@ class FolderDataset(Dataset):
         self.transform = transform
         pairs: dict[str, tuple[Path, Path]] = {}
         for folder in resolve_folders(self.root, split):
-            images = _scan(folder / "images", IMAGE_SUFFIXES)
-            labels = _scan(folder / "labels", LABEL_SUFFIXES)
+            images = files_by_stem(folder / "images", IMAGE_SUFFIXES)
+            labels = files_by_stem(folder / "labels", LABEL_SUFFIXES)
             unpaired = sorted(set(images) - set(labels), key=natural_key)
             if unpaired:
                 shown = ", ".join(images[s].name for s in unpaired[:_SHOWN])

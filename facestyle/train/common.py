@@ -46,7 +46,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_state, load_tensors, read_json, save_tensors
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_state, load_tensors, read_tagged_json, save_tensors
 from ..config import load_sections
 from ..data.spec import add_data_arguments
 from ..errors import CheckpointError, FacestyleError, InputError
@@ -371,11 +371,9 @@ def save_trainer_state(directory: Path, state: Mapping[str, Any]) -> None:
 
 def load_trainer_state(directory: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     path = directory / STATE_JSON
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: no trainer state ({STATE_JSON} is missing); it cannot be resumed")
-    payload = read_json(path)
-    if not isinstance(payload, dict) or payload.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} is not a facestyle trainer state")
+    payload = read_tagged_json(path, STATE_FORMAT,
+                               f"{directory}: no trainer state ({STATE_JSON} is missing); it cannot be resumed",
+                               f"{path} is not a facestyle trainer state")
     tensors = load_tensors(directory / STATE_TENSORS)
     if map_location != "cpu":
         tensors = {k: v.to(map_location) for k, v in tensors.items()}
