@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -410,3 +411,22 @@ def test_data_arguments():
     assert len(dataset) == 1 and dataset[0][0].shape == (3, 16, 16) and dataset.seed == 4
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", "synthetic:10", "--split", "everything"])
+
+
+def test_relit_changes_are_seeded_and_follow_their_formula():
+    from facestyle.data.relight import PhotometricChange, apply_changes, change_for
+
+    assert change_for(3, 7) == change_for(3, 7) and change_for(3, 7) != change_for(3, 8)
+    assert change_for(3, 7) != change_for(3, 7, salt=1)
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, 8, 6, generator=g) * 2 - 1
+    identity = PhotometricChange(1.0, (1.0, 1.0, 1.0), 1.0, 0.0, 0.0)
+    torch.testing.assert_close(apply_changes(images, [identity, identity]), images)
+    change = PhotometricChange(1.5, (1.1, 1.0, 0.9), 0.8, math.pi / 2, 0.2)  # light from below (+y)
+    out = apply_changes(images, [identity, change])
+    torch.testing.assert_close(out[0], images[0])
+    x01 = (images[1] + 1) / 2
+    y = (torch.arange(8) + 0.5) / 8 * 2 - 1
+    ramp = 1 + 0.2 * y[:, None]  # sin(pi/2) = 1 along y
+    expected = (x01 ** 0.8 * 1.5 * torch.tensor([1.1, 1.0, 0.9])[:, None, None] * ramp).clamp(0, 1) * 2 - 1
+    torch.testing.assert_close(out[1], expected, rtol=1e-5, atol=1e-6)
