@@ -430,3 +430,27 @@ def test_relit_changes_are_seeded_and_follow_their_formula():
     ramp = 1 + 0.2 * y[:, None]  # sin(pi/2) = 1 along y
     expected = (x01 ** 0.8 * 1.5 * torch.tensor([1.1, 1.0, 0.9])[:, None, None] * ramp).clamp(0, 1) * 2 - 1
     torch.testing.assert_close(out[1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_harmony_pairs_have_their_ground_truth():
+    from facestyle.data.composites import relit_pairs, synthetic_pairs
+
+    batch = synthetic_pairs(0, [0, 1, 2], 32)
+    assert batch.target.shape == batch.truth.shape == batch.composite.shape == (3, 3, 32, 32)
+    assert batch.classes.any(1).all()  # every pair moves at least one class
+    outside = batch.mask == 0
+    # outside the moved classes the truth and the composite are the target itself
+    assert torch.equal(torch.where(outside, batch.truth, 0), torch.where(outside, batch.target, 0))
+    assert torch.equal(torch.where(outside, batch.composite, 0), torch.where(outside, batch.target, 0))
+    inside = batch.mask > 0
+    assert not torch.equal(torch.where(inside, batch.truth, 0), torch.where(inside, batch.target, 0))
+    again = synthetic_pairs(0, [0, 1, 2], 32)
+    assert torch.equal(again.truth, batch.truth) and torch.equal(again.classes, batch.classes)
+
+    images, labels = batch.target, batch.target_labels
+    relit = relit_pairs(images, labels, CELEBAMASK_HQ, seed=5, indices=[10, 11, 12])
+    assert torch.equal(relit.truth, images) and torch.equal(relit.reference_labels, labels)
+    assert not torch.equal(relit.reference, images)  # the reference is the photo after a change
+    assert torch.equal(torch.where(relit.mask > 0, relit.reference, relit.target), relit.composite)
+    again = relit_pairs(images, labels, CELEBAMASK_HQ, seed=5, indices=[10, 11, 12])
+    assert torch.equal(again.reference, relit.reference) and torch.equal(again.classes, relit.classes)

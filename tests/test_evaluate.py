@@ -15,17 +15,11 @@ import torch
 from facestyle.checkpoint import demo_dir
 from facestyle.cli import main
 from facestyle.config import get_preset
+from facestyle.data.composites import BENCH_FIRST_INDEX as FIRST_INDEX
+from facestyle.data.composites import ground_truth, light_difference, make_pair, render_pair
 from facestyle.data.synthetic import SKIN_CLASSES, render, sample_face
 from facestyle.errors import InputError
-from facestyle.evaluation.bench_harmony import (
-    FIRST_INDEX,
-    cut_and_paste,
-    ground_truth,
-    light_difference,
-    make_pair,
-    masked_errors,
-    render_pair,
-)
+from facestyle.evaluation.bench_harmony import cut_and_paste, masked_errors
 from facestyle.evaluation.evaluate import EvaluateOptions, evaluate
 from facestyle.evaluation.labels_map import VOID, label_lookup, map_labels, unmapped_classes
 from facestyle.evaluation.paper import PAPER_TABLE1, PAPER_TABLE3

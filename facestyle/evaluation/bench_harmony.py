@@ -54,7 +54,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.synthetic import FaceParams, Illumination, render, sample_face, sample_illumination
+from ..data.composites import (
+    BENCH_FIRST_INDEX as FIRST_INDEX,
+)
+from ..data.composites import (
+    DEFAULT_MIN_LIGHT_DIFFERENCE,
+    ground_truth,
+    make_pair,
+    render_pair,
+)
 from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import CELEBAMASK_HQ
@@ -62,10 +70,6 @@ from ..model import FaceStyleNet
 from .labels_map import region_label
 from .metric_networks import MetricNetworks, load_metric_networks
 from .report import Column, Report, Row, Table, format_value, mean_of, run_info, write_report
-
-FIRST_INDEX = 1_000_000
-DEFAULT_MIN_LIGHT_DIFFERENCE = 0.15
-MAX_LIGHT_DRAWS = 1000
 
 #: (key, label) of the compared methods, in the tables' order.
 METHODS = (
@@ -91,75 +95,6 @@ COLUMNS = (
 
 # ---------------------------------------------------------------------------------------------------------
 # Pairs and ground truth
-
-
-def light_field(light: Illumination, grid: int = 16) -> np.ndarray:
-    """(3, grid, grid) multiplicative light of :func:`~facestyle.data.synthetic.render` over the image."""
-    c = (np.arange(grid) + 0.5) / grid * 2 - 1
-    x, y = np.meshgrid(c, c)
-    ramp = np.clip(1 + light.gradient_strength * (x * math.cos(light.gradient_angle)
-                                                   + y * math.sin(light.gradient_angle)), 1e-3, None)
-    return light.intensity * np.asarray(light.gains)[:, None, None] * ramp[None]
-
-
-def light_difference(a: Illumination, b: Illumination) -> float:
-    """Mean over the image and the colour channels of ``|log L_a - log L_b|``: 0.1 is about a 10% change of
-    brightness or colour. Two independent synthetic lights (:func:`sample_illumination`) differ by 0.28 on
-    average, and by less than 0.15 (the default least difference) one time in six."""
-    return float(np.abs(np.log(light_field(a)) - np.log(light_field(b))).mean())
-
-
-@dataclass(frozen=True)
-class BenchPair:
-    """Pair ``index``: the target and reference faces and the reference's light."""
-
-    index: int
-    target: FaceParams
-    reference: FaceParams
-    reference_light: Illumination
-    light_difference: float
-
-    @property
-    def target_light(self) -> Illumination:
-        return self.target.illumination
-
-
-def make_pair(seed: int, index: int, min_light_difference: float = DEFAULT_MIN_LIGHT_DIFFERENCE) -> BenchPair:
-    """Pair ``index`` of stream ``seed``: the reference keeps its own light unless it is closer than
-    ``min_light_difference`` to the target's; then lights are drawn from the reference's own seeded stream
-    until one is far enough (the farthest of :data:`MAX_LIGHT_DRAWS` otherwise)."""
-    target = sample_face(seed, FIRST_INDEX + 2 * index)
-    reference = sample_face(seed, FIRST_INDEX + 2 * index + 1)
-    light = reference.illumination
-    diff = light_difference(target.illumination, light)
-    if diff < min_light_difference:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, FIRST_INDEX + 2 * index + 1, 1]))
-        best = (diff, light)
-        for _ in range(MAX_LIGHT_DRAWS):
-            candidate = sample_illumination(rng)
-            d = light_difference(target.illumination, candidate)
-            if d > best[0]:
-                best = (d, candidate)
-            if d >= min_light_difference:
-                break
-        diff, light = best
-    return BenchPair(index, target, reference, light, diff)
-
-
-def ground_truth(pair: BenchPair, classes: Sequence[int], resolution: int,
-                 illumination: Illumination | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(image (3, H, W) in [-1, 1], labels) of the target with the reference's appearance in ``classes``,
-    under ``illumination`` (default: the target's own light, the benchmark's ground truth)."""
-    light = pair.target_light if illumination is None else illumination
-    return render(pair.target, resolution, albedo_from=pair.reference, regions=list(classes), illumination=light)
-
-
-def render_pair(pair: BenchPair, resolution: int) -> dict[str, np.ndarray]:
-    """The target under its light and the reference under the pair's reference light."""
-    target, target_labels = render(pair.target, resolution)
-    reference, reference_labels = render(pair.reference, resolution, illumination=pair.reference_light)
-    return {"target": target, "target_labels": target_labels, "reference": reference,
-            "reference_labels": reference_labels}
 
 
 def cut_and_paste(target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
@@ -497,5 +432,4 @@ def _verdicts(tables: list[Table], regions: Sequence[str], model: FaceStyleNet,
     return notes
 
 
-__all__ = ["BenchOptions", "BenchPair", "FIRST_INDEX", "METHODS", "bench_harmony", "cut_and_paste", "ground_truth",
-           "light_difference", "make_pair", "masked_errors", "render_pair"]
+__all__ = ["BenchOptions", "METHODS", "bench_harmony", "cut_and_paste", "masked_errors"]
