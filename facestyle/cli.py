@@ -13,6 +13,7 @@ import sys
 
 from . import __version__
 from .errors import FacestyleError
+from .io import DEFAULT_MAX_SIDE, MAX_SIDE
 from .runtime import keep_freed_memory
 
 # Modules that register subcommands, in the order they are listed by --help.
@@ -37,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for command in subparsers.choices.values():
+        if any("--max-side" in action.option_strings for action in command._actions):
+            continue  # serve has its own, for uploads
+        command.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PIXELS",
+                             help=f"refuse images larger than this a side (default {DEFAULT_MAX_SIDE}; 0: no limit)")
     return parser
 
 
@@ -47,6 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.max_side < 0:
+        print(f"facestyle {args.command}: error: --max-side must be 0 (no limit) or positive, got {args.max_side}",
+              file=sys.stderr)
+        return 2
+    MAX_SIDE.set(args.max_side or None)
     try:
         result = args.func(args)
     except FacestyleError as exc:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
@@ -45,6 +47,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+#: The longest image side a read accepts (None: no limit but PIL's decompression-bomb guard). The command
+#: line sets it from ``--max-side`` (default :data:`DEFAULT_MAX_SIDE`); the Python API has no limit unless set.
+MAX_SIDE: ContextVar[int | None] = ContextVar("facestyle_max_side", default=None)
+DEFAULT_MAX_SIDE = 4096
+
 LABEL_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N")
 LOSSY_SUFFIXES = (".jpg", ".jpeg", ".webp")
 
@@ -64,8 +71,16 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected an image file")
     try:
-        im = Image.open(path)
-        im.load()
+        with warnings.catch_warnings():  # a large image is refused below in one line, not warned about
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)  # reads the header only
+        limit = MAX_SIDE.get()
+        if limit is not None and max(im.size) > limit:
+            raise InputError(f"{path}: image of {im.width}x{im.height} is larger than {limit} pixels a side "
+                             "(--max-side to change the limit)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (PIL cannot identify its format)") from None
     except PermissionError:

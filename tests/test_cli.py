@@ -322,3 +322,23 @@ def test_prepare_celebamask_hq(capsys, tmp_path, faces):
     code, _, err = run(capsys, "prepare", "celebamask-hq", tmp_path / "nowhere", tmp_path / "p2")
     assert code == 2 and len(err) == 1 and "nowhere" in err[0], err
     assert not (tmp_path / "p2").exists()
+
+
+def test_images_larger_than_max_side_are_refused_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.new("RGB", (5000, 40)).save(big)  # a few kB on disk, 5000 px wide
+    labels = tmp_path / "labels.png"
+    Image.new("L", (5000, 40)).save(labels)
+    out = tmp_path / "out.png"
+    code = main(["reconstruct", "--checkpoint", "demo", "--image", str(big), "--labels", str(labels),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists()
+    assert len(err.splitlines()) == 1 and "larger than 4096 pixels a side" in err and "--max-side" in err
+    code = main(["reconstruct", "--checkpoint", "demo", "--image", str(big), "--labels", str(labels),
+                 "--out", str(out), "--max-side", "100"])
+    assert code == 2 and "larger than 100 pixels" in capsys.readouterr().err
+    assert main(["reconstruct", "--checkpoint", "demo", "--image", str(big), "--labels", str(labels),
+                 "--out", str(out), "--max-side", "-1"]) == 2
