@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facestyle {args.command}: error: --max-side must be 0 (no limit) or positive, got {args.max_side}",
               file=sys.stderr)
         return 2
-    MAX_SIDE.set(args.max_side or None)
+    limit = MAX_SIDE.set(args.max_side or None)
     try:
         result = args.func(args)
     except FacestyleError as exc:
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facestyle {args.command}: error: out of memory (try a smaller batch or image size)",
               file=sys.stderr)
         return 1
+    finally:
+        MAX_SIDE.reset(limit)
     return int(result or 0)
 
 

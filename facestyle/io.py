@@ -75,12 +75,10 @@ def open_image(path: str | os.PathLike) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)  # reads the header only
         limit = MAX_SIDE.get()
-        if limit is not None and max(im.size) > limit:
-            raise InputError(f"{path}: image of {im.width}x{im.height} is larger than {limit} pixels a side "
-                             "(--max-side to change the limit)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im.load()
+        if limit is None or max(im.size) <= limit:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (PIL cannot identify its format)") from None
     except PermissionError:
@@ -89,6 +87,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
         raise InputError(f"{path}: image too large ({_first_line(exc)})") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"{path}: unreadable image ({_first_line(exc)})") from None
+    if limit is not None and max(im.size) > limit:
+        raise InputError(f"{path}: image of {im.width}x{im.height} is larger than {limit} pixels a side "
+                         "(--max-side to change the limit)")
     return im
 
 
