@@ -389,6 +389,189 @@ def test_bench_harmony_pairs_render_under_different_lights():
     assert images["target"].shape == images["reference"].shape == (3, 32, 32)
 
 
+# ---------------------------------------------------------------------------------------------- harmonization metrics
+
+
+def test_fmse_and_fpsnr_against_hand_computed_values():
+    from facestyle.metrics import fmse, fpsnr, mse_255, psnr_255
+
+    preds = torch.zeros(1, 3, 2, 2)
+    target = torch.zeros(1, 3, 2, 2)
+    target[0, :, 0, 0] = 0.1  # 25.5 on the 0-255 scale, in every channel
+    target[0, 0, 0, 1] = 0.2  # 51 in red only
+    mask = torch.tensor([[[True, True], [False, False]]])  # the two changed pixels
+    # By hand: squared errors 3 x 25.5^2 + 51^2 = 4551.75 over 3 x 2 masked values, or 3 x 4 in all.
+    assert float(fmse(preds, target, mask)) == pytest.approx(758.625)
+    assert float(mse_255(preds, target)) == pytest.approx(379.3125)
+    assert float(fpsnr(preds, target, mask)) == pytest.approx(10 * math.log10(255 ** 2 / 758.625))
+    assert float(psnr_255(preds, target)) == pytest.approx(10 * math.log10(255 ** 2 / 379.3125))
+    assert float(psnr_255(preds, target)) == pytest.approx(float(psnr(preds, target)), abs=1e-4)  # scale-free
+    # iHarmony4's evaluation writes fMSE as the image's MSE times its area over the foreground's.
+    assert float(fmse(preds, target, mask)) == pytest.approx(float(mse_255(preds, target)) * 4 / 2)
+    soft = mask[:, None].float()  # (B, 1, H, W) weights give the same
+    assert float(fmse(preds, target, soft)) == pytest.approx(758.625)
+    assert float(fmse(preds, target, ~mask)) == 0 and math.isinf(float(fpsnr(preds, target, ~mask)))
+    assert math.isnan(float(fmse(preds, target, torch.zeros_like(mask))))
+    with pytest.raises(InputError, match="to_unit_range"):
+        fmse(preds - 1, target, mask)
+
+
+# ---------------------------------------------------------------------------------------------- bench-harmony on photos
+
+
+class IdentityHarmonizer:
+    """A stand-in for DoveNet: gives its input back and records what it saw."""
+
+    def __init__(self, path) -> None:
+        self.path, self.calls = Path(path), []
+
+    def harmonize(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        self.calls.append((tuple(images.shape), tuple(masks.shape), sorted(masks.unique().tolist())))
+        return images.clone()
+
+
+@pytest.fixture
+def stand_in_harmonizer(monkeypatch):
+    """``load_harmonizer`` returns an :class:`IdentityHarmonizer`; the loaded ones are listed."""
+    from facestyle.evaluation import harmonizer
+
+    loaded = []
+
+    def load(path, device="cpu"):
+        loaded.append(IdentityHarmonizer(path))
+        return loaded[-1]
+
+    monkeypatch.setattr(harmonizer, "load_harmonizer", load)
+    return loaded
+
+
+RELIT_METHODS = ["MRSA", "MRSA bypassed at inference", "composite (no harmonization)",
+                 "DoveNet after the bypassed transfer", "ground-truth reconstruction (floor)"]
+
+
+def test_relit_pairs_of_the_benchmark():
+    from facestyle.data.relight import apply_changes, change_for
+    from facestyle.evaluation.bench_relit import relit_batch
+
+    images, labels = (torch.from_numpy(np.stack(a)) for a in zip(*(render(sample_face(2, i), 32) for i in range(2))))
+    classes = torch.zeros(CELEBAMASK_HQ.num_classes, dtype=torch.bool)
+    classes[HAIR] = True
+    pairs = relit_batch(images, labels, classes, seed=4, indices=[7, 8])
+    assert torch.equal(pairs.truth, images) and torch.equal(pairs.target, images)  # the ground truth: the target
+    assert torch.equal(pairs.reference, apply_changes(images, [change_for(4, 7), change_for(4, 8)]))
+    inside = (labels == HAIR)[:, None]
+    assert torch.equal(pairs.mask.bool(), inside)  # the table's region, not a drawn one
+    assert torch.equal(pairs.composite, torch.where(inside, pairs.reference, images))
+    again = relit_batch(images, labels, classes, seed=4, indices=[7, 8])
+    assert torch.equal(again.reference, pairs.reference)
+    assert not torch.equal(relit_batch(images, labels, classes, seed=5, indices=[7, 8]).reference, pairs.reference)
+
+
+def test_bench_harmony_on_real_faces(real_faces, tiny_checkpoint, stand_in_harmonizer, tmp_path, capsys):
+    from facestyle.data import eval_transform
+    from facestyle.evaluation.bench_relit import RelitOptions, bench_relit
+    from facestyle.metrics import fmse
+
+    out = tmp_path / "bench"
+    dove = tmp_path / "dovenet"
+    dove.mkdir()
+    code, stdout, err = _run(capsys, "bench-harmony", "--checkpoint", tiny_checkpoint, "--data", f"folder:{real_faces}",
+                             "--pairs", 3, "--seed", 5, "--batch-size", 2, "--sheet-pairs", 2, "--harmonizer", dove,
+                             "--out", out)
+    assert code == 0, err
+    assert "fMSE" in stdout and "composite (no harmonization)" in stdout
+    assert [h.path for h in stand_in_harmonizer] == [dove]
+    shapes = {call[:2] for call in stand_in_harmonizer[0].calls}
+    assert shapes == {((2, 3, 64, 64), (2, 1, 64, 64)), ((1, 3, 64, 64), (1, 1, 64, 64))}
+    assert {tuple(call[2]) for call in stand_in_harmonizer[0].calls} == {(0.0, 1.0)}  # masks in {0, 1}
+    results = _results(out)
+    assert [t["title"].split(":")[0] for t in results["tables"]] == ["skin (skin + nose)", "hair"]
+    for table in results["tables"]:
+        assert [r["method"] for r in table["rows"]] == RELIT_METHODS
+        assert [c["key"] for c in table["columns"]] == ["mse", "psnr", "fmse", "fpsnr", "colour_in"]
+        by = {r["method"]: r["values"] for r in table["rows"]}
+        assert all(math.isfinite(v) for row in by.values() for v in row.values())
+        # The stand-in harmonizer gives the bypassed transfer back; alpha = 0 makes MRSA the identity.
+        assert by["DoveNet after the bypassed transfer"] == by["MRSA bypassed at inference"] == by["MRSA"]
+        assert by["composite (no harmonization)"]["fmse"] > 0
+    assert (out / "contact_sheet.png").stat().st_size > 0
+    rows = _csv_rows(out / "per_pair.csv")
+    names = sorted(p.stem for p in (real_faces / "images").iterdir())[:3]
+    assert len(rows) == 3 * 2 * len(RELIT_METHODS) and {r["photo"] for r in rows} == set(names)
+    composite = [r for r in rows if r["method"] == "composite"]
+    for r in composite:  # exact outside the region: the whole image's MSE is the region's scaled by its area
+        assert float(r["mse"]) == pytest.approx(float(r["fmse"]) * float(r["region_fraction"]), rel=1e-4)
+    # The floor is the checkpoint's reconstruction of the unchanged target.
+    model = FaceStyleNet.from_pretrained(tiny_checkpoint)
+    image, labels = eval_transform(64)(load_image(next((real_faces / "images").glob(f"{names[1]}.*"))),
+                                       load_labels(real_faces / "labels" / f"{names[1]}.png", CELEBAMASK_HQ))
+    with torch.inference_mode():
+        recon = model(image[None], labels[None])
+    inside = torch.isin(labels, torch.as_tensor(CELEBAMASK_HQ.region_classes("hair")))[None]
+    expected = fmse(to_unit_range(recon), to_unit_range(image[None]), inside)
+    floor = next(r for r in rows if r["photo"] == names[1] and r["region"] == "hair" and r["method"] == "oracle")
+    assert float(floor["fmse"]) == pytest.approx(float(expected), rel=1e-4)
+    # Deterministic per seed; another seed changes the references, not the floor. No harmonizer: no DoveNet row.
+    options = RelitOptions(checkpoint=str(tiny_checkpoint), data=f"folder:{real_faces}", out=tmp_path / "again",
+                           pairs=3, seed=5, harmonizer=str(dove), batch_size=2, sheet_pairs=0, progress=False)
+    again = bench_relit(options)
+    assert [[r.values for r in t.rows] for t in again.tables] == [[r["values"] for r in t["rows"]]
+                                                                  for t in results["tables"]]
+    other = bench_relit(dataclasses.replace(options, seed=6, harmonizer=None, regions=["skin"], out=tmp_path / "other"))
+    assert [r.method for r in other.tables[0].rows] == [m for m in RELIT_METHODS if not m.startswith("DoveNet")]
+    values = [{r.method: r.values for r in t.rows} for t in (again.tables[0], other.tables[0])]
+    assert values[0]["composite (no harmonization)"] != values[1]["composite (no harmonization)"]
+    assert values[0]["ground-truth reconstruction (floor)"] == values[1]["ground-truth reconstruction (floor)"]
+
+
+def test_bench_harmony_synthetic_new_rows(tiny_checkpoint, stand_in_harmonizer, no_weights, tmp_path, capsys):
+    import shutil
+
+    checkpoint = tmp_path / "with-harmonizer"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    (checkpoint / "harmonizer").mkdir()
+    (checkpoint / "harmonizer" / "config.json").write_text("{}")  # found beside the generator
+    out = tmp_path / "bench"
+    code, _, err = _run(capsys, "bench-harmony", "--checkpoint", checkpoint, "--compare-checkpoint", tiny_checkpoint,
+                        "--pairs", 2, "--regions", "skin", "--sheet-pairs", 1, "--weights-dir", no_weights,
+                        "--out", out)
+    assert code == 0, err
+    assert [h.path for h in stand_in_harmonizer] == [checkpoint / "harmonizer"]
+    table = _results(out)["tables"][0]
+    compared = f"MRSA, compared checkpoint ({tiny_checkpoint.name})"
+    assert [r["method"] for r in table["rows"]] == [
+        "MRSA", "MRSA bypassed at inference", "cut-and-paste", "no transfer (the target)",
+        "ground-truth reconstruction (floor)", "DoveNet after the bypassed transfer", compared]
+    by = {r["method"]: r["values"] for r in table["rows"]}
+    assert by["DoveNet after the bypassed transfer"] == by["MRSA bypassed at inference"]
+    assert by[compared] == by["MRSA"]  # the same weights compared with themselves
+    assert len(_csv_rows(out / "per_pair.csv")) == 2 * 7
+    # Without a harmonizer beside it or named, no DoveNet row.
+    code, _, err = _run(capsys, "bench-harmony", "--checkpoint", tiny_checkpoint, "--pairs", 1, "--regions", "hair",
+                        "--sheet-pairs", 0, "--weights-dir", no_weights, "--out", tmp_path / "plain")
+    assert code == 0, err
+    assert "DoveNet after the bypassed transfer" not in [r["method"] for r in _results(tmp_path / "plain")["tables"][0]
+                                                         ["rows"]]
+    assert len(stand_in_harmonizer) == 1
+
+
+def test_bench_harmony_on_photos_refuses_synthetic_options(tiny_checkpoint, real_faces, tmp_path, capsys):
+    data = f"folder:{real_faces}"
+    code, _, err = _run(capsys, "bench-harmony", "--checkpoint", tiny_checkpoint, "--data", data,
+                        "--compare-checkpoint", tiny_checkpoint, "--out", tmp_path / "b")
+    assert code == 2 and "--compare-checkpoint: only for the synthetic benchmark" in err
+    code, _, err = _run(capsys, "bench-harmony", "--checkpoint", tiny_checkpoint, "--split", "test",
+                        "--out", tmp_path / "b")
+    assert code == 2 and "--split and --data-label-set go with --data" in err
+    code, _, err = _run(capsys, "bench-harmony", "--checkpoint", tiny_checkpoint, "--data", data, "--regions", "tail",
+                        "--out", tmp_path / "b")
+    assert code == 2 and "unknown region 'tail'" in err
+    code, _, err = _run(capsys, "bench-harmony", "--checkpoint", tiny_checkpoint, "--data", data,
+                        "--harmonizer", tmp_path / "nowhere", "--out", tmp_path / "b")
+    assert code == 2 and "--harmonizer" in err
+    assert not (tmp_path / "b").exists()
+
+
 # ---------------------------------------------------------------------------------------------- multimodal
 
 

@@ -32,16 +32,28 @@ skipped, with the reason. Examples:
 """
 
 BENCH_DESCRIPTION = """\
-Measure harmony where the ground truth is known: on synthetic faces, a target and a reference lit
-differently; the ground truth of a transfer is the target re-rendered with the reference's albedo in the
-transferred region under the target's light. For each region (skin = skin + nose, hair), the error to
-the ground truth inside and outside the region for: the model with MRSA, the same model with MRSA
-bypassed, an attention-off model (--attention-off-checkpoint, the paper's "w/o SA"), a naive
-cut-and-paste composite, the untouched target, and the model's reconstruction of the ground truth
-itself (its floor). Writes REPORT_DIR/report.md, results.csv, results.json, per_pair.csv and
-contact_sheet.png.
+Measure harmony where the ground truth is known.
+
+Synthetic faces (default): a target and a reference lit differently; the ground truth of a transfer is
+the target re-rendered with the reference's albedo in the transferred region under the target's light.
+For each region (skin = skin + nose, hair), the error to the ground truth inside and outside the region
+for: the model with MRSA, the same model with MRSA bypassed, an attention-off model
+(--attention-off-checkpoint, the paper's "w/o SA"), a naive cut-and-paste composite, the untouched
+target, the model's reconstruction of the ground truth itself (its floor), then DoveNet after the
+bypassed transfer (when the checkpoint holds a harmonizer or --harmonizer names one) and a second
+checkpoint's MRSA transfer (--compare-checkpoint).
+
+Real photos (--data SPEC, any labelled photos): the relit protocol of image-harmonization datasets.
+Each photo is a target once per region; the reference is the same photo after a seeded photometric
+change (exposure, white balance, gamma, a light gradient); the ground truth is the unchanged photo.
+MSE / PSNR over the image and fMSE / fPSNR over the region on the 0-255 scale (as iHarmony4), and the
+region's mean-colour error, for: MRSA, MRSA bypassed at inference, the composite (no harmonization),
+DoveNet after the bypassed transfer (when present), and the ground-truth reconstruction (floor).
+
+Writes REPORT_DIR/report.md, results.csv, results.json, per_pair.csv and contact_sheet.png.
 
   facestyle bench-harmony --checkpoint demo --pairs 64 --seed 0 --out reports/bench
+  facestyle bench-harmony --checkpoint demo --data folder:faces/ --out reports/bench-real
 """
 
 
@@ -76,20 +88,41 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+SYNTHETIC_PAIRS = 32  # --pairs of the synthetic benchmark when not given
+SYNTHETIC_ONLY = (("attention_off_checkpoint", "--attention-off-checkpoint"),
+                  ("compare_checkpoint", "--compare-checkpoint"), ("harmony_classifier", "--harmony-classifier"),
+                  ("min_light_difference", "--min-light-difference"))
+
+
 def run_bench_harmony(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..evaluation.bench_harmony import BenchOptions, bench_harmony
+    from ..evaluation.bench_relit import RelitOptions, bench_relit
     from ..evaluation.evaluate import parse_regions
     from ..evaluation.report import table_markdown
 
+    if args.data is not None:
+        given = [flag for key, flag in SYNTHETIC_ONLY if getattr(args, key) is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: only for the synthetic benchmark (without --data)")
+    elif args.split is not None or args.data_label_set is not None:
+        raise InputError("--split and --data-label-set go with --data (the benchmark on labelled photos)")
     out = check_output_dir(args.out)
-    options = BenchOptions(
-        checkpoint=args.checkpoint, pairs=args.pairs, seed=args.seed, out=out,
-        attention_off_checkpoint=args.attention_off_checkpoint, harmony_classifier=args.harmony_classifier,
-        regions=parse_regions(args.regions), weights_dir=args.weights_dir, device=args.device,
-        batch_size=args.batch_size, lpips_net=args.lpips_net, sheet_pairs=args.sheet_pairs,
-        min_light_difference=args.min_light_difference,
-    )
-    report = bench_harmony(options)
+    if args.data is not None:
+        report = bench_relit(RelitOptions(
+            checkpoint=args.checkpoint, data=args.data, out=out, pairs=args.pairs, seed=args.seed,
+            regions=parse_regions(args.regions), split=args.split or "test", data_label_set=args.data_label_set,
+            harmonizer=args.harmonizer, device=args.device, batch_size=args.batch_size, sheet_pairs=args.sheet_pairs,
+        ))
+    else:
+        report = bench_harmony(BenchOptions(
+            checkpoint=args.checkpoint, pairs=args.pairs or SYNTHETIC_PAIRS, seed=args.seed, out=out,
+            attention_off_checkpoint=args.attention_off_checkpoint, compare_checkpoint=args.compare_checkpoint,
+            harmonizer=args.harmonizer, harmony_classifier=args.harmony_classifier,
+            regions=parse_regions(args.regions), weights_dir=args.weights_dir, device=args.device,
+            batch_size=args.batch_size, lpips_net=args.lpips_net, sheet_pairs=args.sheet_pairs,
+            min_light_difference=args.min_light_difference,
+        ))
     for table in report.tables:
         print(table_markdown(table))
         print()
@@ -142,14 +175,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fid-cache", action="store_true", help="do not cache the real images' FID features")
     p.set_defaults(func=run_evaluate)
 
-    p = subparsers.add_parser("bench-harmony", help="harmony against ground truth on synthetic faces",
+    p = subparsers.add_parser("bench-harmony",
+                              help="harmony against ground truth on synthetic faces, or on relit photos (--data)",
                               description=BENCH_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
-    p.add_argument("--pairs", type=positive_int, default=32, metavar="N", help="target/reference pairs (default: 32)")
+    p.add_argument("--pairs", type=positive_int, default=None, metavar="N",
+                   help=f"target/reference pairs (default: {SYNTHETIC_PAIRS}); with --data the first N photos "
+                        "(default: all)")
     p.add_argument("--seed", type=nonnegative_int, default=0, metavar="S",
-                   help="synthetic face stream of the pairs (default: 0)")
+                   help="synthetic face stream of the pairs, or with --data the stream of photometric changes "
+                        "(default: 0)")
+    d = p.add_argument_group("real photos")
+    d.add_argument("--data", metavar="KIND:ARG",
+                   help=f"benchmark on labelled photos by the relit protocol: {', '.join(DATA_FORMS)}")
+    d.add_argument("--split", choices=SPLITS, default=None, help="with --data: split of the dataset (default: test)")
+    d.add_argument("--data-label-set", choices=sorted(LABEL_SETS),
+                   help="with --data: label set of a folder: dataset (default: the checkpoint's)")
+    p.add_argument("--harmonizer", metavar="DIR",
+                   help="a harmonizer (DoveNet) for the 'DoveNet after the bypassed transfer' row (default: the "
+                        "checkpoint's own harmonizer/ folder when it has one)")
     p.add_argument("--attention-off-checkpoint", metavar="DIR",
                    help="a separately trained attention = off checkpoint (the paper's 'w/o SA') to compare with")
+    p.add_argument("--compare-checkpoint", metavar="DIR",
+                   help="a second checkpoint whose MRSA transfer is a row of its own (e.g. the same preset trained "
+                        "without harmony supervision)")
     p.add_argument("--sheet-pairs", type=nonnegative_int, default=4, metavar="K",
                    help="pairs shown in contact_sheet.png (default: 4; 0: no sheet)")
     p.add_argument("--min-light-difference", type=float, default=None, metavar="D",

@@ -29,7 +29,15 @@ cut-and-paste               a naive composite (:func:`cut_and_paste`): the refer
 no transfer                 the target as it is (what doing nothing scores)
 ground-truth reconstruction the checkpoint's reconstruction of the ground truth itself: the best this
                             decoder can do, so the gap to it is the transfer's own error
+DoveNet                     "DoveNet after the bypassed transfer": the post-hoc harmonizer (the paper's
+                            "SEAN+DoveNet") on the bypassed transfer, the region as its mask, when the
+                            checkpoint holds one (``CHECKPOINT/harmonizer``) or ``--harmonizer`` names
+                            one (:mod:`.harmonizer`)
+MRSA, compared checkpoint   a second checkpoint's transfer with MRSA (``--compare-checkpoint``, e.g. the
+                            same preset trained without harmony supervision)
 ==========================  ==============================================================================
+
+The last two rows come after the others when present; the others keep their labels and order.
 
 Pairs: pair i is target face ``FIRST_INDEX + 2i`` and reference face ``FIRST_INDEX + 2i + 1`` of synthetic
 stream ``seed``, with ``FIRST_INDEX`` = 1,000,000: beyond the faces any ``synthetic:N`` training set of
@@ -67,6 +75,7 @@ from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import CELEBAMASK_HQ
 from ..model import FaceStyleNet
+from . import harmonizer as harmonizers
 from .labels_map import region_label
 from .metric_networks import MetricNetworks, load_metric_networks
 from .report import Column, Report, Row, Table, format_value, mean_of, run_info, write_report
@@ -79,8 +88,17 @@ METHODS = (
     ("cut_paste", "cut-and-paste"),
     ("no_transfer", "no transfer (the target)"),
     ("oracle", "ground-truth reconstruction (floor)"),
+    ("dovenet", "DoveNet after the bypassed transfer"),
+    ("compare", "MRSA, compared checkpoint"),
 )
 METHOD_LABELS = dict(METHODS)
+
+
+def compare_label(path: str | os.PathLike) -> str:
+    """The compared checkpoint's row label: ``MRSA, compared checkpoint (NAME)`` with the folder's name."""
+    from ..checkpoint import resolve
+
+    return f"{METHOD_LABELS['compare']} ({resolve(path).resolve().name or path})"
 COLUMNS = (
     Column("l1_in", "L1 in", "lower", 4),
     Column("psnr_in", "PSNR in", "higher", 2),
@@ -156,6 +174,8 @@ class BenchOptions:
     out: str | os.PathLike
     seed: int = 0
     attention_off_checkpoint: str | None = None
+    compare_checkpoint: str | None = None
+    harmonizer: str | None = None  # a DoveNet folder; default: the checkpoint's own ``harmonizer/`` when present
     harmony_classifier: str | None = None
     regions: Sequence[str] = ("skin", "hair")
     weights_dir: str | None = None
@@ -244,10 +264,19 @@ def bench_harmony(options: BenchOptions) -> Report:
                                   "on; give a checkpoint trained with attention = off (the paper's 'w/o SA')")
     nets = load_metric_networks(lpips=True, hs=True, lpips_net=options.lpips_net, weights_dir=options.weights_dir,
                                 harmony_classifier=options.harmony_classifier, device=device)
+    compared = None
+    if options.compare_checkpoint:
+        compared = _load_model(options.compare_checkpoint, device, "--compare-checkpoint")
+    harmonizer, harmonizer_from = harmonizers.harmonizer_for(options.checkpoint, options.harmonizer, device)
     torch.manual_seed(options.seed)
     resolution = model.config.image_size
     main, off = _Runner(model, resolution), (_Runner(other, resolution) if other is not None else None)
-    methods = [k for k, _ in METHODS if k != "wo_sa" or off is not None]
+    cmp = _Runner(compared, resolution) if compared is not None else None
+    present = {"wo_sa": off is not None, "dovenet": harmonizer is not None, "compare": cmp is not None}
+    methods = [k for k, _ in METHODS if present.get(k, True)]
+    labels = dict(METHOD_LABELS)
+    if options.compare_checkpoint:
+        labels["compare"] = compare_label(options.compare_checkpoint)
     min_diff = DEFAULT_MIN_LIGHT_DIFFERENCE if options.min_light_difference is None else options.min_light_difference
 
     per_pair: list[dict[str, Any]] = []
@@ -279,6 +308,10 @@ def bench_harmony(options: BenchOptions) -> Report:
                     results["wo_sa"] = off.transfer(target, t_lab, reference, r_lab, classes, harmonize=False)
                 ids = torch.as_tensor(classes, device=device)
                 inside = torch.isin(t_lab, ids)
+                if harmonizer is not None:
+                    results["dovenet"] = harmonizers.run_harmonizer(harmonizer, results["bypass"], inside)
+                if cmp is not None:
+                    results["compare"] = cmp.transfer(target, t_lab, reference, r_lab, classes, harmonize=True)
                 t_has = torch.stack([(t_lab == c).flatten(1).any(1) for c in classes], 1)  # (B, C)
                 r_has = torch.stack([(r_lab == c).flatten(1).any(1) for c in classes], 1)
                 valid = t_has.any(1) & ~(t_has & ~r_has).any(1)
@@ -316,11 +349,12 @@ def bench_harmony(options: BenchOptions) -> Report:
                         cells = [target[i], reference[i], truth[i], results["mrsa"][i], results["bypass"][i]]
                         cells += [results["wo_sa"][i]] if off is not None else []
                         cells += [results["cut_paste"][i]]
+                        cells += [results[k][i] for k in ("dovenet", "compare") if k in results]
                         sheet_rows.append([c.detach().cpu() for c in cells])
                         sheet_titles.append(f"{pair.index} {region}")
             bar.update(len(batch))
 
-    tables, notes = _tables(per_pair, regions, methods, nets, options)
+    tables, notes = _tables(per_pair, regions, methods, nets, labels)
     info = run_info(options.checkpoint, model, device)
     info.append(("pairs", f"{len(pairs)} (synthetic stream {options.seed}, faces {FIRST_INDEX}.."
                           f"{FIRST_INDEX + 2 * len(pairs) - 1}; target 2i, reference 2i + 1), "
@@ -331,6 +365,10 @@ def bench_harmony(options: BenchOptions) -> Report:
                              f" of {len(pairs)} pairs)"))
     if other is not None:
         info.append(("w/o SA", str(options.attention_off_checkpoint)))
+    if harmonizer_from is not None:
+        info.append(("harmonizer", harmonizer_from))
+    if compared is not None:
+        info.append(("compared checkpoint", f"{options.compare_checkpoint} ({labels['compare']})"))
     info.append(("regions", ", ".join(region_label(CELEBAMASK_HQ, r) for r in regions)))
     notes += _verdicts(tables, regions, model, mrsa_vs_bypass, off is not None)
     if nets.harmony is not None:
@@ -361,6 +399,8 @@ def bench_harmony(options: BenchOptions) -> Report:
         columns = ["target", "reference", "ground truth", "MRSA", "bypass"]
         columns += ["w/o SA"] if off is not None else []
         columns += ["cut-and-paste"]
+        columns += ["DoveNet"] if harmonizer is not None else []
+        columns += ["compared"] if cmp is not None else []
         sheet = contact_sheet(sheet_rows, columns, sheet_titles, cell=max(128, resolution))
         out_dir.mkdir(parents=True, exist_ok=True)
         save_image(sheet, out_dir / "contact_sheet.png")
@@ -376,7 +416,7 @@ def bench_harmony(options: BenchOptions) -> Report:
 
 
 def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Sequence[str], nets: MetricNetworks,
-            options: BenchOptions) -> tuple[list[Table], list[str]]:
+            labels: dict[str, str]) -> tuple[list[Table], list[str]]:
     tables, notes = [], []
     for region in regions:
         rows = [r for r in per_pair if r["region"] == region]
@@ -394,7 +434,7 @@ def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Seq
                 values[c.key], count = mean_of([r[c.key] for r in rows if r["method"] == method])
                 if c.key not in table.skipped:
                     table.counts[c.key] = count
-            table.rows.append(Row(METHOD_LABELS[method], "measured", values))
+            table.rows.append(Row(labels[method], "measured", values))
         tables.append(table)
         if excluded:
             reasons = Counter(excluded.values())
@@ -432,4 +472,4 @@ def _verdicts(tables: list[Table], regions: Sequence[str], model: FaceStyleNet,
     return notes
 
 
-__all__ = ["BenchOptions", "METHODS", "bench_harmony", "cut_and_paste", "masked_errors"]
+__all__ = ["BenchOptions", "METHODS", "bench_harmony", "compare_label", "cut_and_paste", "masked_errors"]

@@ -7,6 +7,9 @@ per image (a (B,) tensor); tables average them.
 
 ============================  ==========================================================================
 :func:`psnr`, :func:`ssim`    data range 1, via torchmetrics (:mod:`.pixel`)
+:func:`fmse`, :func:`fpsnr`   image harmonization's fMSE / fPSNR (the moved region only) and
+                              :func:`mse_255` / :func:`psnr_255`, on the 0-255 scale as iHarmony4
+                              reports them (:mod:`.pixel`)
 :class:`LPIPS`                v0.1, AlexNet or VGG16 backbone, optionally masked (:mod:`.lpips`)
 :func:`region_diversity`      mCSD / mOCD of N styles of one region (:mod:`.diversity`)
 :func:`fid_from_features`     FID from InceptionV3 pool3 features, cached per image set (:mod:`.fid`)
@@ -35,7 +38,7 @@ from .fid import (
 )
 from .harmony import HarmonyEvaluation, evaluate_harmony, harmony_score
 from .lpips import LPIPS
-from .pixel import check_unit_range, psnr, ssim, to_unit_range
+from .pixel import check_unit_range, fmse, fpsnr, mse_255, psnr, psnr_255, ssim, to_unit_range
 
 __all__ = [
     "LPIPS",
@@ -50,12 +53,16 @@ __all__ = [
     "fid_folders",
     "fid_from_features",
     "fid_from_stats",
+    "fmse",
+    "fpsnr",
     "frechet_distance",
     "harmony_score",
     "image_set_features",
     "inception_features",
+    "mse_255",
     "pairwise_lpips",
     "psnr",
+    "psnr_255",
     "region_diversity",
     "ssim",
     "to_unit_range",

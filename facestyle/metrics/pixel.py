@@ -10,6 +10,11 @@ outside [0, 1], and the conversion from the project's [-1, 1] tensors is one exp
 
 The arithmetic is torchmetrics' (``peak_signal_noise_ratio`` and ``structural_similarity_index_measure``
 with an 11x11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03), computed per image.
+
+Image harmonization reports its errors differently, and :func:`mse_255`, :func:`psnr_255`, :func:`fmse`
+and :func:`fpsnr` follow it: iHarmony4 (Cong et al., CVPR 2020) gives MSE and PSNR over the whole image
+and fMSE / fPSNR over the harmonized foreground only, on the 0-255 scale. They take the same [0, 1]
+images and scale by 255 themselves (without rounding to 8 bits).
 """
 
 from __future__ import annotations
@@ -103,3 +108,59 @@ def ssim(preds: Tensor, target: Tensor) -> Tensor:
     values = structural_similarity_index_measure(_as_float(preds), _as_float(target), data_range=DATA_RANGE,
                                                  reduction="none")
     return values.reshape(preds.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Image harmonization's metrics (iHarmony4, Cong et al., "DoveNet", CVPR 2020)
+
+#: the 8-bit scale on which image-harmonization papers report MSE and fMSE
+PIXEL_MAX = 255.0
+
+
+def _mask_weights(mask: Tensor, preds: Tensor) -> Tensor:
+    """``mask`` (B, H, W) or (B, 1, H, W), bool or float in [0, 1], as (B, 1, H, W) weights of ``preds``' dtype."""
+    if mask.dim() == 3:
+        mask = mask[:, None]
+    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != preds.shape[0] or mask.shape[-2:] != preds.shape[-2:]:
+        raise InputError(f"mask: expected (B, H, W) or (B, 1, H, W) matching images {tuple(preds.shape)}, "
+                         f"got {tuple(mask.shape)}")
+    return mask.to(preds.dtype)
+
+
+def mse_255(preds: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean squared error of each image on the 0-255 scale, over all C*H*W values, or with ``mask`` over the
+    masked pixels only: ``sum(mask * (255 (preds - target))^2) / (C * sum(mask))`` (iHarmony4's fMSE, which its
+    evaluation writes as the whole-image MSE times H*W / foreground area).
+
+    Args:
+        preds, target: (B, C, H, W) images in [0, 1] (floats, not rounded to 8 bits).
+        mask: optional (B, H, W) or (B, 1, H, W), bool or weights in [0, 1].
+
+    Returns:
+        (B,) tensor; NaN for an image whose mask is empty.
+    """
+    _check_pair(preds, target)
+    p, t = _as_float(preds), _as_float(target)
+    err = (PIXEL_MAX * (p - t)).pow(2)
+    if mask is None:
+        return err.mean((1, 2, 3))
+    m = _mask_weights(mask, p)
+    area = m.sum((1, 2, 3)) * p.shape[1]
+    value = (err * m).sum((1, 2, 3)) / area.clamp_min(torch.finfo(p.dtype).tiny)
+    return torch.where(area > 0, value, torch.full_like(value, float("nan")))
+
+
+def psnr_255(preds: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``10 log10(255^2 / MSE)`` per image with :func:`mse_255` (over ``mask`` when given: fPSNR). Over the whole
+    image it equals :func:`psnr` (PSNR does not depend on the scale); ``inf`` when exact, NaN for an empty mask."""
+    return 10 * torch.log10(PIXEL_MAX ** 2 / mse_255(preds, target, mask))
+
+
+def fmse(preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Foreground MSE (iHarmony4): :func:`mse_255` over the masked (harmonized) region only."""
+    return mse_255(preds, target, mask)
+
+
+def fpsnr(preds: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    """Foreground PSNR: :func:`psnr_255` over the masked region only."""
+    return psnr_255(preds, target, mask)
