@@ -30,8 +30,8 @@ from ..nn.mapping import MappingNetwork
 from .bank import checkpoint_identity
 
 __all__ = ["STYLE_NETWORKS", "STYLE_KINDS", "style_network_class", "style_network_dir", "available_style_networks",
-           "load_style_network", "install_style_network", "HARMONIZER_DIR", "find_harmonizer", "load_harmonizer",
-           "install_harmonizer"]
+           "load_style_network", "install_style_network", "HARMONIZER_DIR", "harmonizer_beside", "find_harmonizer",
+           "load_harmonizer", "install_harmonizer"]
 
 STYLE_NETWORKS: dict[str, type[MappingNetwork] | type[ContinuousNormalizingFlow]] = {
     "mapping": MappingNetwork, "flow": ContinuousNormalizingFlow}
@@ -114,6 +114,13 @@ def install_style_network(source: str | os.PathLike, checkpoint: str | os.PathLi
 # The post-hoc harmonizer (DoveNet), CHECKPOINT/harmonizer
 
 HARMONIZER_DIR = "harmonizer"
+
+
+def harmonizer_beside(checkpoint: str | os.PathLike) -> Path | None:
+    """``CHECKPOINT/harmonizer`` when the generator checkpoint (``demo``: the bundled one) holds a harmonizer,
+    else None (bench-harmony adds DoveNet's row whenever it does)."""
+    directory = resolve(checkpoint) / HARMONIZER_DIR
+    return directory if (directory / CONFIG_NAME).is_file() else None
 
 
 def find_harmonizer(path: str | os.PathLike) -> Path:
