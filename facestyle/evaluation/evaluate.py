@@ -25,6 +25,10 @@ Protocol (paper 4.1-4.6, and where the paper is silent, the choice made here):
 - HS is the probability of "real" of the harmony classifier (``facestyle train-harmony``) on the result
   with the transferred region of the target's label map as the mask; pairs whose target lacks the
   region have no HS.
+- transfer with ``--harmonizer DIR``: a second measured row, ``SEAN+DoveNet``: the checkpoint's transfer
+  with MRSA bypassed, then DoveNet (:mod:`facestyle.nn.dovenet`) with the transferred region of the target's
+  label map as its mask; its whole output image is scored, as DoveNet's own test does. On a SEAN checkpoint
+  (``facestyle import-sean``) that is the paper's row.
 - A metric without its weights, or not asked for, is skipped with the reason (:mod:`.metric_networks`).
 - Label maps of another label set are mapped into the checkpoint's (:mod:`.labels_map`).
 - The report's files are those of :mod:`.report`; ``--save-images`` adds the results under ``images/``.
