@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "facestyle.commands.style",  # encode-styles, train-mapping, train-flow, sample, finetune
     "facestyle.commands.evaluate",  # evaluate, bench-harmony
     "facestyle.commands.metrics",  # weights, train-harmony
+    "facestyle.train.harmonizer",  # train-harmonizer (DoveNet)
     "facestyle.commands.face",  # parse, train-parser, edit-shape, edit-color, serve
 )
 

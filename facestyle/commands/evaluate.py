@@ -22,7 +22,8 @@ results.json and per_image.csv.
                    checkpoint's regional style mapping networks)
 
 LPIPS and FID need the standard weight files (see `facestyle weights`); HS needs
---harmony-classifier (`facestyle train-harmony`). A metric that cannot be computed is reported as
+--harmony-classifier (`facestyle train-harmony`); --harmonizer DIR adds the transfer task's
+SEAN+DoveNet row (`facestyle train-harmonizer`). A metric that cannot be computed is reported as
 skipped, with the reason. Examples:
 
   facestyle evaluate --checkpoint run/ --task reconstruction --data celebamask-hq:CelebAMask-HQ \\
@@ -75,7 +76,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out)
     options = EvaluateOptions(
         checkpoint=args.checkpoint, task=args.task, data=args.data, out=out, reference_data=args.reference_data,
-        regions=parse_regions(args.regions), harmony_classifier=args.harmony_classifier,
+        regions=parse_regions(args.regions), harmony_classifier=args.harmony_classifier, harmonizer=args.harmonizer,
         weights_dir=args.weights_dir, limit=args.limit, batch_size=args.batch_size, device=args.device,
         paper_rows=args.paper_rows, split=args.split, seed=args.seed, lpips_net=args.lpips_net, styles=args.styles,
         data_label_set=args.data_label_set, reference_label_set=args.reference_label_set,
@@ -171,6 +172,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--paper-rows", nargs="?", const="auto", type=_paper_rows, metavar="DATASET",
                    help="show the paper's rows beside (DATASET: celebamask-hq, ffhq or lapa; default: from --data, "
                         "or --reference-data for cross-transfer)")
+    p.add_argument("--harmonizer", metavar="DIR|demo",
+                   help="transfer: add the paper's SEAN+DoveNet row, this DoveNet (facestyle train-harmonizer, or a "
+                        "checkpoint with harmonizer/) on the checkpoint's transfer with MRSA bypassed")
     p.add_argument("--save-images", action="store_true", help="also write the generated images to REPORT_DIR/images")
     p.add_argument("--no-fid-cache", action="store_true", help="do not cache the real images' FID features")
     p.set_defaults(func=run_evaluate)

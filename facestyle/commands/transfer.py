@@ -35,6 +35,9 @@ Every target with every reference (the folder form):
               or --reference-dir DIR --reference-label-dir DIR
   output:     --out-dir DIR, one file per pair: OUT_DIR/{target_stem}__{reference_stem}.png
 
+--harmonizer DIR|demo runs a post-hoc harmonizer (DoveNet, `facestyle train-harmonizer`) on each
+result, with the transferred regions as its mask (with --no-harmonize: the paper's SEAN+DoveNet).
+
 Photos and label maps in folders are paired by file stem. Results have the target photo's size.
 A region absent from a reference keeps the target's style there (with a warning).
 """
@@ -84,6 +87,7 @@ def run_transfer(args: argparse.Namespace) -> int:
     regions = editor.resolve_regions(args.regions)  # an unknown name fails before any work
     if not regions:
         raise InputError("--regions is empty; name at least one region, e.g. --regions skin,hair")
+    harmonizer = None if args.harmonizer is None else editor.harmonizer(args.harmonizer)
     with cli_warnings("transfer"), progress(len(jobs), "transfer") as bar:
         for chunk_start in range(0, len(jobs), len(targets)):  # one reference, all its targets
             per_reference = jobs[chunk_start:chunk_start + len(targets)]
@@ -91,7 +95,7 @@ def run_transfer(args: argparse.Namespace) -> int:
             for chunk in batched(per_reference, args.batch_size):
                 results = editor.transfer([t[1] for t, _, _ in chunk], [t[2] for t, _, _ in chunk],
                                           ref_image, ref_labels, regions=list(regions),
-                                          harmonize=not args.no_harmonize)
+                                          harmonize=not args.no_harmonize, harmonizer=harmonizer)
                 save_images(results, [out for _, _, out in chunk])
                 bar.update(len(chunk))
     print(f"wrote {args.out}" if args.out is not None else f"wrote {len(jobs)} image(s) to {args.out_dir}")
@@ -106,6 +110,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated regions to transfer: skin (skin + nose), hair, eyes, brows, lips, "
                         "mouth, nose, ears, neck, cloth, background, or a class name (default: skin,hair)")
     p.add_argument("--no-harmonize", action="store_true", help="skip MRSA (plain SEAN-style code swap)")
+    p.add_argument("--harmonizer", metavar="DIR|demo",
+                   help="also run a post-hoc harmonizer (DoveNet: a train-harmonizer folder, a checkpoint with "
+                        "harmonizer/, or demo for the bundled demo's) on each result")
     t = p.add_argument_group("targets (one, or a folder)")
     t.add_argument("--target", metavar="IMG", help="the target photo")
     t.add_argument("--target-labels", metavar="PNG", help="its label map (class indices)")

@@ -39,6 +39,7 @@ from ..data.transforms import resize_image
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..model import FaceStyleNet
+from ..nn.dovenet import DoveNet
 from ..nn.flow import ContinuousNormalizingFlow, Solver
 from ..nn.mapping import MappingNetwork
 from ..nn.pooling import one_hot
@@ -116,6 +117,7 @@ class Editor:
         self.style_networks: dict[tuple[str, str], StyleNetwork] = {}  # (kind, region) -> loaded or attached
         self._style_mean: StyleMean | None = None  # the dataset mean for new classes of a shape edit...
         self._style_mean_loaded = False  # ...read from checkpoint_dir on first use
+        self._harmonizers: dict[str, DoveNet] = {}  # post-hoc harmonizers loaded by path
         self.set_parser(parser)
 
     @classmethod
@@ -153,7 +155,8 @@ class Editor:
 
     def transfer(self, target: ImageInput, target_labels: ImageInput | None, reference: ImageInput,
                  reference_labels: ImageInput | None, regions: Regions = DEFAULT_REGIONS,
-                 harmonize: bool = True, return_tensors: bool = False) -> Output:
+                 harmonize: bool = True, return_tensors: bool = False,
+                 harmonizer: str | os.PathLike | DoveNet | None = None) -> Output:
         """Give the target the reference's style in ``regions``, harmonized by MRSA (paper eq. 4-5).
 
         ``regions`` are names of the label set's regions (``skin`` (skin + nose), ``hair``, ``eyes``,
@@ -163,8 +166,15 @@ class Editor:
 
         Batches pair target i with reference i; a single target or reference is paired with every
         member of the other batch. The result has the target photo's size.
+
+        ``harmonizer``: a post-hoc harmonizer (DoveNet, ``facestyle train-harmonizer``) applied to the
+        transfer's output with the moved regions of the target's label map as its mask: a
+        :class:`~facestyle.nn.dovenet.DoveNet`, its folder, a generator checkpoint with one in
+        ``harmonizer/``, or ``"demo"``. MRSA still runs as ``harmonize`` says (the paper's SEAN+DoveNet row
+        is ``harmonize=False`` with a harmonizer). DoveNet redraws the whole image, as it is scored.
         """
         classes = self.resolve_regions(regions)
+        post = None if harmonizer is None else self.harmonizer(harmonizer)
         with torch.inference_mode():
             targets = self._prepare_images(target, "target")
             target_labels = self._labels_or_parse(target, target_labels, "target labels")
@@ -184,10 +194,25 @@ class Editor:
             mask = torch.from_numpy(self.label_set.regions_mask(list(classes))).to(self.device)
             s_c = self.model.compose(s_t, p_t, s_r, p_r, mask)
             out = self.model.restyle(target_maps.expand(n, -1, -1), s_c, s_t, p_t, harmonize)
+            if post is not None:
+                out = post.harmonize(out, mask[target_maps.expand(n, -1, -1)][:, None].to(out.dtype))
             if n_t == 1 and n_r > 1:
                 targets = targets.expand(n)
                 targets.form = references.form
             return postprocess(out, targets, return_tensors)
+
+    def harmonizer(self, harmonizer: str | os.PathLike | DoveNet) -> DoveNet:
+        """A post-hoc harmonizer on the editor's device and dtype: one given, or loaded from a folder (a
+        harmonizer, or a generator checkpoint with ``harmonizer/``; ``"demo"``: the bundled demo's), loaded
+        once per path."""
+        from ..styles.networks import load_harmonizer
+
+        if isinstance(harmonizer, DoveNet):
+            return load_harmonizer(harmonizer, self.device, self.dtype)
+        key = str(harmonizer)
+        if key not in self._harmonizers:
+            self._harmonizers[key] = load_harmonizer(harmonizer, self.device, self.dtype)
+        return self._harmonizers[key]
 
     def resolve_regions(self, regions: Regions) -> dict[str, tuple[int, ...]]:
         """Region name -> class indices; an unknown name is an InputError listing the valid ones."""

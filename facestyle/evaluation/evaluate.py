@@ -25,6 +25,10 @@ Protocol (paper 4.1-4.6, and where the paper is silent, the choice made here):
 - HS is the probability of "real" of the harmony classifier (``facestyle train-harmony``) on the result
   with the transferred region of the target's label map as the mask; pairs whose target lacks the
   region have no HS.
+- transfer with ``--harmonizer DIR``: a second measured row, ``SEAN+DoveNet``: the checkpoint's transfer
+  with MRSA bypassed, then DoveNet (:mod:`facestyle.nn.dovenet`) with the transferred region of the target's
+  label map as its mask; its whole output image is scored, as DoveNet's own test does. On a SEAN checkpoint
+  (``facestyle import-sean``) that is the paper's row.
 - A metric without its weights, or not asked for, is skipped with the reason (:mod:`.metric_networks`).
 - Label maps of another label set are mapped into the checkpoint's (:mod:`.labels_map`).
 - The report's files are those of :mod:`.report`; ``--save-images`` adds the results under ``images/``.
@@ -64,6 +68,7 @@ from .report import Column, Report, Row, Table, mean_of, run_info, write_report
 
 TASKS = ("reconstruction", "transfer", "cross-transfer", "multimodal")
 DEFAULT_REGIONS = ("skin", "hair")
+DOVENET_ROW = "SEAN+DoveNet"  # the transfer task's row with --harmonizer
 DEFAULT_STYLES = 10  # paper 4.6: "we manipulate each image using 10 random styles"
 
 
@@ -82,6 +87,7 @@ class EvaluateOptions:
     reference_data: str | None = None
     regions: Sequence[str] = DEFAULT_REGIONS
     harmony_classifier: str | None = None
+    harmonizer: str | None = None  # transfer: a DoveNet (or a checkpoint with harmonizer/) for the SEAN+DoveNet row
     weights_dir: str | None = None
     limit: int | None = None
     batch_size: int = 8
@@ -113,6 +119,9 @@ class EvaluateOptions:
         if self.task != "cross-transfer" and self.reference_data:
             raise InputError(f"--reference-data is for the cross-transfer task; the {self.task} task takes its "
                              "images from --data")
+        if self.harmonizer is not None and self.task != "transfer":
+            raise InputError(f"--harmonizer adds the SEAN+DoveNet row of the transfer task; the {self.task} task "
+                             "takes none")
         if self.task != "reconstruction" and not list(self.regions):
             raise InputError("--regions is empty; name at least one region, e.g. --regions skin,hair")
 
@@ -279,31 +288,38 @@ def model_dtype(model: FaceStyleNet) -> torch.dtype:
 
 
 def _transfer_table(ctx: _Context, title: str, regions: Sequence[str], fakes: dict[str, FeatureSet],
-                    real: RealFeatures, per_image: list[dict[str, Any]]) -> Table:
+                    real: RealFeatures, per_image: list[dict[str, Any]],
+                    more: Sequence[tuple[str, str, dict[str, FeatureSet], list[dict[str, Any]]]] = ()) -> Table:
+    """The transfer table: the checkpoint's row, then ``more`` measured rows ((method, source, fakes,
+    per-pair rows))."""
     columns = []
     for region in regions:
         columns += [Column(f"{region}_fid", f"{region} FID", "lower", 2), Column(f"{region}_hs", f"{region} HS",
                                                                                    "higher", 4)]
     table = Table(title, columns)
-    values: dict[str, float | None] = {}
-    for region in regions:
-        values[f"{region}_fid"] = fid_cell(table, f"{region}_fid", ctx.nets, fakes[region], real)
-        if ctx.nets.harmony is None:
-            table.skipped[f"{region}_hs"] = ctx.nets.skipped["hs"]
-            values[f"{region}_hs"] = None
-        else:
-            values[f"{region}_hs"], table.counts[f"{region}_hs"] = mean_of(
-                [r["hs"] for r in per_image if r["region"] == region])
-    table.rows.append(Row("this checkpoint", "measured", values))
+    for method, source, row_fakes, rows in (("this checkpoint", "measured", fakes, per_image), *more):
+        values: dict[str, float | None] = {}
+        for region in regions:
+            values[f"{region}_fid"] = fid_cell(table, f"{region}_fid", ctx.nets, row_fakes[region], real)
+            if ctx.nets.harmony is None:
+                table.skipped[f"{region}_hs"] = ctx.nets.skipped["hs"]
+                values[f"{region}_hs"] = None
+            else:
+                values[f"{region}_hs"], table.counts[f"{region}_hs"] = mean_of(
+                    [r["hs"] for r in rows if r["region"] == region])
+        table.rows.append(Row(method, source, values))
     return table
 
 
 def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references: tuple[Any, Sequence[int]],
                    regions: Sequence[str], target_lookup: np.ndarray, reference_lookup: np.ndarray,
-                   real: RealFeatures, desc: str, real_from_targets: bool = False
+                   real: RealFeatures, desc: str, real_from_targets: bool = False, harmonize: bool = True,
+                   harmonizer: Any = None, method: str | None = None, images_dir: str = "images"
                    ) -> tuple[dict[str, FeatureSet], list[dict[str, Any]]]:
     """Transfer each region from reference i to target i for every pair: the results' FID features per region
-    and the per-pair rows (``real`` is filled with the targets when ``real_from_targets``)."""
+    and the per-pair rows (``real`` is filled with the targets when ``real_from_targets``). ``harmonize``
+    False bypasses MRSA; a ``harmonizer`` (DoveNet) then runs on each result with the region as its mask;
+    ``method`` (when given) labels the per-pair rows."""
     from ..metrics import harmony_score
 
     o, model, nets = ctx.options, ctx.model, ctx.nets
@@ -327,25 +343,29 @@ def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references
                 real.add(_unit(t_img))
             for region in regions:
                 classes, class_mask = masks[region]
-                with torch.inference_mode():
-                    out = model.transfer(t_img, t_enc, r_img, r_enc, class_mask.to(ctx.device), decode_labels=t_dec)
-                out01 = _unit(out)
-                fakes[region].add(out01)
                 ids = torch.as_tensor(classes, device=ctx.device)
                 region_mask = torch.isin(t_dec, ids)
+                with torch.inference_mode():
+                    out = model.transfer(t_img, t_enc, r_img, r_enc, class_mask.to(ctx.device), harmonize=harmonize,
+                                         decode_labels=t_dec)
+                    if harmonizer is not None:
+                        out = harmonizer.harmonize(out, region_mask[:, None].to(out.dtype))
+                out01 = _unit(out)
+                fakes[region].add(out01)
                 t_has = region_mask.flatten(1).any(1)
                 r_has = torch.isin(r_enc, ids).flatten(1).any(1)
                 hs = None
                 if nets.harmony is not None:
                     hs = harmony_score(nets.harmony, out01, region_mask)
                 for i in range(len(t_idx)):
-                    row = {"target": t_names[i], "reference": r_names[i], "region": region,
+                    row = {} if method is None else {"method": method}
+                    row |= {"target": t_names[i], "reference": r_names[i], "region": region,
                            "target_has_region": bool(t_has[i]), "reference_has_region": bool(r_has[i]),
                            "region_fraction": float(region_mask[i].float().mean())}
                     row["hs"] = float(hs[i]) if hs is not None and bool(t_has[i]) else math.nan
                     per_image.append(row)
                 if o.save_images:
-                    _save_images(ctx.out / "images" / region,
+                    _save_images(ctx.out / images_dir / region,
                                  [f"{a}__{b}" for a, b in zip(t_names, r_names)], out)
             bar.update(len(t_idx))
     for region in regions:
@@ -363,6 +383,11 @@ def _run_transfers(ctx: _Context, targets: tuple[Any, Sequence[int]], references
 
 def _evaluate_transfer(ctx: _Context) -> Report:
     o, model = ctx.options, ctx.model
+    harmonizer = None
+    if o.harmonizer is not None:  # a missing or broken harmonizer fails before any work
+        from ..styles.networks import load_harmonizer
+
+        harmonizer = load_harmonizer(o.harmonizer, device=ctx.device, dtype=model_dtype(model))
     size = model.config.image_size
     regions = parse_regions(o.regions)
     _region_masks(model, regions)  # check the names before any work
@@ -381,10 +406,22 @@ def _evaluate_transfer(ctx: _Context) -> Report:
                 real.add(_unit(images.to(ctx.device)))
                 bar.update(len(names))
     identity = np.arange(model.num_classes)
-    fakes, per_image = _run_transfers(ctx, (dataset, targets), (dataset, references), regions, identity, identity,
-                                      real, "evaluate transfer")
+    pairs = ((dataset, targets), (dataset, references), regions, identity, identity, real)
+    method = None if harmonizer is None else "this checkpoint"
+    fakes, per_image = _run_transfers(ctx, *pairs, "evaluate transfer", method=method)
+    more = []
+    if harmonizer is not None:  # the paper's SEAN+DoveNet: DoveNet on the transfer with MRSA bypassed
+        dove_fakes, dove_rows = _run_transfers(ctx, *pairs, "evaluate transfer + DoveNet", harmonize=False,
+                                               harmonizer=harmonizer, method=DOVENET_ROW,
+                                               images_dir="images/dovenet")
+        more.append((DOVENET_ROW, "measured", dove_fakes, dove_rows))
+        per_image = per_image + dove_rows
+        ctx.info.append(("harmonizer", f"{o.harmonizer} (DoveNet, {harmonizer.config.image_size} px)"))
+        ctx.notes.append(f"{DOVENET_ROW} (measured): this checkpoint's transfer with MRSA bypassed, then DoveNet "
+                         "with the transferred region of the target's label map as its mask (its whole output "
+                         "image, as DoveNet is scored); on a SEAN checkpoint this is the paper's row.")
     table = _transfer_table(ctx, f"Regional transfer on {o.data} ({half} pairs), paper Table 2", regions, fakes,
-                            real, per_image)
+                            real, per_image, more)
     if dataset_name:
         for method, (skin, hair) in PAPER_TABLE2[dataset_name].items():
             vals = {f"{r}_fid": {"skin": skin, "hair": hair}.get(r) for r in regions}

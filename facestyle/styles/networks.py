@@ -6,6 +6,7 @@ and what the network was trained on, + ``model.safetensors``)::
     CHECKPOINT/config.json, model.safetensors      the generator
     CHECKPOINT/mapping/skin/, mapping/hair/         mapping networks M_g (kind "mapping")
     CHECKPOINT/flow/skin/, flow/hair/               flows (kind "flow")
+    CHECKPOINT/harmonizer/                          a post-hoc harmonizer, DoveNet (kind "harmonizer")
 
 Each is saved and loaded as any network is (``net.save_pretrained(dir, bank=...)``,
 ``Net.from_pretrained(dir)``); here is only the lookup beside a generator and the check that a network
@@ -21,14 +22,16 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, demo_dir, read_config, read_json, resolve
 from ..errors import CheckpointError, InputError
+from ..nn.dovenet import DoveNet
 from ..nn.flow import ContinuousNormalizingFlow
 from ..nn.mapping import MappingNetwork
 from .bank import checkpoint_identity
 
 __all__ = ["STYLE_NETWORKS", "STYLE_KINDS", "style_network_class", "style_network_dir", "available_style_networks",
-           "load_style_network", "install_style_network"]
+           "load_style_network", "install_style_network", "HARMONIZER_DIR", "harmonizer_beside", "find_harmonizer",
+           "load_harmonizer", "install_harmonizer"]
 
 STYLE_NETWORKS: dict[str, type[MappingNetwork] | type[ContinuousNormalizingFlow]] = {
     "mapping": MappingNetwork, "flow": ContinuousNormalizingFlow}
@@ -101,6 +104,66 @@ def install_style_network(source: str | os.PathLike, checkpoint: str | os.PathLi
         raise CheckpointError(f"{source} was trained on the codes of another generator (sha256 {sha[:12]}) "
                               f"than {checkpoint} (sha256 {generator[:12]}); not installing it there")
     target = style_network_dir(checkpoint, kind, region)
+    with atomic_directory(target) as tmp:
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            shutil.copyfile(source / name, tmp / name)
+    return target
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The post-hoc harmonizer (DoveNet), CHECKPOINT/harmonizer
+
+HARMONIZER_DIR = "harmonizer"
+
+
+def harmonizer_beside(checkpoint: str | os.PathLike) -> Path | None:
+    """``CHECKPOINT/harmonizer`` when the generator checkpoint (``demo``: the bundled one) holds a harmonizer,
+    else None (bench-harmony adds DoveNet's row whenever it does)."""
+    directory = resolve(checkpoint) / HARMONIZER_DIR
+    return directory if (directory / CONFIG_NAME).is_file() else None
+
+
+def find_harmonizer(path: str | os.PathLike) -> Path:
+    """The harmonizer checkpoint that ``path`` names: a harmonizer folder itself (a ``train-harmonizer`` run
+    folder or its ``final``), a generator checkpoint with one in ``harmonizer/``, or ``demo`` (the bundled
+    demo's). A CheckpointError says what is missing."""
+    if str(path) == "demo":
+        directory = demo_dir() / HARMONIZER_DIR
+        if not (directory / CONFIG_NAME).is_file():
+            raise CheckpointError(f"the bundled demo has no harmonizer ({directory} is missing); train one with "
+                                  "facestyle train-harmonizer and pass its folder")
+        return directory
+    directory = Path(path)
+    if not directory.is_dir():
+        raise CheckpointError(f"harmonizer not found: {directory}")
+    if (directory / CONFIG_NAME).is_file():
+        data = read_json(directory / CONFIG_NAME)
+        if isinstance(data, dict) and data.get("kind") == DoveNet.kind:
+            return directory
+    if (directory / HARMONIZER_DIR / CONFIG_NAME).is_file():
+        return directory / HARMONIZER_DIR
+    raise CheckpointError(f"{directory} holds no harmonizer (neither a harmonizer checkpoint nor "
+                          f"{HARMONIZER_DIR}/ beside a generator); train one with facestyle train-harmonizer")
+
+
+def load_harmonizer(path: str | os.PathLike | DoveNet, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> DoveNet:
+    """A DoveNet in eval mode: one given (moved to ``device``/``dtype``) or the one :func:`find_harmonizer`
+    finds from ``path``."""
+    if isinstance(path, DoveNet):
+        return path.to(device=device, dtype=dtype).eval()
+    return DoveNet.from_pretrained(find_harmonizer(path), device=device, dtype=dtype)
+
+
+def install_harmonizer(source: str | os.PathLike, checkpoint: str | os.PathLike) -> Path:
+    """Copy a harmonizer checkpoint (``config.json`` + ``model.safetensors``) to ``CHECKPOINT/harmonizer``,
+    replacing what was there in one rename; ``checkpoint`` must be a generator checkpoint folder."""
+    from ..train.common import atomic_directory
+
+    source = find_harmonizer(source)
+    DoveNet.pretrained_config(source)  # a readable harmonizer config, or a CheckpointError
+    read_config(checkpoint)  # a generator checkpoint, or a CheckpointError
+    target = resolve(checkpoint) / HARMONIZER_DIR
     with atomic_directory(target) as tmp:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             shutil.copyfile(source / name, tmp / name)
