@@ -340,3 +340,26 @@ def test_copies_not_links_and_a_changed_checkpoint_is_refused_on_resume(capsys, 
         f.write(bytes([last[0] ^ 1]))
     code, err = run(capsys, "train-mapping", "--resume", out, "--steps", "3")
     assert code == 2 and len(err) == 1 and "has changed since it was saved" in err[0]
+
+
+def test_overwrite_approved_on_the_command_line_reaches_the_trainer(tmp_path):
+    """``facestyle train --overwrite`` (the generator trainer checks --out through ``run_folder``)."""
+    import argparse
+
+    out = tmp_path / "run"
+    step = out / "checkpoints" / "step_0000001"
+    (step / "trainer").mkdir(parents=True)
+    (step / "trainer" / "state.json").write_text("{}")
+    (step / "config.json").write_text(json.dumps({"format": "facestyle", "kind": "generator"}))
+    (out / "run.json").write_text(json.dumps({"spec": "synthetic:4", "trainer": "train"}))
+    args = argparse.Namespace(out=str(out), resume=None, overwrite=False, command="train")
+    with pytest.raises(common.TrainingError, match="--overwrite"):
+        common.run_folder(args)
+    with pytest.raises(common.InputError, match="another trainer"):
+        common.run_folder(argparse.Namespace(out=str(out), resume=None, overwrite=True, command="train-parser"))
+    assert common.run_folder(argparse.Namespace(out=str(out), resume=None, overwrite=True, command="train")) == out
+    # the trainer's own check (train_generator -> resumed_data) follows the command line's approval
+    assert common.resumed_data(out, False, {"spec": "synthetic:4"})[0] is None
+    # --resume naming a step folder alone writes to its run
+    assert common.run_folder(argparse.Namespace(out=None, resume=str(step), overwrite=False, command="train")) == out
+    common._OVERWRITE_APPROVED.clear()

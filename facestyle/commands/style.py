@@ -102,7 +102,7 @@ def _run_dir(args: argparse.Namespace, kind: str) -> Path:
     """--out (or the run --resume continues), checked before anything is read or written: a new or empty
     folder, or a run of this trainer with --resume / --overwrite; and where the network will be installed."""
     from ..styles.networks import check_install_target
-    from ..train.common import check_run_folder
+    from ..train.common import check_run_folder, default_run_dir
 
     if args.out is None and args.resume is None:
         raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
@@ -110,7 +110,7 @@ def _run_dir(args: argparse.Namespace, kind: str) -> Path:
         raise InputError("--bank BANK.safetensors is required (make one with facestyle encode-styles)")
     if args.bank is not None:
         check_input_file(args.bank, "a style bank (.safetensors)")
-    out = Path(args.out or args.resume)
+    out = Path(args.out) if args.out is not None else default_run_dir(args.resume)
     check_run_folder(out, args.resume or False, kind=kind, overwrite=args.overwrite)
     if args.checkpoint is not None:
         check_install_target(args.checkpoint, kind, args.region, args.overwrite)

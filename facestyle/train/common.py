@@ -545,10 +545,18 @@ def run_folder(args: argparse.Namespace) -> Path:
     the command's trainer before anything is built or written."""
     if args.out is None and args.resume is None:
         raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    out = Path(args.out or args.resume)
+    out = Path(args.out) if args.out is not None else default_run_dir(args.resume)
     check_run_folder(out, args.resume or False, kind=TRAINER_KINDS.get(getattr(args, "command", None) or ""),
                      overwrite=getattr(args, "overwrite", False))
     return out
+
+
+def default_run_dir(resume: str | os.PathLike) -> Path:
+    """The run folder ``--resume`` alone writes to: the run itself, also when a step folder is named."""
+    path = Path(resume)
+    if (path / TRAINER_DIR / STATE_JSON).is_file() and path.parent.name == CHECKPOINTS_DIR:
+        return path.parent.parent
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -615,6 +623,7 @@ def check_run_folder(out_dir: str | os.PathLike, resume: bool | str | os.PathLik
         if kind is not None and found is not None and found != kind:
             raise InputError(f"--out {out}: holds a run of another trainer (its network is a {found}, not a "
                              f"{kind}); give a new or empty folder")
+        overwrite = overwrite or _key(out) in _OVERWRITE_APPROVED  # approved by the command line's check
         if resume or overwrite:
             if overwrite and not resume:
                 _OVERWRITE_APPROVED.add(_key(out))
@@ -1308,7 +1317,8 @@ class Progress:
         self.enabled = dist_env.is_main
         self.bar = tqdm(total=total, initial=start, disable=not self.enabled, dynamic_ncols=True,
                         unit="step", desc="train", file=sys.stderr)
-        self.writer = tensorboard_writer(run_dir / "tb", purge_step=start or None, enabled=self.enabled)
+        with writing(run_dir):
+            self.writer = tensorboard_writer(run_dir / "tb", purge_step=start or None, enabled=self.enabled)
         self.metrics_path = run_dir / "metrics.jsonl"
         if self.enabled and start and self.metrics_path.is_file():  # drop lines past the resumed checkpoint
             with writing(run_dir):
