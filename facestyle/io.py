@@ -28,9 +28,13 @@ _UMASK_LOCK = threading.Lock()
 
 def file_mode() -> int:
     """The mode a new file gets from ``open()``: 0o666 minus the process's umask."""
-    with _UMASK_LOCK:  # reading the umask means setting it: one thread at a time
-        umask = os.umask(0o022)
-        os.umask(umask)
+    try:  # Linux says it without changing it (other threads may be creating files)
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        with _UMASK_LOCK:  # elsewhere reading the umask means setting it
+            umask = os.umask(0o022)
+            os.umask(umask)
     return 0o666 & ~umask
 
 

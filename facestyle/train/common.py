@@ -102,6 +102,11 @@ class TrainingError(FacestyleError):
     """A run that cannot go on (a non-finite loss, a run folder in the way); the message says what to do."""
 
 
+class RunFolderError(TrainingError, InputError):
+    """An ``--out`` that holds a run or is in use: a TrainingError (a run folder in the way) and an
+    InputError (the user's argument), whichever a caller catches."""
+
+
 class RunStopped(SystemExit):
     """Raised after a run stopped by SIGTERM saved its checkpoint: the process exits with status 143 (not
     0), so that a scheduler does not take the run for finished. ``checkpoint``: what was saved."""
@@ -610,7 +615,7 @@ def check_run_folder(out_dir: str | os.PathLike, resume: bool | str | os.PathLik
         return
     holder = RunLock.holder(out)
     if holder is not None:
-        raise TrainingError(f"{out} is in use by {holder}; wait for it to end, or give another --out")
+        raise RunFolderError(f"{out} is in use by {holder}; wait for it to end, or give another --out")
     try:
         entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
     except OSError as exc:
@@ -628,7 +633,7 @@ def check_run_folder(out_dir: str | os.PathLike, resume: bool | str | os.PathLik
             if overwrite and not resume:
                 _OVERWRITE_APPROVED.add(_key(out))
             return
-        raise TrainingError(f"{out} already holds a run; continue it with --resume {out}, start it afresh with "
+        raise RunFolderError(f"{out} already holds a run; continue it with --resume {out}, start it afresh with "
                             "--overwrite, or choose another --out")
     if (out / CONFIG_NAME).is_file() or (out / WEIGHTS_NAME).is_file():
         raise InputError(f"--out {out}: is a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}); training "
@@ -721,7 +726,7 @@ class RunLock:
             if not cls._flock(fd, exclusive=True):
                 os.close(fd)
                 holder = cls.holder(run_dir) or "another trainer"
-                raise TrainingError(f"{run_dir} is in use by {holder}; wait for it to end, or give another --out")
+                raise RunFolderError(f"{run_dir} is in use by {holder}; wait for it to end, or give another --out")
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except FileNotFoundError:  # the holder released (and removed) it between open and flock
