@@ -37,6 +37,26 @@ def resolve(path: str | os.PathLike) -> Path:
     return demo_dir() if str(path) == "demo" else Path(path)
 
 
+def package_dir() -> Path:
+    return Path(str(resources.files("facestyle")))
+
+
+def check_writable(path: str | os.PathLike, what: str) -> Path:
+    """The checkpoint directory ``path`` resolves to, unless it lies inside the installed package (the
+    bundled ``demo`` is read-only): then a CheckpointError saying how to make a copy of one's own."""
+    directory = resolve(path)
+    try:
+        inside = directory.resolve().is_relative_to(package_dir().resolve())
+    except OSError:
+        inside = False
+    if inside:
+        name = "demo" if str(path) == "demo" or directory.resolve() == demo_dir().resolve() else str(directory)
+        raise CheckpointError(f"{name} is part of the installed facestyle package and read-only; not writing "
+                              f"{what} there. Copy it to a folder of your own (cp -r {demo_dir()} my-demo) and "
+                              "give that folder instead")
+    return directory
+
+
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors file written atomically (tensors made contiguous and moved to the CPU)."""
     with atomic_path(path) as tmp:

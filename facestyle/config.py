@@ -14,6 +14,17 @@ from .errors import InputError
 
 T = TypeVar("T")
 Fusion = Literal["softmax", "sum", "last"]
+# Bounds of the networks' sizes: far above any published setting, far below what would exhaust a machine's
+# memory before a clear message (a negative or absurd size from --set or a checkpoint's config.json).
+MAX_IMAGE_SIZE = 4096
+MAX_WIDTH = 16384  # channels, code lengths, hidden widths
+MAX_DEPTH = 256  # layers, blocks
+
+
+def check_size(name: str, value: Any, low: int, high: int) -> None:
+    """An integer size in [low, high], or an InputError naming it and the bounds."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{name} must be an integer from {low} to {high}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -48,8 +59,12 @@ class ModelConfig:
         from .labels import get_label_set
 
         get_label_set(self.label_set)  # raises on an unknown name
-        if self.image_size < 32 or self.image_size % 32:
-            raise InputError(f"image_size must be a multiple of 32 and at least 32, got {self.image_size}")
+        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
+            raise InputError(f"image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {self.image_size}")
+        for name, high in (("ngf", MAX_WIDTH), ("style_dim", MAX_WIDTH), ("spade_hidden", MAX_WIDTH),
+                           ("encoder_ngf", MAX_WIDTH), ("encoder_out", MAX_WIDTH), ("ndf", MAX_WIDTH),
+                           ("num_discriminators", 8), ("discriminator_layers", 8)):
+            check_size(f"model.{name}", getattr(self, name), 1, high)
         if self.fusion not in ("softmax", "sum", "last"):
             raise InputError(f"fusion must be softmax, sum or last, got {self.fusion!r}")
         if self.attention not in ("on", "off"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -24,22 +25,58 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InputError
 from .labels import LabelSet
 
+_UMASK_LOCK = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode a new file gets from ``open()``: 0o666 minus the process's umask."""
+    try:  # Linux says it without changing it (other threads may be creating files)
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        with _UMASK_LOCK:  # elsewhere reading the umask means setting it
+            umask = os.umask(0o022)
+            os.umask(umask)
+    return 0o666 & ~umask
+
+
+def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    """Flush a file's (or a folder's entries') bytes to the disk; a filesystem that cannot is skipped."""
+    try:
+        fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if directory else os.O_RDONLY)
+    except OSError:
+        if not directory:
+            raise
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
 
-    The temporary file is created by the caller (with the usual permissions, 0666 minus the umask).
+    The caller creates the temporary file. Before the rename it gets the usual permissions (0666 minus
+    the umask, whatever the writer chose) and is flushed to the disk (fsync), and the folder's entry
+    after it, so that a crash or power cut leaves the old file or the new one, never an empty one.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
+        os.chmod(tmp, file_mode())
+        fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_path(path.parent, directory=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -148,12 +148,15 @@ def run_edit_color(args: argparse.Namespace) -> int:
 
 
 def run_style_mean(args: argparse.Namespace) -> int:
-    from ..checkpoint import resolve
-    from ..styles.mean import compute_style_mean, save_style_mean
+    from ..checkpoint import check_writable
+    from ..styles.mean import compute_style_mean, save_style_mean, style_mean_path
 
     if (args.data is None) == (args.bank is None):
         raise InputError("give either --data SPEC (encode a dataset) or --bank BANK.safetensors (a style bank)")
-    checkpoint = resolve(args.checkpoint)
+
+    checkpoint = check_writable(args.checkpoint, "a style mean")
+    if style_mean_path(checkpoint).exists() and not args.overwrite:
+        raise InputError(f"{style_mean_path(checkpoint)} exists; pass --overwrite to replace it")
     if args.bank is not None:
         from ..styles.bank import StyleBank
 
@@ -260,6 +263,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="encode only the first N images")
     p.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="images per pass (default: 16)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--overwrite", action="store_true", help="replace the checkpoint's existing style mean")
     p.set_defaults(func=run_style_mean)
 
     p = subparsers.add_parser(

@@ -47,6 +47,8 @@ def run_encode_styles(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise InputError(f"{out}: is a folder, expected the bank's file name (e.g. bank.safetensors)")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"{out}: {out.parent} is a file, not a folder")
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: a style bank is a .safetensors file")
     if out.exists() and not args.overwrite:
@@ -84,6 +86,9 @@ def _add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--stop-at", type=positive_int, default=None, metavar="STEP",
                    help="stop after this step (saving), keeping the schedule; resume later")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run (its latest checkpoint or a step folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace a network already installed in DIR/{kind}/REGION, and start afresh in an --out "
+                        f"that holds a run of train-{kind} (both are refused without it)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
 
 
@@ -93,32 +98,42 @@ def _overrides(args: argparse.Namespace) -> list[str]:
     return items
 
 
-def _run_dir(args: argparse.Namespace) -> Path:
+def _run_dir(args: argparse.Namespace, kind: str) -> Path:
+    """--out (or the run --resume continues), checked before anything is read or written: a new or empty
+    folder, or a run of this trainer with --resume / --overwrite; and where the network will be installed."""
+    from ..styles.networks import check_install_target
+    from ..train.common import check_run_folder, default_run_dir
+
     if args.out is None and args.resume is None:
         raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
     if args.resume is None and args.bank is None:
         raise InputError("--bank BANK.safetensors is required (make one with facestyle encode-styles)")
     if args.bank is not None:
         check_input_file(args.bank, "a style bank (.safetensors)")
-    return Path(args.out or args.resume)
+    out = Path(args.out) if args.out is not None else default_run_dir(args.resume)
+    check_run_folder(out, args.resume or False, kind=kind, overwrite=args.overwrite)
+    if args.checkpoint is not None:
+        check_install_target(args.checkpoint, kind, args.region, args.overwrite)
+    return out
 
 
 def run_train_mapping(args: argparse.Namespace) -> int:
     from ..train.mapping import train_mapping
 
-    out = _run_dir(args)
+    out = _run_dir(args, "mapping")
     train_mapping(args.bank, out, args.region, preset=args.preset, overrides=_overrides(args),
-                  resume=args.resume or False, device=args.device, stop_at=args.stop_at, install_to=args.checkpoint)
+                  resume=args.resume or False, device=args.device, stop_at=args.stop_at, install_to=args.checkpoint,
+                  overwrite=args.overwrite)
     return 0
 
 
 def run_train_flow(args: argparse.Namespace) -> int:
     from ..train.flow import train_flow
 
-    out = _run_dir(args)
+    out = _run_dir(args, "flow")
     train_flow(args.bank, out, args.region, objective=args.objective, preset=args.preset,
                overrides=_overrides(args), resume=args.resume or False, device=args.device, stop_at=args.stop_at,
-               install_to=args.checkpoint)
+               install_to=args.checkpoint, overwrite=args.overwrite)
     return 0
 
 

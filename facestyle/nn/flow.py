@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torchdiffeq import odeint
 
 from ..checkpoint import Pretrained
+from ..config import MAX_DEPTH, MAX_WIDTH, check_size
 from ..errors import FacestyleError, InputError
 from .mapping import CodeStandardizer, CodeWhitener
 
@@ -81,6 +82,8 @@ class Solver:
             raise InputError(f"solver tolerances must be positive, got atol={self.atol}, rtol={self.rtol}")
         if self.steps < 1 or self.max_steps < 1:
             raise InputError(f"solver steps must be positive, got steps={self.steps}, max_steps={self.max_steps}")
+        check_size("solver steps", self.steps, 1, 100_000)
+        check_size("solver max_steps", self.max_steps, 1, 10_000_000)
 
     @property
     def adaptive(self) -> bool:
@@ -123,6 +126,11 @@ class FlowConfig:
             raise InputError(f"flow config: classes must be distinct and not empty, got {self.classes}")
         if self.style_dim < 1 or self.hidden_dim < 1 or self.num_layers < 1:
             raise InputError("flow config: style_dim, hidden_dim and num_layers must be positive")
+        check_size("flow config: style_dim", self.style_dim, 1, MAX_WIDTH)
+        check_size("flow config: hidden_dim", self.hidden_dim, 1, MAX_WIDTH)
+        check_size("flow config: num_layers", self.num_layers, 1, MAX_DEPTH)
+        for c in self.classes:
+            check_size("flow config: classes", c, 0, 255)
         if self.activation not in ("softplus", "tanh"):
             raise InputError(f"flow config: activation must be softplus or tanh, got {self.activation!r}")
         if self.objective not in ("maximum-likelihood", "flow-matching"):

@@ -25,6 +25,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 
 from ..checkpoint import Pretrained
+from ..config import MAX_DEPTH, MAX_WIDTH, check_size
 from ..errors import InputError
 from .sean import StackedLinear
 
@@ -66,6 +67,12 @@ class MappingConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"mapping config: {message}")
+        for name in ("style_dim", "latent_dim", "hidden_dim", "discriminator_hidden"):
+            check_size(f"mapping config: {name}", getattr(self, name), 1, MAX_WIDTH)
+        for name in ("shared_layers", "head_layers", "discriminator_layers"):
+            check_size(f"mapping config: {name}", getattr(self, name), 0 if name == "head_layers" else 1, MAX_DEPTH)
+        for c in self.classes:
+            check_size("mapping config: classes", c, 0, 255)
 
     @property
     def group_size(self) -> int:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Pretrained
+from ..config import MAX_DEPTH, MAX_IMAGE_SIZE, MAX_WIDTH, check_size
 from ..errors import InputError
 
 __all__ = ["ParserConfig", "PARSER_PRESETS", "FaceParserNet", "ASPP"]
@@ -76,6 +77,13 @@ class ParserConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(f"parser config: {message}")
+        check_size("parser config: image_size", self.image_size, 32, MAX_IMAGE_SIZE)
+        for name in ("width", "aspp_channels", "low_level_channels", "decoder_channels"):
+            check_size(f"parser config: {name}", getattr(self, name), 4, MAX_WIDTH)
+        for b in self.blocks:
+            check_size("parser config: blocks", b, 1, MAX_DEPTH)
+        for r in self.aspp_rates:
+            check_size("parser config: aspp_rates", r, 1, MAX_DEPTH)
 
     @property
     def num_classes(self) -> int:

@@ -139,8 +139,11 @@ class StyleBank:
         metadata = {"format": BANK_FORMAT, "version": str(BANK_VERSION), "label_set": self.label_set,
                     "checkpoint_sha256": self.checkpoint_sha256, "names": json.dumps(self.names),
                     "info": json.dumps(self.info)}
-        save_tensors({"codes": self.codes.float(), "presence": self.presence.to(torch.uint8)}, path,
-                     metadata=metadata)
+        try:
+            save_tensors({"codes": self.codes.float(), "presence": self.presence.to(torch.uint8)}, path,
+                         metadata=metadata)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
         return path
 
     @classmethod

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from ..checkpoint import WEIGHTS_NAME, resolve, save_tensors
+from ..checkpoint import WEIGHTS_NAME, check_writable, resolve, save_tensors
 from ..errors import CheckpointError, InputError
 
 __all__ = ["STYLE_MEAN_NAME", "compute_style_mean", "save_style_mean", "load_style_mean", "style_mean_path"]
@@ -54,7 +54,7 @@ def save_style_mean(directory: str | os.PathLike, mean: Tensor, count: Tensor) -
         raise InputError(f"expected mean (R, D) and count (R,), got {tuple(mean.shape)} and {tuple(count.shape)}")
     if not torch.isfinite(mean).all():
         raise InputError("the style mean holds NaN or infinite values")
-    directory = resolve(directory)
+    directory = check_writable(directory, "a style mean")
     metadata = {"format": FORMAT}
     weights = directory / WEIGHTS_NAME
     if weights.is_file():
@@ -62,7 +62,10 @@ def save_style_mean(directory: str | os.PathLike, mean: Tensor, count: Tensor) -
 
         metadata["checkpoint_sha256"] = file_sha256(weights)
     path = directory / STYLE_MEAN_NAME
-    save_tensors({"mean": mean.float(), "count": count.to(torch.int64)}, path, metadata=metadata)
+    try:
+        save_tensors({"mean": mean.float(), "count": count.to(torch.int64)}, path, metadata=metadata)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, demo_dir, read_config, read_json, resolve
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_writable, demo_dir, read_config, read_json, resolve
 from ..errors import CheckpointError, InputError
 from ..nn.dovenet import DoveNet
 from ..nn.flow import ContinuousNormalizingFlow
@@ -30,8 +30,8 @@ from ..nn.mapping import MappingNetwork
 from .bank import checkpoint_identity
 
 __all__ = ["STYLE_NETWORKS", "STYLE_KINDS", "style_network_class", "style_network_dir", "available_style_networks",
-           "load_style_network", "install_style_network", "HARMONIZER_DIR", "harmonizer_beside", "find_harmonizer",
-           "load_harmonizer", "install_harmonizer"]
+           "load_style_network", "install_style_network", "check_install_target", "HARMONIZER_DIR",
+           "harmonizer_beside", "find_harmonizer", "load_harmonizer", "install_harmonizer"]
 
 STYLE_NETWORKS: dict[str, type[MappingNetwork] | type[ContinuousNormalizingFlow]] = {
     "mapping": MappingNetwork, "flow": ContinuousNormalizingFlow}
@@ -92,21 +92,43 @@ def load_style_network(path: str | os.PathLike, kind: str, region: str | None = 
     return cls.from_pretrained(directory, device=device, dtype=dtype, label_set=label_set)
 
 
-def install_style_network(source: str | os.PathLike, checkpoint: str | os.PathLike, kind: str,
-                          region: str) -> Path:
-    """Copy a trained network's ``config.json`` + ``model.safetensors`` to ``CHECKPOINT/kind/region``
-    (replacing what was there in one rename), after checking it was trained on that generator's codes."""
-    from ..train.common import atomic_directory
+def check_install_target(checkpoint: str | os.PathLike, kind: str, region: str, overwrite: bool = False) -> Path:
+    """Where :func:`install_style_network` would write (``CHECKPOINT/kind/region``), checked before any
+    training: never inside the installed package (``demo`` is read-only), and never over an installed
+    network unless ``overwrite``. A refusal is a CheckpointError saying what to do."""
+    check_writable(checkpoint, f"a {kind} network")
+    target = style_network_dir(checkpoint, kind, region)
+    if target.exists() and not overwrite:
+        raise CheckpointError(f"{target} already holds a {kind} network for {region}; pass --overwrite to "
+                              "replace it, or give --checkpoint a copy of the checkpoint")
+    return target
 
+
+def install_style_network(source: str | os.PathLike, checkpoint: str | os.PathLike, kind: str,
+                          region: str, overwrite: bool = False) -> Path:
+    """Copy a trained network's ``config.json`` + ``model.safetensors`` to ``CHECKPOINT/kind/region``
+    (in one rename), after checking it was trained on that generator's codes. A network already there is
+    replaced only with ``overwrite``; nothing is written inside the installed package."""
+    check_install_target(checkpoint, kind, region, overwrite)
     source = Path(source)
     sha, generator = trained_on(style_network_class(kind).pretrained_config(source)[1]), checkpoint_identity(checkpoint)
     if sha is not None and sha != generator:
         raise CheckpointError(f"{source} was trained on the codes of another generator (sha256 {sha[:12]}) "
                               f"than {checkpoint} (sha256 {generator[:12]}); not installing it there")
-    target = style_network_dir(checkpoint, kind, region)
-    with atomic_directory(target) as tmp:
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copyfile(source / name, tmp / name)
+    return copy_checkpoint(source, style_network_dir(checkpoint, kind, region))
+
+
+def copy_checkpoint(source: Path, target: Path) -> Path:
+    """Copy ``config.json`` + ``model.safetensors`` from ``source`` to ``target``, replacing it in one rename;
+    a failed write is a CheckpointError."""
+    from ..train.common import atomic_directory
+
+    try:
+        with atomic_directory(target) as tmp:
+            for name in (CONFIG_NAME, WEIGHTS_NAME):
+                shutil.copyfile(source / name, tmp / name)
+    except OSError as exc:
+        raise CheckpointError(f"cannot install {source} in {target}: {exc.strerror or exc}") from None
     return target
 
 
@@ -155,16 +177,14 @@ def load_harmonizer(path: str | os.PathLike | DoveNet, device: str | torch.devic
     return DoveNet.from_pretrained(find_harmonizer(path), device=device, dtype=dtype)
 
 
-def install_harmonizer(source: str | os.PathLike, checkpoint: str | os.PathLike) -> Path:
-    """Copy a harmonizer checkpoint (``config.json`` + ``model.safetensors``) to ``CHECKPOINT/harmonizer``,
-    replacing what was there in one rename; ``checkpoint`` must be a generator checkpoint folder."""
-    from ..train.common import atomic_directory
-
+def install_harmonizer(source: str | os.PathLike, checkpoint: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Copy a harmonizer checkpoint to ``CHECKPOINT/harmonizer``; ``checkpoint`` must be a generator checkpoint
+    outside the installed package, and a harmonizer already there is replaced only with ``overwrite``."""
     source = find_harmonizer(source)
     DoveNet.pretrained_config(source)  # a readable harmonizer config, or a CheckpointError
     read_config(checkpoint)  # a generator checkpoint, or a CheckpointError
+    check_writable(checkpoint, "a harmonizer")
     target = resolve(checkpoint) / HARMONIZER_DIR
-    with atomic_directory(target) as tmp:
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            shutil.copyfile(source / name, tmp / name)
-    return target
+    if target.exists() and not overwrite:
+        raise CheckpointError(f"{target} already holds a harmonizer; pass --overwrite to replace it")
+    return copy_checkpoint(source, target)

@@ -12,28 +12,44 @@ A run folder looks like::
         trainer/state.safetensors        optimizer moments, RNG states, auxiliary networks (the
                                          discriminator)
     RUN_DIR/latest                       names the last complete checkpoint ("checkpoints/step_0001000")
-    RUN_DIR/config.json, model.safetensors   the latest checkpoint's network (hard links): RUN_DIR loads
-    RUN_DIR/final/                       the network of a run that reached train.steps
+    RUN_DIR/config.json, model.safetensors   a copy of the latest checkpoint's network: RUN_DIR loads
+    RUN_DIR/final/                       the network of a run that reached train.steps (a copy)
+    RUN_DIR/.facestyle-lock              held by the trainer writing the folder (pid, host, start time)
     RUN_DIR/tb/  RUN_DIR/samples/        TensorBoard events, sample grids (samples/step_0001000.png)
     RUN_DIR/metrics.jsonl                the logged scalars, one JSON object per line
 
-Everything is written under a temporary name and renamed, so a crash never leaves a half-written
-checkpoint that a resume would pick up. Nothing is pickled: tensors go to safetensors, the rest to JSON.
+Everything is written under a temporary name, flushed to the disk and renamed, so a crash never leaves a
+half-written checkpoint that a resume would pick up; temporary and old folders are named
+``.facestyle-tmp-*`` / ``.facestyle-old-*`` and only those (and step folders a crash left without a
+trainer state) are cleaned up at the next start. The trainer state records the SHA-256 of the weights
+it belongs to, and a resume refuses weights changed since. Nothing is pickled: tensors go to
+safetensors, the rest to JSON.
+
+Outputs never replace what the user did not ask to replace: ``--out`` must be a new or empty folder, or
+a run folder of the same trainer with ``--resume`` (continue it) or ``--overwrite`` (start it afresh);
+a file, a checkpoint folder or any other non-empty folder is refused before anything is written
+(:func:`check_run_folder`). One trainer writes a run folder at a time (:class:`RunLock`). A run stopped
+by SIGTERM saves and then exits with status 143 (:class:`RunStopped`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import hashlib
 import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -46,11 +62,19 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, Pretrained, load_state, load_tensors, read_tagged_json, save_tensors
+from ..checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    Pretrained,
+    load_state,
+    load_tensors,
+    read_tagged_json,
+    save_tensors,
+)
 from ..config import load_sections
 from ..data.spec import add_data_arguments
 from ..errors import CheckpointError, FacestyleError, InputError
-from ..io import atomic_write_bytes
+from ..io import atomic_path, atomic_write_bytes, fsync_path
 
 TRAINER_DIR = "trainer"
 STATE_JSON = "state.json"
@@ -62,10 +86,34 @@ LATEST_FILE = "latest"
 RUN_CONFIG = "config.yaml"  # the resolved config of a run folder
 RUN_INFO = "run.json"  # what the run trains on
 FINAL_DIR = "final"  # the finished network
+LOCK_FILE = ".facestyle-lock"  # held by the one trainer writing a run folder
+TEMP_PREFIX, OLD_PREFIX = ".facestyle-tmp-", ".facestyle-old-"  # folders only facestyle makes (and removes)
+_OWN_NAME = re.compile(r"^\.facestyle-(tmp|old)-.+-\d+-[0-9a-f]{8}$")
+_STEP_NAME = re.compile(r"^step_\d{7,}$")
+# What a run folder's trainer writes there; --overwrite removes these names and nothing else.
+RUN_ENTRIES = (CHECKPOINTS_DIR, LATEST_FILE, CONFIG_NAME, WEIGHTS_NAME, FINAL_DIR, RUN_CONFIG, RUN_INFO,
+               "metrics.jsonl", "metrics.json", "tb", "samples")
+TRAINER_KINDS = {"train": "generator", "train-parser": "parser", "train-mapping": "mapping",
+                 "train-flow": "flow", "train-harmony": "harmony"}  # command -> checkpoint kind
+SIGTERM_STATUS = 128 + signal.SIGTERM  # 143, the shell's status of a process ended by SIGTERM
 
 
 class TrainingError(FacestyleError):
     """A run that cannot go on (a non-finite loss, a run folder in the way); the message says what to do."""
+
+
+class RunFolderError(TrainingError, InputError):
+    """An ``--out`` that holds a run or is in use: a TrainingError (a run folder in the way) and an
+    InputError (the user's argument), whichever a caller catches."""
+
+
+class RunStopped(SystemExit):
+    """Raised after a run stopped by SIGTERM saved its checkpoint: the process exits with status 143 (not
+    0), so that a scheduler does not take the run for finished. ``checkpoint``: what was saved."""
+
+    def __init__(self, checkpoint: Path | None) -> None:
+        super().__init__(SIGTERM_STATUS)
+        self.checkpoint = checkpoint
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -479,9 +527,13 @@ def add_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     """The options of every trainer's command: the data, the run folder, ``--set`` (``set_example``: an
     override to show), the schedule, the device and ``--deterministic``."""
     add_data_arguments(p, required=False)  # --data (on --resume: the run's own), --split, --resolution, --seed
-    p.add_argument("--out", metavar="RUN_DIR", help="the run folder (default with --resume: that run)")
+    p.add_argument("--out", metavar="RUN_DIR", help="the run folder: a new or empty folder (default with "
+                                                    "--resume: that run)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run (its latest checkpoint, or a checkpoints/step_X folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in --out although it holds a run of this trainer (its checkpoints, "
+                        "final/ and logs are removed; nothing else in the folder is touched)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help=f"override one value, e.g. --set {set_example} (repeatable)")
     p.add_argument("--steps", type=int, default=None, help="train.steps: where the schedule ends")
@@ -494,29 +546,237 @@ def add_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
 
 
 def run_folder(args: argparse.Namespace) -> Path:
-    """``--out``, or with ``--resume`` alone the run it continues."""
+    """``--out``, or with ``--resume`` alone the run it continues; checked (:func:`check_run_folder`) for
+    the command's trainer before anything is built or written."""
     if args.out is None and args.resume is None:
         raise InputError("--out RUN_DIR is required (or --resume RUN_DIR)")
-    return Path(args.out or args.resume)
+    out = Path(args.out) if args.out is not None else default_run_dir(args.resume)
+    check_run_folder(out, args.resume or False, kind=TRAINER_KINDS.get(getattr(args, "command", None) or ""),
+                     overwrite=getattr(args, "overwrite", False))
+    return out
 
 
-def resume_point(out_dir: Path, resume: bool | str | os.PathLike) -> Path | None:
+def default_run_dir(resume: str | os.PathLike) -> Path:
+    """The run folder ``--resume`` alone writes to: the run itself, also when a step folder is named."""
+    path = Path(resume)
+    if (path / TRAINER_DIR / STATE_JSON).is_file() and path.parent.name == CHECKPOINTS_DIR:
+        return path.parent.parent
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What --out may be, and the lock of a run folder
+
+
+_OVERWRITE_APPROVED: set[str] = set()  # run folders whose old run --overwrite replaces (at the first write)
+
+
+def _key(path: Path) -> str:
+    return os.path.abspath(path)
+
+
+def run_kind(run_dir: Path) -> str | None:
+    """The checkpoint kind a run folder's trainer writes (``generator``, ``mapping``...): from its
+    newest checkpoint's ``config.json``, else its ``run.json``; None when neither says."""
+    found = list_checkpoints(run_dir)
+    for _, path in reversed(found):
+        try:
+            data = json.loads((path / CONFIG_NAME).read_text())
+            return str(data.get("kind", "generator"))
+        except (OSError, ValueError, AttributeError):
+            continue
+    return TRAINER_KINDS.get(str(read_run_info(run_dir).get("trainer")))
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds a facestyle run (``run.json`` or a checkpoint with a trainer state)."""
+    return (path / RUN_INFO).is_file() or bool(list_checkpoints(path))
+
+
+def check_run_folder(out_dir: str | os.PathLike, resume: bool | str | os.PathLike = False, *,
+                     kind: str | None = None, overwrite: bool = False, dist_env: Distributed | None = None) -> None:
+    """Refuse an ``--out`` that would replace what the user did not ask to replace, before any write.
+
+    Accepted: a folder that does not exist or is empty; a run folder of the same trainer (``kind``, when
+    known) with ``resume`` (continue it) or ``overwrite`` (start afresh: its run files are removed at
+    the first write). Refused with one line: a file, a run folder in use by another trainer, a run of
+    another trainer, a checkpoint folder or any other non-empty folder. Under torchrun only rank 0
+    checks; the others follow it (a refusal ends rank 0, and torchrun then stops them all).
+    """
+    dist_env = dist_env or Distributed.from_env()
+    if not dist_env.is_main:
+        return
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a folder; give a new or empty folder for the run")
+    if not out.is_dir():
+        if resume is True:
+            raise CheckpointError(f"cannot resume: {out} does not exist")
+        return
+    holder = RunLock.holder(out)
+    if holder is not None:
+        raise RunFolderError(f"{out} is in use by {holder}; wait for it to end, or give another --out")
+    try:
+        entries = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot read the folder ({exc.strerror or exc})") from None
+    if not entries:
+        return
+    what = {"generator": "facestyle train", "parser": "facestyle train-parser"}.get(kind or "", kind)
+    if is_run_folder(out):
+        found = run_kind(out)
+        if kind is not None and found is not None and found != kind:
+            raise InputError(f"--out {out}: holds a run of another trainer (its network is a {found}, not a "
+                             f"{kind}); give a new or empty folder")
+        overwrite = overwrite or _key(out) in _OVERWRITE_APPROVED  # approved by the command line's check
+        if resume or overwrite:
+            if overwrite and not resume:
+                _OVERWRITE_APPROVED.add(_key(out))
+            return
+        raise RunFolderError(f"{out} already holds a run; continue it with --resume {out}, start it afresh with "
+                            "--overwrite, or choose another --out")
+    if (out / CONFIG_NAME).is_file() or (out / WEIGHTS_NAME).is_file():
+        raise InputError(f"--out {out}: is a checkpoint folder ({CONFIG_NAME} + {WEIGHTS_NAME}); training "
+                         f"into it would replace its network; give a new or empty folder for the run")
+    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+    raise InputError(f"--out {out}: is not empty ({len(entries)} item(s): {shown}) and holds no "
+                     f"{what + ' ' if what else ''}run; give a new or empty folder for the run")
+
+
+def clear_run(run_dir: Path) -> list[str]:
+    """Remove the files a trainer writes in a run folder (:data:`RUN_ENTRIES`), nothing else."""
+    removed = []
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
+
+
+class RunLock:
+    """The lock of a run folder, ``RUN_DIR/.facestyle-lock``: an exclusive ``flock`` held as long as the
+    trainer's process lives (so a lock left by a dead process is free again), and a JSON record of who
+    holds it (pid, host, command, start time) for the message a second trainer gets."""
+
+    _held: dict[str, RunLock] = {}
+
+    def __init__(self, run_dir: Path, fd: int) -> None:
+        self.run_dir, self.fd = run_dir, fd
+
+    @staticmethod
+    def _flock(fd: int, exclusive: bool) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no lock
+            return True
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return False
+            raise
+
+    @staticmethod
+    def describe(record: dict[str, Any]) -> str:
+        started = record.get("started")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) \
+            else "an unknown time"
+        return (f"facestyle {record.get('command') or 'training'} (pid {record.get('pid', '?')} on "
+                f"{record.get('host', '?')}, started {when})")
+
+    @classmethod
+    def holder(cls, run_dir: Path) -> str | None:
+        """Who holds the lock of ``run_dir`` (described in words), or None when nobody does (no lock file,
+        or one left by a process that is gone). This process's own lock is not reported."""
+        if _key(run_dir) in cls._held:
+            return None
+        path = run_dir / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            if cls._flock(fd, exclusive=False):
+                return None
+            try:
+                record = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                record = {}
+            return cls.describe(record if isinstance(record, dict) else {})
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def acquire(cls, run_dir: Path, command: str) -> RunLock:
+        """Take the lock of ``run_dir`` (creating the folder), or a TrainingError naming who holds it. A lock
+        this process holds already is returned as it is."""
+        key = _key(run_dir)
+        if key in cls._held:
+            return cls._held[key]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / LOCK_FILE
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            if not cls._flock(fd, exclusive=True):
+                os.close(fd)
+                holder = cls.holder(run_dir) or "another trainer"
+                raise RunFolderError(f"{run_dir} is in use by {holder}; wait for it to end, or give another --out")
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:  # the holder released (and removed) it between open and flock
+                same = False
+            if same:
+                break
+            os.close(fd)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": command, "started": time.time()}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(record) + "\n").encode())
+        lock = cls._held[key] = cls(run_dir, fd)
+        return lock
+
+    @classmethod
+    def release(cls, run_dir: Path) -> None:
+        """Give the lock of ``run_dir`` back (removing the file) if this process holds it."""
+        lock = cls._held.pop(_key(run_dir), None)
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                (run_dir / LOCK_FILE).unlink()
+            os.close(lock.fd)
+
+
+@contextlib.contextmanager
+def writing(run_dir: Path, kept: str = "") -> Iterator[None]:
+    """Turn a failed write in a run folder (disk full, read-only folder...) into one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        target = exc.filename or run_dir
+        why = exc.strerror or (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise TrainingError(f"cannot write {target}: {why}{'; ' + kept if kept else ''}") from None
+
+
+def resume_point(out_dir: Path, resume: bool | str | os.PathLike, *, kind: str | None = None,
+                 overwrite: bool = False) -> Path | None:
     """The checkpoint a run resumes from (``resume``: True for ``out_dir``'s own run, or a run or step
-    folder); None for a new run, whose folder must not hold a run yet."""
+    folder); None for a new run. ``out_dir`` is checked first (:func:`check_run_folder`)."""
+    check_run_folder(out_dir, resume, kind=kind, overwrite=overwrite)
     if resume:
         return resolve_resume(out_dir if resume is True else Path(resume))
-    if list_checkpoints(out_dir):
-        raise TrainingError(f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                            "or choose another --out")
     return None
 
 
-def resumed_data(out_dir: Path, resume: bool | str | os.PathLike, data: dict[str, Any],
-                 *required: str) -> tuple[Path | None, dict[str, Any]]:
+def resumed_data(out_dir: Path, resume: bool | str | os.PathLike, data: dict[str, Any], *required: str,
+                 kind: str | None = None, overwrite: bool = False) -> tuple[Path | None, dict[str, Any]]:
     """The checkpoint a run resumes from (see :func:`resume_point`) and the data it trains on: ``data``
     as given, or on a resume without a ``spec`` the run's own from ``run.json`` (``required`` keys must
     be there; missing others keep their given values)."""
-    checkpoint = resume_point(out_dir, resume)
+    checkpoint = resume_point(out_dir, resume, kind=kind, overwrite=overwrite)
     if checkpoint is not None and data["spec"] is None:
         info = read_run_info(checkpoint.parent.parent, *required)
         data = {key: info.get(key, value) for key, value in data.items()}
@@ -535,30 +795,42 @@ def resume_state(network_class: type[Pretrained], config: Any, checkpoint: Path 
 
 
 def run_trainer(deterministic: bool, build: Callable[[], CheckpointedRun]) -> Path:
-    """Build a trainer and train it (in deterministic mode if asked), leaving the process group after."""
+    """Build a trainer and train it (in deterministic mode if asked), leaving the process group and giving
+    the run folder's lock back after."""
     with deterministic_mode(deterministic):
-        trainer = build()
+        trainer = None
         try:
+            trainer = build()
             return trainer.train()
         finally:
-            trainer.dist.shutdown()
+            if trainer is not None:
+                trainer.dist.shutdown()
+                RunLock.release(trainer.run_dir)
+
+
+def _own_name(prefix: str, name: str) -> str:
+    """A sibling name only facestyle makes: ``.facestyle-tmp-NAME-PID-RANDOM``."""
+    return f"{prefix}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder to fill; on success it replaces ``final`` in one rename."""
+    """Yield a temporary sibling folder to fill; on success its files are flushed to the disk and it
+    replaces ``final`` in one rename (the old one renamed aside first, then deleted)."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = final.with_name(_own_name(TEMP_PREFIX, final.name))
     tmp.mkdir()
     try:
         yield tmp
+        for path in tmp.rglob("*"):
+            fsync_path(path, directory=path.is_dir())
+        fsync_path(tmp, directory=True)
         old = None
         if final.exists():
-            old = final.with_name(f".old-{final.name}-{os.getpid()}")
-            shutil.rmtree(old, ignore_errors=True)
+            old = final.with_name(_own_name(OLD_PREFIX, final.name))
             final.rename(old)
         tmp.rename(final)
+        fsync_path(final.parent, directory=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -566,18 +838,31 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary folders left behind by a crash in the middle of a save."""
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """What a crash in the middle of a save or a rotation left behind, and nothing else: folders named
+    ``.facestyle-tmp-*`` / ``.facestyle-old-*`` (only facestyle makes these names) in the run folder and
+    its ``checkpoints/``, and step folders in ``checkpoints/`` that have lost their trainer state (a
+    rotation killed half-way, by older versions). Returns what was removed."""
+    removed = []
     for parent in (run_dir, run_dir / CHECKPOINTS_DIR):
-        if parent.is_dir():
-            for path in parent.iterdir():
-                if path.name.startswith((".tmp-", ".old-")) and path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
+        if not parent.is_dir():
+            continue
+        for path in parent.iterdir():
+            if not path.is_dir() or path.is_symlink():
+                continue
+            orphan = parent.name == CHECKPOINTS_DIR and _STEP_NAME.match(path.name) \
+                and not (path / TRAINER_DIR / STATE_JSON).is_file()
+            if _OWN_NAME.match(path.name) or orphan:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
 
 
 def rotate_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` checkpoints (``keep_last <= 0`` keeps all); returns the
-    deleted folders. The checkpoint ``latest`` names is never deleted."""
+    deleted folders. The checkpoint ``latest`` names is never deleted. Each is first renamed to a
+    ``.facestyle-old-*`` name, so that a kill in the middle leaves nothing a resume could mistake for a
+    checkpoint, and the next start removes what is left."""
     if keep_last <= 0:
         return []
     found = list_checkpoints(run_dir)
@@ -586,7 +871,9 @@ def rotate_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     for _, path in found[:-keep_last]:
         if latest is not None and path.resolve() == latest.resolve():
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        old = path.with_name(_own_name(OLD_PREFIX, path.name))
+        path.rename(old)
+        shutil.rmtree(old, ignore_errors=True)
         removed.append(path)
     return removed
 
@@ -595,15 +882,25 @@ def write_latest(run_dir: Path, checkpoint: Path) -> None:
     atomic_write_bytes(run_dir / LATEST_FILE, f"{checkpoint.relative_to(run_dir).as_posix()}\n".encode())
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Atomically make ``dst`` hold ``src``'s bytes: a hard link where the filesystem allows, else a copy."""
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
+def copy_atomic(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` (its own file, not a link: editing one never changes the other),
+    atomically, flushed to the disk, with the umask's permissions."""
+    with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Kept for callers of older versions: now always a real copy (:func:`copy_atomic`)."""
+    copy_atomic(src, dst)
+
+
+def weights_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a weights file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -806,13 +1103,18 @@ class CheckpointedRun:
         return stop.requested
 
     def finish(self, stopped: str | None) -> None:
-        """The ending: at ``train.steps``, ``final`` and where the network is; else how to continue."""
-        if self.step >= self.train_config.steps:
+        """The ending: at ``train.steps``, ``final`` and where the network is; else how to continue. A run
+        stopped by SIGTERM then raises :class:`RunStopped` (exit status 143)."""
+        if self.step >= self.train_config.steps and stopped != "SIGTERM":
             log(self.dist, f"done: step {self.step}; {self.network_name} in {self.write_final()}")
-        else:
-            why = "interrupted" if stopped else f"stopped at step {self.step} (stop_at)"
-            log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
-                           f"facestyle {self.command} --resume {self.run_dir}")
+            return
+        why = "interrupted" if stopped else f"stopped at step {self.step} (stop_at)"
+        if stopped == "SIGTERM":
+            why = f"stopped by SIGTERM at step {self.step} (exit status {SIGTERM_STATUS})"
+        log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
+                       f"facestyle {self.command} --resume {self.run_dir}")
+        if stopped == "SIGTERM":
+            raise RunStopped(self.last_saved)
 
     def distribute(self, *modules: nn.Module) -> tuple[nn.Module, ...]:
         """Join the process group; the modules wrapped in DistributedDataParallel when there are several
@@ -838,14 +1140,34 @@ class CheckpointedRun:
         log(self.dist, f"{signal_name} received: finishing step {self.step + 1}, then saving a checkpoint "
                        "(press Ctrl-C again to abort without saving)")
 
+    def hold_run_folder(self) -> None:
+        """Before the first write (rank 0): take the run folder's lock (a TrainingError naming the trainer
+        that holds it), then remove what an interrupted save left (:func:`remove_stale_temporaries`) and,
+        when ``--overwrite`` was approved for the folder, the old run's files (:func:`clear_run`)."""
+        if not self.dist.is_main or _key(self.run_dir) in RunLock._held:
+            return
+        with writing(self.run_dir):
+            RunLock.acquire(self.run_dir, self.command or "training")
+            if _key(self.run_dir) in _OVERWRITE_APPROVED:
+                _OVERWRITE_APPROVED.discard(_key(self.run_dir))
+                removed = clear_run(self.run_dir)
+                if removed:
+                    log(self.dist, f"--overwrite: removed the old run's {', '.join(removed)} from {self.run_dir}")
+            remove_stale_temporaries(self.run_dir)
+
+    def kept_note(self) -> str:
+        return f"the last good checkpoint is {self.last_saved}" if self.last_saved else "no checkpoint was saved"
+
     def write_run_files(self, config: Mapping[str, Any] | None, info: Mapping[str, Any]) -> None:
         """Create the run folder with its resolved config (unless None) and ``run.json`` (rank 0)."""
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.run_dir)
-            if config is not None:
-                atomic_write_bytes(self.run_dir / RUN_CONFIG, yaml.safe_dump(dict(config), sort_keys=False).encode())
-            atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(info, indent=2) + "\n").encode())
+            self.hold_run_folder()
+            with writing(self.run_dir):
+                if config is not None:
+                    atomic_write_bytes(self.run_dir / RUN_CONFIG,
+                                       yaml.safe_dump(dict(config), sort_keys=False).encode())
+                info = {**info, "trainer": self.command} if self.command else dict(info)
+                atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(info, indent=2) + "\n").encode())
         self.dist.barrier()
 
     def save_checkpoint(self) -> Path:
@@ -857,13 +1179,16 @@ class CheckpointedRun:
             raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
         path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
         if self.dist.is_main:
-            with atomic_directory(path) as tmp:
-                self.save_network(tmp)
-                save_trainer_state(tmp / TRAINER_DIR, self.trainer_state())
-            write_latest(self.run_dir, path)
-            link_or_copy(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
-            link_or_copy(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
-            rotate_checkpoints(self.run_dir, self.train_config.keep_last)
+            self.hold_run_folder()
+            with writing(self.run_dir, self.kept_note()):
+                with atomic_directory(path) as tmp:
+                    self.save_network(tmp)
+                    state = {**self.trainer_state(), "weights_sha256": weights_sha256(tmp / WEIGHTS_NAME)}
+                    save_trainer_state(tmp / TRAINER_DIR, state)
+                write_latest(self.run_dir, path)
+                copy_atomic(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
+                copy_atomic(path / CONFIG_NAME, self.run_dir / CONFIG_NAME)
+                rotate_checkpoints(self.run_dir, self.train_config.keep_last)
         self.dist.barrier()
         self.last_saved = path
         return path
@@ -874,18 +1199,26 @@ class CheckpointedRun:
             return None
         final = self.run_dir / FINAL_DIR
         if self.dist.is_main:
-            with atomic_directory(final) as tmp:
+            self.hold_run_folder()
+            with writing(self.run_dir, self.kept_note()), atomic_directory(final) as tmp:
                 self.write_final_files(tmp)
         self.dist.barrier()
         return final
 
     def write_final_files(self, directory: Path) -> None:
-        """The finished network's files: links to the last checkpoint's."""
+        """The finished network's files: copies of the last checkpoint's."""
         for name in (CONFIG_NAME, WEIGHTS_NAME):
-            link_or_copy(self.last_saved / name, directory / name)
+            copy_atomic(self.last_saved / name, directory / name)
 
     def load(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
-        """Restore the weights, :meth:`load_aux_state`, then step, data position and RNG states."""
+        """Check the weights are those the trainer state was saved with, then restore them,
+        :meth:`load_aux_state`, step, data position and RNG states."""
+        recorded = state.get("weights_sha256")
+        if recorded is not None and (checkpoint / WEIGHTS_NAME).is_file() \
+                and weights_sha256(checkpoint / WEIGHTS_NAME) != recorded:
+            raise CheckpointError(f"{checkpoint / WEIGHTS_NAME} has changed since it was saved (its SHA-256 is not the "
+                                  f"one {TRAINER_DIR}/{STATE_JSON} records); resume from an unchanged checkpoint "
+                                  f"(another {CHECKPOINTS_DIR}/step_X), or start a new run from it")
         load_state(self.checkpointed_networks()[0], checkpoint)
         try:
             self.load_aux_state(state)
@@ -989,12 +1322,14 @@ class Progress:
         self.enabled = dist_env.is_main
         self.bar = tqdm(total=total, initial=start, disable=not self.enabled, dynamic_ncols=True,
                         unit="step", desc="train", file=sys.stderr)
-        self.writer = tensorboard_writer(run_dir / "tb", purge_step=start or None, enabled=self.enabled)
+        with writing(run_dir):
+            self.writer = tensorboard_writer(run_dir / "tb", purge_step=start or None, enabled=self.enabled)
         self.metrics_path = run_dir / "metrics.jsonl"
         if self.enabled and start and self.metrics_path.is_file():  # drop lines past the resumed checkpoint
-            lines = self.metrics_path.read_text().splitlines(keepends=True)
-            kept = [line for line in lines if _logged_step(line) <= start]
-            atomic_write_bytes(self.metrics_path, "".join(kept).encode())
+            with writing(run_dir):
+                lines = self.metrics_path.read_text().splitlines(keepends=True)
+                kept = [line for line in lines if _logged_step(line) <= start]
+                atomic_write_bytes(self.metrics_path, "".join(kept).encode())
 
     def step(self, postfix: Mapping[str, float]) -> None:
         self.bar.update(1)
@@ -1006,7 +1341,7 @@ class Progress:
             return
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
-        with open(self.metrics_path, "a") as f:
+        with writing(self.metrics_path.parent), open(self.metrics_path, "a") as f:
             f.write(json.dumps({"step": step, **{k: round(v, 6) for k, v in scalars.items()}}) + "\n")
 
     def close(self) -> None:

@@ -163,7 +163,7 @@ def calibration_codes(codes: Tensor, n: int, seed: int) -> Tensor:
 def train_flow(bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str = "skin", *,
                objective: str | None = None, preset: str | None = None, overrides: list[str] | None = None,
                resume: bool | str | os.PathLike = False, device: str = "cpu", stop_at: int | None = None,
-               install_to: str | os.PathLike | None = None) -> Path:
+               install_to: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Train the flow of ``region`` on a style bank and return the run folder.
 
     ``objective``: ``maximum-likelihood`` (default) or ``flow-matching``. The other arguments are
@@ -179,4 +179,4 @@ def train_flow(bank: str | os.PathLike | None, out_dir: str | os.PathLike, regio
     if model.objective == "flow-matching" and model.train_end_time:
         model = replace(model, train_end_time=False)  # the straight paths fix T
     return run_bank_training(FlowTrainer, model, train, bank, out_dir, resume=resume, device=device,
-                             stop_at=stop_at, install_to=install_to)
+                             stop_at=stop_at, install_to=install_to, overwrite=overwrite)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..checkpoint import check_writable, read_config, resolve
 from ..config import apply_overrides, config_to_dict
 from ..data.composites import DEFAULT_MIN_LIGHT_DIFFERENCE, relit_pairs, synthetic_pairs
 from ..data.spec import parse_data_spec
@@ -45,6 +46,7 @@ from ..errors import InputError
 from ..io import save_image
 from ..labels import LabelSet, get_label_set
 from ..nn.dovenet import DOVENET_PRESETS, DomainVerificationDiscriminator, DoveNet, DoveNetConfig, dovenet_input
+from ..styles.networks import HARMONIZER_DIR, install_harmonizer
 from .common import (
     FINAL_DIR,
     CheckpointedRun,
@@ -428,10 +430,12 @@ def train_harmonizer(data_spec: str | None, out_dir: str | os.PathLike, *, prese
         install_to: a generator checkpoint: once the run is finished, its ``final/`` is copied to
             ``CHECKPOINT/harmonizer``.
     """
-    from ..checkpoint import read_config
-
-    if install_to is not None:
-        read_config(install_to)  # a generator checkpoint, checked before any training
+    if install_to is not None:  # a writable generator checkpoint without a harmonizer, checked before any training
+        read_config(install_to)
+        check_writable(install_to, "a harmonizer")
+        if (resolve(install_to) / HARMONIZER_DIR).exists() and resume is False:
+            raise InputError(f"--install-to {install_to} already holds a harmonizer; remove it or install into a "
+                             "copy of the checkpoint")
     out = Path(out_dir)
     data = {"spec": data_spec, "split": split, "seed": data_seed}
     resume_from = resume_point(out, resume)
@@ -448,9 +452,7 @@ def train_harmonizer(data_spec: str | None, out_dir: str | os.PathLike, *, prese
         if not final.is_dir():
             raise InputError(f"--install-to: the run is not finished ({final} is missing); resume it to "
                              f"train.steps, then install it")
-        from ..styles.networks import install_harmonizer
-
-        log(Distributed(), f"installed the harmonizer in {install_harmonizer(final, install_to)}")
+        log(Distributed(), f"installed the harmonizer in {install_harmonizer(final, install_to, overwrite=True)}")
     return run_dir
 
 

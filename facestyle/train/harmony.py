@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import CONFIG_NAME
 from ..config import config_to_dict
 from ..data.harmony import HarmonyDataset, find_harmony_samples, random_flip
 from ..errors import CheckpointError, InputError
@@ -35,10 +34,14 @@ from .common import (
     CheckpointedRun,
     DataStream,
     Distributed,
+    RunLock,
+    RunStopped,
     SeededTransform,
+    check_run_folder,
     latest_checkpoint,
     load_trainer_state,
     seed_everything,
+    writing,
 )
 
 NAME = "train-harmony"  # the prefix of the trainer's messages
@@ -96,6 +99,7 @@ class HarmonyTrainer(CheckpointedRun):
     """The classifier, its optimizer, the data and the run folder of one (single-process) harmony run."""
 
     mismatch_name = "classifier"
+    command = NAME
 
     def __init__(self, model: HarmonyClassifier, train_config: HarmonyTrainConfig, data_root: str | os.PathLike[str],
                  out_dir: Path, device: torch.device, dist_env: Distributed, resume_from: Path | None = None,
@@ -151,7 +155,7 @@ class HarmonyTrainer(CheckpointedRun):
                                    held_out=_evaluation_dict(self.held))
 
     def log_metrics(self, values: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
+        with writing(self.run_dir), open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({"step": self.step, **values}) + "\n")
 
     def evaluate_held_out(self) -> HarmonyEvaluation | None:
@@ -204,6 +208,10 @@ class HarmonyTrainer(CheckpointedRun):
                     self.log_metrics({"loss": round(sum(recent) / len(recent), 6)})
 
             stopped = self.run_steps(cfg.steps, step, self.evaluate_and_save)
+        if stopped == "SIGTERM":  # saved: exit non-zero so that a scheduler does not take it for finished
+            _write(f"stopped by SIGTERM at step {self.step}: saved {self.last_saved}; continue with: "
+                   f"facestyle {NAME} --resume --out {self.run_dir} --data {self.data_root}")
+            raise RunStopped(self.last_saved)
         if self.held is None:  # nothing was trained in this call
             self.held = self.evaluate_held_out()
         probe_after = evaluate_harmony(self.model, self.train_set, cfg.batch_size, cfg.probe_samples)
@@ -219,7 +227,7 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
                   device: str = "cpu", resume: bool = False, *, seed: int = 0, save_every: int = 1000,
                   keep_last: int = 2, held_out_fraction: float = 0.1, width: int = 32, depth: int = 5,
                   num_workers: int = 0, eval_samples: int = 2000, probe_samples: int = 64,
-                  log_every: int = 50) -> HarmonyTrainResult:
+                  log_every: int = 50, overwrite: bool = False) -> HarmonyTrainResult:
     """Train the harmony classifier on an iHarmony4-style folder (HAdobe5k for the paper).
 
     The folder's ``*_train.txt`` / ``*_test.txt`` give the training and held-out composites, or a fixed
@@ -230,14 +238,15 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
     renamed), the held-out accuracy measured and logged, and all but the last ``keep_last`` checkpoints
     deleted. ``resume=True`` continues the run in ``out_dir`` from its latest checkpoint up to ``steps`` in
     all; ``batch_size`` (default 32), ``image_size`` (default 256) and ``lr`` (default 2e-4) then default to
-    the run's own. SIGINT / SIGTERM save a checkpoint and stop.
+    the run's own. SIGINT / SIGTERM save a checkpoint and stop (SIGTERM then raises
+    :class:`~facestyle.train.common.RunStopped`: exit status 143). ``out_dir`` must be a new or empty
+    folder, or a harmony run folder with ``resume`` (or ``overwrite``: start it afresh).
     """
     out = Path(out_dir)
     for name, value in (("steps", steps), ("save_every", save_every), ("log_every", log_every)):
         if not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder")
+    check_run_folder(out, resume, kind="harmony", overwrite=overwrite, dist_env=Distributed())
     dist = Distributed()
     torch_device = dist.device(device)
     previous = latest_checkpoint(out) if out.is_dir() else None
@@ -259,9 +268,6 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
         lr = float(settings["lr"]) if lr is None else lr
         seed = int(settings["seed"])
     else:
-        if previous is not None or (out / CONFIG_NAME).exists():
-            raise InputError(f"{out} already holds a harmony run or checkpoint; pass --resume to continue it "
-                             "or choose another --out")
         batch_size = 32 if batch_size is None else batch_size
         lr = 2e-4 if lr is None else lr
         config = HarmonyConfig(image_size=256 if image_size is None else image_size, width=width, depth=depth)
@@ -275,4 +281,7 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
                                       num_workers, eval_samples, probe_samples, log_every)
     trainer = HarmonyTrainer(model, train_config, data_root, out, torch_device, dist,
                              previous if resume else None, state)
-    return trainer.train()
+    try:
+        return trainer.train()
+    finally:
+        RunLock.release(out)

@@ -18,7 +18,9 @@ bar, TensorBoard and ``metrics.jsonl``; atomic checkpoints every ``train.save_ev
 SIGINT/SIGTERM and at the end, keeping the last ``train.keep_last``; exact resume (weights, optimizers,
 data position, RNG states); a non-finite loss stops the run without saving. ``RUN_DIR/config.json`` +
 ``model.safetensors`` mirror the newest network, ``RUN_DIR/final`` holds a finished run's, and with
-``install_to=CHECKPOINT`` it is also copied to ``CHECKPOINT/mapping/REGION`` where the Editor finds it.
+``install_to=CHECKPOINT`` it is also copied to ``CHECKPOINT/mapping/REGION`` where the Editor finds it
+(never over a network already there unless ``overwrite``, never inside the installed package: checked
+before training starts).
 
 This module also holds :class:`BankTrainer`, what it shares with :mod:`facestyle.train.flow`: a style
 bank as the data.
@@ -42,7 +44,7 @@ from ..errors import CheckpointError, InputError
 from ..nn.flow import ContinuousNormalizingFlow
 from ..nn.mapping import MAPPING_PRESETS, CodeDiscriminator, MappingConfig, MappingNetwork
 from ..styles.bank import StyleBank, file_sha256
-from ..styles.networks import install_style_network, style_network_class
+from ..styles.networks import check_install_target, install_style_network, style_network_class
 from .common import (
     FINAL_DIR,
     CheckpointedRun,
@@ -115,12 +117,12 @@ class BankTrainer(CheckpointedRun):
 
     def __init__(self, model_config: Any, train_config: Any, bank: str | os.PathLike, out_dir: str | os.PathLike,
                  *, resume_from: Path | None = None, device: str = "cpu", stop_at: int | None = None,
-                 install_to: str | os.PathLike | None = None) -> None:
+                 install_to: str | os.PathLike | None = None, install_overwrite: bool = False) -> None:
         check_train_values(train_config, (train_config.lr >= 0 and getattr(train_config, "lr_d", 0) >= 0,
                                           "train.lr and train.lr_d must be >= 0"))
         self.model_config, self.train_config = model_config, train_config
         self.run_dir, self.stop_at = Path(out_dir), stop_at
-        self.install_to = install_to
+        self.install_to, self.install_overwrite = install_to, install_overwrite
         self.dist = Distributed()  # the networks are small: one process
         self.device = self.dist.device(device)
         self.bank_path = Path(bank)
@@ -194,7 +196,8 @@ class BankTrainer(CheckpointedRun):
 
     def run_info(self) -> dict[str, Any]:
         return {"kind": self.kind, "region": self.model_config.region, "bank": str(self.bank_path),
-                "install_to": None if self.install_to is None else str(self.install_to)}
+                "install_to": None if self.install_to is None else str(self.install_to),
+                "install_overwrite": self.install_overwrite}
 
     def prepare_run_dir(self) -> None:
         self.write_run_files({"model": config_to_dict(self.model_config), "train": config_to_dict(self.train_config)},
@@ -215,7 +218,11 @@ class BankTrainer(CheckpointedRun):
         final = super().write_final()
         if final is None or self.install_to is None:
             return final
-        return install_style_network(final, self.install_to, self.kind, self.model_config.region)
+        try:
+            return install_style_network(final, self.install_to, self.kind, self.model_config.region,
+                                         overwrite=self.install_overwrite)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc} (the trained network is in {final})") from None
 
     def final_is_current(self) -> bool:
         """Whether ``RUN_DIR/final`` holds the network at this step."""
@@ -319,25 +326,32 @@ def resolve_region(bank: StyleBank, region: str) -> tuple[int, ...]:
 def run_bank_training(trainer_cls: type[BankTrainer], model_config: Any, train_config: Any,
                       bank: str | os.PathLike | None, out_dir: str | os.PathLike, *,
                       resume: bool | str | os.PathLike = False, device: str = "cpu", stop_at: int | None = None,
-                      install_to: str | os.PathLike | None = None) -> Path:
-    """Start or resume a bank trainer's run; returns the run folder."""
+                      install_to: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Start or resume a bank trainer's run; returns the run folder. ``out_dir`` and the place the network
+    will be installed are checked before anything is built or written; ``overwrite`` allows replacing a
+    run of this trainer in ``out_dir`` and a network installed in ``install_to``."""
     out_dir = Path(out_dir)
-    resume_from = resume_point(out_dir, resume)
+    resume_from = resume_point(out_dir, resume, kind=trainer_cls.kind, overwrite=overwrite)
+    install_overwrite = overwrite
     if resume_from is not None:
         info = read_run_info(resume_from.parent.parent)
         bank = bank if bank is not None else info.get("bank")
-        install_to = info.get("install_to") if install_to is None else install_to
+        if install_to is None:
+            install_to = info.get("install_to")
+            install_overwrite = overwrite or bool(info.get("install_overwrite"))
     if bank is None:
         raise InputError("no style bank given (--bank BANK.safetensors)")
+    if install_to is not None:
+        check_install_target(install_to, trainer_cls.kind, model_config.region, install_overwrite)
     return run_trainer(train_config.deterministic, lambda: trainer_cls(
         model_config, train_config, bank, out_dir, resume_from=resume_from, device=device, stop_at=stop_at,
-        install_to=install_to))
+        install_to=install_to, install_overwrite=install_overwrite))
 
 
 def train_mapping(bank: str | os.PathLike | None, out_dir: str | os.PathLike, region: str = "skin", *,
                   preset: str | None = None, overrides: list[str] | None = None,
                   resume: bool | str | os.PathLike = False, device: str = "cpu", stop_at: int | None = None,
-                  install_to: str | os.PathLike | None = None) -> Path:
+                  install_to: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
     """Train the mapping network of ``region`` on a style bank and return the run folder.
 
     Args:
@@ -350,12 +364,14 @@ def train_mapping(bank: str | os.PathLike | None, out_dir: str | os.PathLike, re
         resume: True to continue the run in ``out_dir``, or a run / ``checkpoints/step_X`` folder.
         stop_at: stop after this step (saving), keeping the schedule.
         install_to: a generator checkpoint: the bank must have been encoded by it, and the finished
-            network is copied to ``install_to/mapping/REGION``.
+            network is copied to ``install_to/mapping/REGION`` (not inside the installed package).
+        overwrite: replace a network already installed there, and start afresh in an ``out_dir`` that
+            holds a run of this trainer (else both are refused before training).
     """
     model, train = resolve_configs(MappingConfig, MappingTrainConfig, MAPPING_PRESETS, MAPPING_TRAIN_PRESETS,
                                    bank, out_dir, region, preset, overrides, resume)
     return run_bank_training(MappingTrainer, model, train, bank, out_dir, resume=resume, device=device,
-                             stop_at=stop_at, install_to=install_to)
+                             stop_at=stop_at, install_to=install_to, overwrite=overwrite)
 
 
 def resolve_configs(model_cls: type, train_cls: type, model_presets: dict, train_presets: dict,

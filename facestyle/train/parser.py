@@ -66,6 +66,7 @@ from .common import (
     run_folder,
     run_trainer,
     seed_everything,
+    writing,
 )
 
 __all__ = ["ParserTrainConfig", "PARSER_TRAIN_PRESETS", "ParserTrainer", "train_parser", "evaluate_parser",
@@ -410,8 +411,9 @@ class ParserTrainer(CheckpointedRun):
             "history": [{"step": e["step"], "mean_iou": _finite(e["mean_iou"]),
                          "pixel_accuracy": _finite(e["pixel_accuracy"])} for e in self.evaluations],
         }
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(self.run_dir / METRICS_FILE, (json.dumps(payload, indent=2) + "\n").encode())
+        self.hold_run_folder()
+        with writing(self.run_dir):
+            atomic_write_bytes(self.run_dir / METRICS_FILE, (json.dumps(payload, indent=2) + "\n").encode())
 
     # ---------------------------------------------------------------------------------------- saving
 
@@ -478,7 +480,7 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
                  overrides: list[str] | None = None, image_size: int | None = None, steps: int | None = None,
                  batch_size: int | None = None, resume: bool | str | os.PathLike = False, device: str = "cpu",
                  split: str = "train", eval_split: str = "test", data_seed: int = 0,
-                 stop_at: int | None = None) -> Path:
+                 stop_at: int | None = None, overwrite: bool = False) -> Path:
     """Train a face parser and return the run folder.
 
     Args:
@@ -491,9 +493,11 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
         resume: True to continue the run in ``out_dir``, or a run / ``checkpoints/step_X`` folder.
         split, eval_split: the training and held-out splits (see the module docstring for flat folders).
         stop_at: stop after this step (saving), keeping the schedule.
+        overwrite: start afresh in an ``out_dir`` that holds a parser run (else refused).
     """
     resume_from, data = resumed_data(Path(out_dir), resume, {"spec": data_spec, "split": split,
-                                                             "eval_split": eval_split, "seed": data_seed})
+                                                             "eval_split": eval_split, "seed": data_seed},
+                                     kind="parser", overwrite=overwrite)
     model, train = resolve_configs(preset, overrides, image_size, steps, batch_size,
                                    resume_from.parent.parent if resume_from is not None else None)
     return run_trainer(train.deterministic, lambda: ParserTrainer(
@@ -531,7 +535,7 @@ def run_cli(args: argparse.Namespace) -> int:
     run_dir = train_parser(args.data, out, preset=args.preset, overrides=overrides, image_size=args.image_size,
                            steps=args.steps, batch_size=args.batch_size, resume=args.resume or False,
                            device=args.device, split=args.split, eval_split=args.eval_split, data_seed=args.seed,
-                           stop_at=args.stop_at)
+                           stop_at=args.stop_at, overwrite=args.overwrite)
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         data = json.loads(metrics.read_text())
