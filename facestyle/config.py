@@ -14,6 +14,7 @@ from .errors import InputError
 
 T = TypeVar("T")
 Fusion = Literal["softmax", "sum", "last"]
+Harmony = Literal["off", "synthetic", "relit", "both"]
 # Bounds of the networks' sizes: far above any published setting, far below what would exhaust a machine's
 # memory before a clear message (a negative or absurd size from --set or a checkpoint's config.json).
 MAX_IMAGE_SIZE = 4096
@@ -102,6 +103,13 @@ class TrainConfig:
     keep_last: int = 3
     seed: int = 0
     deterministic: bool = False
+    # Harmony supervision (beyond the paper): besides each reconstruction batch, composites whose moved
+    # regions disagree with the target, trained against their ground truth (facestyle.data.composites).
+    # off: the paper's objective; synthetic: the renderer's faces (whatever --data is); relit: the data's own
+    # photos after a photometric change; both: the composites split between the two.
+    harmony: Harmony = "off"
+    harmony_weight: float = 1.0  # the composite losses' weight relative to the reconstruction losses
+    harmony_share: float = 0.5  # composites per step as a share of batch_size (0.5 with batch 4: 2 pairs)
 
 
 @dataclass(frozen=True)
@@ -138,8 +146,9 @@ PRESETS: dict[str, Config] = {
         ),
         # 3.2 M parameters (6.4 MB in float16, the bundled copy), ~0.7 s a step on a 2-core CPU: 1800 steps
         # fit the 30-minute budget. The generator's lr is twice the paper's for this short run.
+        # Harmony supervision on synthetic and relit composites: MRSA learns to harmonize (README, Configs).
         TrainConfig(batch_size=4, steps=1800, decay_start=1200, lr_g=2e-4, use_vgg=False, load_size=144,
-                    num_workers=0, log_every=25, sample_every=200, save_every=300, keep_last=2),
+                    num_workers=0, log_every=25, sample_every=200, save_every=300, keep_last=2, harmony="both"),
     ),
 }
 

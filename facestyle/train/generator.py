@@ -8,6 +8,17 @@ region style codes: ``fake = G(x, m)``. Losses, as SEAN's (``facestyle.losses``)
   loss (the tiny and demo presets do this: a documented deviation from the paper);
 - discriminator: hinge, on the real pair and the detached reconstruction, one D step per G step.
 
+Harmony supervision (``train.harmony``, beyond the paper; ``off`` in the ``paper`` preset): with the
+reference equal to the target, MRSA never sees regions that disagree, so the paper's objective does not
+teach it to harmonize. When it is on, each step also draws ``train.harmony_share * batch_size`` composites
+(:mod:`facestyle.data.composites`): ``synthetic`` pairs from the renderer at the model's image size whatever
+``--data`` is, ``relit`` pairs from the step's own photos, or ``both`` (half each; an odd one alternates by
+step). Each composite's target is drawn with some regions' codes from its reference, through MRSA
+(:meth:`~facestyle.model.FaceStyleNet.transfer`), and the same generator losses against its ground truth
+are added with weight ``train.harmony_weight`` (logged as ``loss/harmony_*``); the discriminator takes the
+ground truths as real and these outputs as fake. The composites are a function of (seed, step, rank, the
+step's photos), so resume stays exact.
+
 Optimisation: Adam with TTUR (lr 1e-4 for the encoder + MRSA + generator, 4e-4 for the discriminator)
 and the paper's betas (0.5, 0.999); the learning rates stay constant until ``train.decay_start``, then
 decay linearly to 0 at ``train.steps``. Data: resize to ``train.load_size``, random crop to the image
@@ -36,11 +47,12 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PRESETS, Config, TrainConfig, load_config
+from ..data.composites import CompositeBatch, relit_pairs, synthetic_pairs
 from ..data.spec import parse_data_spec
 from ..data.transforms import eval_transform, train_transform
 from ..errors import InputError
 from ..io import save_image
-from ..labels import LabelSet, get_label_set
+from ..labels import CELEBAMASK_HQ, LabelSet, get_label_set
 from ..losses import GeneratorLosses, hinge_d_loss_terms
 from ..model import FaceStyleNet
 from ..nn.discriminator import MultiscaleDiscriminator
@@ -98,12 +110,44 @@ def discriminate(discriminator: nn.Module, fake: Tensor, real: Tensor, labels: T
     return fake_out, real_out
 
 
+def composite_count(cfg: TrainConfig) -> int:
+    """Composites per step and process with harmony supervision on: ``harmony_share`` of the batch, at
+    least one."""
+    return max(1, round(cfg.harmony_share * cfg.batch_size))
+
+
+def harmony_split(cfg: TrainConfig, step: int) -> tuple[int, int]:
+    """(synthetic, relit) composites of the step after ``step``: all of one kind, or for ``both`` half
+    each, an odd one going to synthetic on even steps and to relit on odd ones."""
+    if cfg.harmony == "off":
+        return 0, 0
+    count = composite_count(cfg)
+    if cfg.harmony == "synthetic":
+        return count, 0
+    if cfg.harmony == "relit":
+        return 0, count
+    synthetic = count // 2 + (count % 2 if step % 2 == 0 else 0)
+    return synthetic, count - synthetic
+
+
+def concat_composites(parts: list[CompositeBatch]) -> CompositeBatch:
+    """One batch of several, item after item."""
+    if len(parts) == 1:
+        return parts[0]
+    return CompositeBatch(**{name: torch.cat([vars(p)[name] for p in parts]) for name in vars(parts[0])})
+
+
 def check_config(cfg: Config) -> None:
     """Values a run cannot start with, caught before anything is built or written."""
     t = cfg.train
     check_train_values(
         t,
         (t.decay_start >= 0, f"train.decay_start must be >= 0, got {t.decay_start}"),
+        (0 < t.harmony_share <= 1, f"train.harmony_share must be in (0, 1], got {t.harmony_share}"),
+        (t.harmony_weight >= 0, f"train.harmony_weight must be >= 0, got {t.harmony_weight}"),
+        (t.harmony in ("off", "relit") or cfg.model.label_set == CELEBAMASK_HQ.name,
+         f"train.harmony={t.harmony} draws synthetic faces, which have {CELEBAMASK_HQ.name} labels, but the "
+         f"model is configured for {cfg.model.label_set} (use train.harmony=relit)"),
         (t.lr_g >= 0 and t.lr_d >= 0, "train.lr_g and train.lr_d must be >= 0"),
         (t.sample_every >= 0, f"train.sample_every must be >= 0 (0: no samples), got {t.sample_every}"),
         (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
@@ -204,20 +248,36 @@ class GeneratorTrainer(CheckpointedRun):
     def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
         """One generator step, then one discriminator step; returns the losses as floats."""
         self.set_learning_rates()
+        composites = self.composite_batch(image, labels)
         fake = self.model_ddp(image, labels)  # reconstruction: the reference is the target
 
         # Generator: fool D, match D's features of the real image, reconstruct (VGG19 or pixel L1).
         with frozen(self.discriminator):
             fake_out, real_out = discriminate(self.discriminator, fake, image, labels)
         g_losses = self.criterion(fake, image, fake_out, real_out)
+        fakes, reals, maps = fake.detach(), image, labels
+        if composites is not None:
+            # The same losses on the harmonized transfers against their ground truth. The plain module runs
+            # them: the reconstruction above went through DDP in this step and the one backward below sums
+            # both graphs' gradients before DDP's per-parameter hooks fire (once each), so the all-reduce
+            # averages the total.
+            harmonized = self.harmonize(composites)
+            with frozen(self.discriminator):
+                fake_out, real_out = discriminate(self.discriminator, harmonized, composites.truth,
+                                                  composites.target_labels)
+            weight = self.config.train.harmony_weight
+            terms = self.criterion(harmonized, composites.truth, fake_out, real_out)
+            g_losses.update({f"harmony_{name}": weight * value for name, value in terms.items()})
+            fakes, reals = torch.cat([fakes, harmonized.detach()]), torch.cat([image, composites.truth])
+            maps = torch.cat([labels, composites.target_labels])
         self.check_finite(g_losses, "generator")
         g_total = sum(g_losses.values())
         self.opt_g.zero_grad(set_to_none=True)
         g_total.backward()
         self.opt_g.step()
 
-        # Discriminator: hinge loss, real pairs up, reconstructions down.
-        fake_out, real_out = discriminate(self.discriminator_ddp, fake.detach(), image, labels)
+        # Discriminator: hinge loss, real pairs (and composites' ground truths) up, outputs down.
+        fake_out, real_out = discriminate(self.discriminator_ddp, fakes, reals, maps)
         d_real, d_fake = hinge_d_loss_terms(real_out, fake_out)
         d_losses = {"d_real": d_real, "d_fake": d_fake}
         self.check_finite(d_losses, "discriminator")
@@ -226,6 +286,31 @@ class GeneratorTrainer(CheckpointedRun):
         self.opt_d.step()
 
         return as_floats({**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake})
+
+    def composite_batch(self, image: Tensor, labels: Tensor) -> CompositeBatch | None:
+        """This step's harmony composites on the trainer's device (None when ``train.harmony`` is off):
+        synthetic pairs of the renderer's stream ``train.seed`` and relit pairs of the first photos of the
+        step's batch, changed by the same seed; their indices number the composite slots of every step and
+        process, so a resumed run draws the same ones."""
+        cfg, size = self.config.train, self.config.model.image_size
+        synthetic, relit = harmony_split(cfg, self.step)
+        if not synthetic and not relit:
+            return None
+        first = (self.step * self.dist.world_size + self.dist.rank) * composite_count(cfg)
+        parts = []
+        if synthetic:
+            parts.append(synthetic_pairs(cfg.seed, range(first, first + synthetic), size).to(self.device))
+        relit = min(relit, image.shape[0])
+        if relit:
+            parts.append(relit_pairs(image[:relit], labels[:relit], self.label_set, cfg.seed,
+                                     range(first + synthetic, first + synthetic + relit)))
+        return concat_composites(parts)
+
+    def harmonize(self, composites: CompositeBatch) -> Tensor:
+        """The model's harmonized transfer of each composite: the target drawn on its own label map with the
+        moved classes' codes from the reference, through MRSA."""
+        return self.model.transfer(composites.target, composites.target_labels, composites.reference,
+                                   composites.reference_labels, composites.classes)
 
     def set_learning_rates(self) -> None:
         factor = learning_rate_factor(self.step, self.config.train)
@@ -236,9 +321,12 @@ class GeneratorTrainer(CheckpointedRun):
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters()) / 1e6
         m = self.config.model
-        loss = "VGG19 perceptual" if self.config.train.use_vgg else "pixel L1 (no VGG)"
+        t = self.config.train
+        loss = "VGG19 perceptual" if t.use_vgg else "pixel L1 (no VGG)"
+        harmony = (f", harmony {t.harmony}: {composite_count(t)} composite(s) a step, weight {t.harmony_weight:g}"
+                   if t.harmony != "off" else "")
         return (f"{m.image_size}x{m.image_size} {m.label_set} generator ({n:.1f} M parameters, "
-                f"{loss}, batch {self.config.train.batch_size} x {self.dist.world_size} process(es))")
+                f"{loss}, batch {t.batch_size} x {self.dist.world_size} process(es){harmony})")
 
     # ------------------------------------------------------------------------------------------ saving
 
