@@ -160,8 +160,8 @@ def init_from_sean(model: FaceStyleNet, sean_config: ModelConfig, sean_state: di
             model.mrsa.alpha.zero_()
             report.mrsa = True
     if model.config.noise != sean_config.noise:
-        report.notes.append(f"SEAN adds its noise with model.noise={sean_config.noise}, this model with "
-                            f"model.noise={model.config.noise}")
+        report.notes.append(f"SEAN adds its learned noise with model.noise={sean_config.noise}, this model "
+                            f"with model.noise={model.config.noise}")
     return report
 
 

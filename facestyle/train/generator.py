@@ -36,7 +36,6 @@ import torch
 from torch import Tensor, nn
 
 from ..config import PRESETS, Config, TrainConfig, load_config
-from ..convert.warm_start import warm_start
 from ..data.spec import parse_data_spec
 from ..data.transforms import eval_transform, train_transform
 from ..errors import InputError
@@ -169,7 +168,9 @@ class GeneratorTrainer(CheckpointedRun):
         # Networks and optimizers (TTUR); the seed makes the initial weights reproducible.
         seed_everything(cfg.seed + self.dist.rank)
         self.model = FaceStyleNet(config.model)
-        if init is not None:  # a warm start (facestyle.convert.warm_start), before the model is distributed
+        if init is not None:  # a warm start, before the model is distributed
+            from ..convert.warm_start import warm_start
+
             for line in warm_start(self.model, init):
                 log(self.dist, line)
         if self.dist.enabled and self.device.type == "cuda":  # SEAN synchronizes batch norm across GPUs
