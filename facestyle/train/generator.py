@@ -188,7 +188,10 @@ class GeneratorTrainer(CheckpointedRun):
     def __init__(self, config: Config, data_spec: str, out_dir: Path, *, resume_from: Path | None = None,
                  device: str = "cpu", split: str = "train", resolution: int | None = None, data_seed: int = 0,
                  weights_dir: str | os.PathLike | None = None, stop_at: int | None = None,
-                 dist_env: Distributed | None = None) -> None:
+                 dist_env: Distributed | None = None, init: str | None = None) -> None:
+        if init is not None and resume_from is not None:
+            raise InputError("--init starts a new run; a resumed run continues from its own checkpoint "
+                             "(drop --init or --resume)")
         check_config(config)
         self.config, self.run_dir, self.stop_at = config, Path(out_dir), stop_at
         self.dist = dist_env or Distributed.from_env()
@@ -209,6 +212,11 @@ class GeneratorTrainer(CheckpointedRun):
         # Networks and optimizers (TTUR); the seed makes the initial weights reproducible.
         seed_everything(cfg.seed + self.dist.rank)
         self.model = FaceStyleNet(config.model)
+        if init is not None:  # a warm start, before the model is distributed
+            from ..convert.warm_start import warm_start
+
+            for line in warm_start(self.model, init):
+                log(self.dist, line)
         if self.dist.enabled and self.device.type == "cuda":  # SEAN synchronizes batch norm across GPUs
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -405,7 +413,8 @@ def image_grid(rows: list[Tensor], pad: int = 2) -> np.ndarray:
 def train_generator(config: Config, data_spec: str | None, out_dir: str | os.PathLike, *,
                     resume: bool | str | os.PathLike = False, device: str = "cpu", split: str = "train",
                     resolution: int | None = None, data_seed: int = 0,
-                    weights_dir: str | os.PathLike | None = None, stop_at: int | None = None) -> Path:
+                    weights_dir: str | os.PathLike | None = None, stop_at: int | None = None,
+                    init: str | None = None) -> Path:
     """Train the generator by reconstruction and return the run folder.
 
     Args:
@@ -421,12 +430,15 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
         weights_dir: where ``vgg19-dcbbf910.pth`` is (else ``$FACESTYLE_WEIGHTS`` / torch's hub cache).
         stop_at: stop after this step (saving a checkpoint) without changing the schedule, which still
             runs to ``train.steps``; for time-limited jobs and tests.
+        init: a new run's starting weights: ``sean:PATH`` (SEAN's ``latest_net_G.pth`` or an imported SEAN
+            checkpoint folder; see :mod:`facestyle.convert.warm_start`). Not with ``resume``.
     """
     given = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
     resume_from, data = resumed_data(Path(out_dir), resume, given, *given)
     return run_trainer(config.train.deterministic, lambda: GeneratorTrainer(
         config, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
-        resolution=data["resolution"], data_seed=data["seed"], weights_dir=weights_dir, stop_at=stop_at))
+        resolution=data["resolution"], data_seed=data["seed"], weights_dir=weights_dir, stop_at=stop_at,
+        init=init))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -449,6 +461,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pixel L1 instead of the VGG19 perceptual loss (no weight file needed)")
     p.add_argument("--weights-dir", metavar="DIR", help="folder with vgg19-dcbbf910.pth "
                                                         "(default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
+    p.add_argument("--init", metavar="sean:PATH",
+                   help="start a new run from SEAN's generator (its latest_net_G.pth or a folder made by "
+                        "facestyle import-sean): at step 0 the model reproduces SEAN (paper-size model only)")
     p.set_defaults(func=run_cli)
 
 
@@ -456,7 +471,7 @@ def run_cli(args: argparse.Namespace) -> int:
     out = run_folder(args)
     train_generator(resolve_cli_config(args), args.data, out, resume=args.resume or False, device=args.device,
                     split=args.split, resolution=args.resolution, data_seed=args.seed, weights_dir=args.weights_dir,
-                    stop_at=args.stop_at)
+                    stop_at=args.stop_at, init=args.init)
     return 0
 
 
