@@ -144,9 +144,9 @@ PRESETS: dict[str, Config] = {
             image_size=128, ngf=8, style_dim=32, spade_hidden=32, encoder_ngf=16, encoder_out=64, ndf=16,
             norm="instance", discriminator_layers=3,
         ),
-        # 3.2 M parameters (6.4 MB in float16, the bundled copy), ~0.7 s a step on a 2-core CPU: 1800 steps
-        # fit the 30-minute budget. The generator's lr is twice the paper's for this short run.
-        # Harmony supervision on synthetic and relit composites: MRSA learns to harmonize (README, Configs).
+        # 3.2 M parameters (6.4 MB in float16, the bundled copy). The generator's lr is twice the paper's for
+        # this short run. Harmony supervision on synthetic and relit composites (README, Configs) makes a step
+        # about 1.3x as long as without it; the bundled demo was trained before it, with harmony off.
         TrainConfig(batch_size=4, steps=1800, decay_start=1200, lr_g=2e-4, use_vgg=False, load_size=144,
                     num_workers=0, log_every=25, sample_every=200, save_every=300, keep_last=2, harmony="both"),
     ),
