@@ -54,7 +54,7 @@ from ..errors import FacestyleError, InputError
 from ..io import save_image
 from ..labels import LabelSet
 from ..runtime import worker_thread_hint
-from .sessions import WORKING_SIDE, Photo, Session, SessionStore
+from .sessions import WORKING_SIDE, Photo, Session, SessionStore, trim_memory
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
 
@@ -100,7 +100,7 @@ def read_upload(path: str | os.PathLike | None, limits: ServerLimits, what: str 
     """An uploaded image as (H, W, 3) uint8, checked against the limits before it is decoded."""
     if path is None:
         return None
-    return _decode(_open_checked(Path(path), limits, what), what)
+    return np.asarray(_decode(_open_checked(Path(path), limits, what), what))
 
 
 def _open_checked(path: Path, limits: ServerLimits, what: str) -> Image.Image:
@@ -134,18 +134,18 @@ def _open(path: Path, what: str, max_side: int | None = None) -> Image.Image:
         raise InputError(f"{what} is not an image this server can read (use PNG or JPEG)") from None
 
 
-def _decode(im: Image.Image, what: str) -> np.ndarray:
-    """An opened image decoded to (H, W, 3) uint8: EXIF orientation applied, transparency over white."""
+def _decode(im: Image.Image, what: str) -> Image.Image:
+    """An opened image decoded to RGB: EXIF orientation applied, transparency over white."""
     try:
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no second full-size copy
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{what} cannot be decoded ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         background = Image.new("RGB", im.size, (255, 255, 255))
         background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
         im = background
-    return np.asarray(im.convert("RGB"))
+    return im if im.mode == "RGB" else im.convert("RGB")
 
 
 def label_dtype(label_set: LabelSet) -> type:
@@ -158,12 +158,24 @@ def read_label_upload(path: str | os.PathLike | None, label_set: LabelSet, photo
     """An uploaded label map (class indices, or palette colours) as (H, W) uint8 at the photo's size."""
     if path is None:
         return None
-    _open_checked(Path(path), limits, what).close()  # the same size checks as photos, before decoding
-    try:
-        labels = load_label_map(path, label_set)
-    except FacestyleError as exc:  # the reader names the file by its path on the server: name it as the user does
-        raise InputError(str(exc).replace(str(path), what)) from None
-    labels = labels.to(torch.uint8 if label_dtype(label_set) is np.uint8 else torch.int32)
+    im = _open_checked(Path(path), limits, what)  # the same size checks as photos, before decoding
+    dtype = torch.uint8 if label_dtype(label_set) is np.uint8 else torch.int32
+    if im.mode in ("L", "P") and dtype == torch.uint8:  # class indices (a palette image's indices are its classes)
+        try:
+            im.load()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{what} cannot be decoded ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") \
+                from None
+        arr = np.array(im)  # read as uint8: no int64 copy of a large map
+        if arr.size and int(arr.max()) >= label_set.num_classes:
+            label_set.validate(arr, source=what)  # raises, with the value and the label set
+        labels = torch.from_numpy(arr)
+    else:
+        im.close()
+        try:
+            labels = load_label_map(path, label_set).to(dtype)
+        except FacestyleError as exc:  # the reader names the file by its path on the server: name it as the user does
+            raise InputError(str(exc).replace(str(path), what)) from None
     h, w = photo_size
     lh, lw = labels.shape
     if (lh, lw) != (h, w):
@@ -264,15 +276,16 @@ class _App:
             if session is not None and session in self.sessions:
                 self.sessions.session(session).put(role, None)  # cleared on the page: its files go now
             return {}, None, None, None, ""
-        image = read_upload(photo, self.limits, f"the {role} photo")
-        size = image.shape[:2]
+        what = f"the {role} photo"
+        image = _decode(_open_checked(Path(photo), self.limits, what), what)
+        size = (image.height, image.width)
         label_map = read_label_upload(labels, self.label_set, size, self.limits, f"the {role} label map")
         if label_map is not None:
             note = f"{role}: label map uploaded"
         elif self.editor.parser is not None:
             progress(0.2, desc=f"Parsing the {role} photo")
             with self.model_lock:
-                label_map = np.asarray(self.editor.parse(image)).astype(self.label_dtype)
+                label_map = np.asarray(self.editor.parse(np.asarray(image))).astype(self.label_dtype)
             note = f"{role}: label map parsed by the face parser"
         else:
             note = (f"{role}: **upload a label map** (class indices or palette colours); this server has no "
@@ -323,7 +336,7 @@ class _App:
     @staticmethod
     def _full(photo: Photo, role: str) -> np.ndarray:
         """The photo at its full size, read back from its file."""
-        return _decode(_open(photo.path, f"the {role} photo"), f"the {role} photo")
+        return np.asarray(_decode(_open(photo.path, f"the {role} photo"), f"the {role} photo"))
 
     def _target_region(self, target: dict, region: str, seed: float) -> tuple[Session, Photo, int]:
         """The target's session and photo and the seed, for an edit of one chosen region."""
@@ -489,6 +502,8 @@ def _errors_as_messages(function: Callable) -> Callable:
             logger.exception("the web editor failed")
             raise gr.Error(f"internal error ({type(exc).__name__}); the server log has the details",
                            print_exception=False) from None
+        finally:  # a large photo's decoding buffers are freed by now: hand their pages back to the system
+            trim_memory()
 
     return wrapper
 

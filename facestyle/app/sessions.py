@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["WORKING_SIDE", "Photo", "Session", "SessionStore", "release_memory"]
+__all__ = ["WORKING_SIDE", "Photo", "Session", "SessionStore", "release_memory", "trim_memory"]
 
 logger = logging.getLogger(__name__)
 
@@ -344,16 +344,20 @@ _LIBC: ctypes.CDLL | None | bool = False
 
 
 def release_memory() -> None:
-    """Collect garbage and hand freed heap pages back to the system (glibc's ``malloc_trim``; elsewhere only
-    the collection): without it, the big arrays of ended sessions stay counted in the server's memory."""
-    global _LIBC
+    """Collect garbage, then :func:`trim_memory`: what ended sessions held goes back to the system."""
     gc.collect()
+    trim_memory()
+
+
+def trim_memory() -> None:
+    """Hand freed heap pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). Large images are
+    decoded in blocks that the allocator otherwise keeps, counted in the server's memory, after a request."""
+    global _LIBC
     if _LIBC is False:
         try:
             name = ctypes.util.find_library("c")
-            _LIBC = ctypes.CDLL(name) if name else None
-            if _LIBC is not None and not hasattr(_LIBC, "malloc_trim"):
-                _LIBC = None
+            libc = ctypes.CDLL(name) if name else None
+            _LIBC = libc if libc is not None and hasattr(libc, "malloc_trim") else None
         except OSError:
             _LIBC = None
     if _LIBC is not None:
