@@ -189,8 +189,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="demo", help="generator checkpoint for the server (default: demo)")
     parser.add_argument("--sessions", type=int, default=50, help="live sessions of large photos (default: 50)")
     parser.add_argument("--side", type=int, default=4000, help="their photos' side in pixels (default: 4000)")
-    parser.add_argument("--ttl", type=float, default=120.0,
-                        help="the server's session time to live, seconds; must exceed the loading time (default: 120)")
+    parser.add_argument("--ttl", type=float, default=150.0,
+                        help="the server's session time to live, seconds; must exceed the loading time (default: 150)")
     parser.add_argument("--concurrent", type=int, default=20, help="concurrent identical requests (default: 20)")
     parser.add_argument("--workers", type=int, default=2, help="tabs loading at once (default: 2)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds (default: 900)")
