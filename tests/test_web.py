@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -37,13 +39,17 @@ HAIR = CELEBAMASK_HQ.classes.index("hair")
 pytest.importorskip("gradio", reason="the web extra is not installed (pip install -e '.[web]')")
 
 from facestyle.app.server import (  # noqa: E402 (needs gradio)
+    EDITOR_SIDE,
     ServerLimits,
     _App,
     labels_from_painting,
     read_label_upload,
     read_upload,
     strokes_from_layers,
+    without_paths,
 )
+from facestyle.app.sessions import SessionStore  # noqa: E402
+from facestyle.errors import InputError  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ fixtures
 
@@ -293,6 +299,11 @@ def _no_progress(*args, **kwargs) -> None:
     pass
 
 
+def _image(path: str | Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
 def test_uploads_are_checked_against_the_limits(files, tmp_path):
     limits = ServerLimits(max_upload_mb=MAX_UPLOAD_MB, max_side=MAX_SIDE)
     assert read_upload(files["target"], limits).shape == (128, 128, 3)
@@ -331,8 +342,6 @@ def test_a_painted_label_map_reads_its_brush_colours_from_the_layer():
 
 def test_painting_a_large_photos_map_changes_only_the_painted_pixels(editor_app):
     """The canvas shows a 1000 px map at 768 px; the unpainted detail of the full map survives."""
-    from facestyle.app.server import EDITOR_SIDE
-
     labels = np.ones((1000, 1000), np.int64)
     labels[::7, :] = 2  # thin stripes that a 768 px canvas cannot show
     _, shape_canvas, _ = editor_app.views({"image": np.zeros((1000, 1000, 3), np.uint8), "labels": labels})
@@ -382,11 +391,10 @@ def test_random_style_and_fine_tuning_work_when_the_checkpoint_has_the_networks(
     assert (app.mapping_regions, app.flow_regions) == (["hair"], ["skin"])
     target, *_ = app.load(str(files["target"]), str(files["target_labels"]), "target", _no_progress)
     first, _, text = app.sample(target, "hair", 1, _no_progress)
-    again, _, _ = app.sample(target, "hair", 1, _no_progress)
-    other, _, _ = app.sample(target, "hair", 2, _no_progress)
+    first = _image(first)  # results are files the request wrote
+    again, other = (_image(app.sample(target, "hair", seed, _no_progress)[0]) for seed in (1, 2))
     assert np.array_equal(first, again) and not np.array_equal(first, other) and "seed 1" in text
-    moved, _, _ = app.finetune(target, "skin", 1.5, 0, _no_progress)
-    still, _, _ = app.finetune(target, "skin", 0.0, 0, _no_progress)
+    moved, still = (_image(app.finetune(target, "skin", step, 0, _no_progress)[0]) for step in (1.5, 0.0))
     assert moved.shape == still.shape == (128, 128, 3) and not np.array_equal(moved, still)
 
 
@@ -400,7 +408,7 @@ def test_without_style_networks_those_controls_are_off(tmp_path, files):
     with pytest.raises(InputError, match="upload a target photo first"):
         app.transfer({}, {}, ["hair"], True, _no_progress)
     state, overlay, shape_canvas, color_canvas, note = app.load(str(files["target"]), None, "target", _no_progress)
-    assert state["labels"] is None and "upload a label map" in note and shape_canvas is None
+    assert app.sessions.photo_of(state).labels is None and "upload a label map" in note and shape_canvas is None
     with pytest.raises(InputError, match="no label map"):
         app.color(state, None, [], _no_progress)
 
@@ -420,3 +428,189 @@ def test_serve_command_bad_input_is_one_line(capsys, tmp_path):
             code = main(["serve", *argv])
             err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
             assert code == 2 and len(err) == 1 and err[0].startswith("facestyle serve: error:"), (argv, err)
+
+
+# ----------------------------------------------------------------------- bounded sessions, own outputs
+
+
+class _Clock:
+    """A settable monotonic clock for the session store."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _uploads(files, folder: Path, *names: str) -> list[str]:
+    """Copies of the test files in a folder standing for Gradio's upload cache (the store deletes those)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name in names:
+        shutil.copy(files[name], folder / f"{name}.png")
+        out.append(str(folder / f"{name}.png"))
+    return out
+
+
+def test_sessions_end_by_time_to_live_and_by_capacity_and_release_memory_and_files(files, tmp_path):
+    from facestyle.editor.editor import Editor
+
+    clock, uploads = _Clock(), tmp_path / "upload-cache"
+    store = SessionStore(root=tmp_path / "sessions", upload_root=uploads, ttl=60, capacity=2, clock=clock)
+    app = _App(Editor.from_pretrained(tiny_checkpoint(tmp_path / "ckpt")), ServerLimits(), store)
+    a_files = _uploads(files, uploads / "a", "target", "target_labels", "reference", "reference_labels")
+    target, overlay, shape_canvas, color_canvas, _ = app.load(*a_files[:2], "target", _no_progress, session="a")
+    reference, *_ = app.load(*a_files[2:], "reference", _no_progress, session="a")
+    result, result_state, _ = app.transfer(target, reference, ["hair"], True, _no_progress)
+    photo = store.photo_of(target)
+    assert photo.labels.dtype == np.uint8 and photo.labels.shape == (128, 128)  # not int64
+    assert _image(photo.path).shape == (128, 128, 3)  # the full-size original, on disk
+    folder = store.session("a").folder
+    for path in (result, overlay, shape_canvas["background"], color_canvas["background"]):
+        assert Path(path).is_file() and Path(path).is_relative_to(folder)
+    assert store.photo_of(result_state, "result").labels is photo.labels  # shared, not copied
+
+    clock.now += 30  # "a" is older than "b" and "c": the third session ends it
+    for name in ("b", "c"):
+        app.load(*_uploads(files, uploads / name, "target", "target_labels"), "target", _no_progress, session=name)
+    assert len(store) == 2 and "a" not in store and not folder.exists()
+    assert not any(Path(p).exists() for p in a_files)  # its uploads went with it
+    with pytest.raises(InputError, match="session has ended"):
+        app.transfer(target, reference, ["hair"], True, _no_progress)
+
+    clock.now += 31  # "b" and "c" are 31 s old: still within the time to live
+    assert store.expire() == 0 and len(store) == 2
+    clock.now += 30
+    assert store.expire() == 2 and len(store) == 0
+    assert not any(store.root.iterdir()) and not any(uploads.rglob("*.png"))
+
+    live = SessionStore(root=tmp_path / "live", ttl=0.2)  # the background thread ends it, with a real clock
+    live.session("x", create=True)._folder("photos")
+    deadline = time.monotonic() + 30
+    while (len(live) or any(live.root.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(live) == 0 and not any(live.root.iterdir())
+    live.close()
+    store.close()
+    assert not store.root.exists()
+
+
+def test_a_large_photo_is_held_at_the_working_size_with_a_uint8_label_map(editor_app, tmp_path):
+    photo, labels = drawn_face(3, 1000)
+    photo, labels = photo[:800], labels[:800]  # 1000x800
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    Image.fromarray(labels, "L").save(tmp_path / "l.png")
+    state, overlay, shape_canvas, color_canvas, _ = editor_app.load(str(tmp_path / "p.png"), str(tmp_path / "l.png"),
+                                                                    "target", _no_progress)
+    held = editor_app.sessions.photo_of(state)
+    assert held.preview.shape == (round(800 * EDITOR_SIDE / 1000), EDITOR_SIDE, 3)
+    assert held.labels.dtype == np.uint8 and np.array_equal(held.labels, labels)
+    assert held.size == (800, 1000) and np.array_equal(_image(held.path), photo)  # the original, byte for byte
+    for path in (overlay, shape_canvas["background"], color_canvas["background"]):
+        assert max(Image.open(path).size) == EDITOR_SIDE
+    reference, *_ = editor_app.load(str(tmp_path / "p.png"), str(tmp_path / "l.png"), "reference", _no_progress)
+    result, _, _ = editor_app.transfer(state, reference, ["hair"], True, _no_progress)
+    assert _image(result).shape == (800, 1000, 3)  # results come back at the photo's own size
+
+
+def test_error_messages_name_no_server_path(files, tmp_path):
+    assert "/srv" not in without_paths("/srv/a b/x/labels.png: value 40 is outside")
+    assert without_paths("cannot read /tmp/gradio/0a1b/photo.png (corrupt)") == "cannot read photo.png (corrupt)"
+    assert without_paths("C:\\Users\\me\\photo.jpg: bad") == "photo.jpg: bad"
+    assert without_paths("3/4 of http://127.0.0.1:7860/a/b") == "3/4 of http://127.0.0.1:7860/a/b"
+    bad = tmp_path / "bad_labels.png"
+    Image.fromarray(np.full((128, 128), 200, np.uint8), "L").save(bad)
+    with pytest.raises(InputError) as caught:
+        read_label_upload(bad, CELEBAMASK_HQ, (128, 128), ServerLimits(), "the target label map")
+    assert "the target label map" in str(caught.value) and str(tmp_path) not in str(caught.value)
+
+
+ABSOLUTE = re.compile(r"(^|[\s'\"(=])/[^\s/]+/")
+
+
+@pytest.fixture()
+def live_server(tmp_path):
+    """``serve`` in this process (so that the test sees its session store), on a free loopback port."""
+    from facestyle.app.server import serve
+
+    clock = _Clock()
+    from gradio import utils as gradio_utils
+
+    cache = gradio_utils.get_upload_folder()
+    store = SessionStore(root=cache, upload_root=cache, ttl=600, capacity=16, clock=clock)
+    limits = ServerLimits(max_side=MAX_SIDE, max_upload_mb=MAX_UPLOAD_MB, concurrency=2)
+    port = _free_port()
+    demo = serve(tiny_checkpoint(tmp_path / "ckpt"), port=port, limits=limits, block=False, quiet=True, sessions=store)
+    try:
+        yield f"http://127.0.0.1:{port}/", store, clock
+    finally:
+        demo.close()
+        store.close()
+
+
+def _fetch(root: str, file_data) -> bytes:
+    data = file_data if isinstance(file_data, dict) else vars(file_data)
+    url = data.get("url") or f"{root}gradio_api/file={data['path']}"
+    with urllib.request.urlopen(url if url.startswith("http") else root + url.lstrip("/"), timeout=60) as response:
+        return response.read()
+
+
+def test_concurrent_identical_requests_get_whole_files_of_their_own_and_sessions_expire(live_server, files):
+    """Six tabs transfer the same regions between the same photos at once: six results, each at its own
+    path and whole (before, results went to content-hashed paths that a concurrent request rewrote)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, store, clock = live_server
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(6)]
+    bad = files["target"].parent / "out_of_range_labels.png"
+    Image.fromarray(np.full((128, 128), 200, np.uint8), "L").save(bad)
+    not_an_image = files["target"].parent / "not_an_image.png"
+    not_an_image.write_text("hello")
+    messages = []  # bad input first: a later identical upload would be another session's file
+    for inputs in ((files["target"], bad), (not_an_image, None)):
+        with pytest.raises(AppError) as caught:
+            clients[0].predict(*(handle_file(p) if p else None for p in inputs), api_name="/load_target")
+        messages.append(str(caught.value))
+    assert "the target label map" in messages[0] and "outside" in messages[0]
+    assert not any(ABSOLUTE.search(m) for m in messages), messages
+    for client in clients:
+        client.predict(handle_file(files["target"]), handle_file(files["target_labels"]), api_name="/load_target")
+        client.predict(handle_file(files["reference"]), handle_file(files["reference_labels"]),
+                       api_name="/load_reference")
+    assert len(store) == 6
+    held = [store.session(i).photos["target"] for i in store.ids()]
+    assert all(p.labels.dtype == np.uint8 for p in held)
+    uploads = [u for p in held for u, _ in p.uploads]
+    assert uploads and all(u.exists() for u in uploads)
+
+    barrier, results, errors = threading.Barrier(len(clients)), [None] * len(clients), []
+
+    def transfer(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = clients[i].predict(["skin", "hair"], True, api_name="/transfer")
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=transfer, args=(i,)) for i in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    images = [result[0] for result in results]
+    paths = {(i if isinstance(i, dict) else vars(i))["path"] for i in images}
+    assert len(paths) == len(clients)  # one path per request
+    decoded = []
+    for image in images:
+        with Image.open(io.BytesIO(_fetch(url, image))) as im:
+            im.load()  # a truncated PNG fails here
+            decoded.append(np.asarray(im.convert("RGB")))
+    assert all(d.shape == (128, 128, 3) and np.array_equal(d, decoded[0]) for d in decoded)
+
+    folders = [store.session(i).folder for i in store.ids()]
+    clock.now += 601  # past the time to live: every session ends, its photos and files go
+    assert store.expire() == len(folders) and len(store) == 0
+    assert not any(f.exists() for f in folders) and not any(u.exists() for u in uploads)

@@ -19,6 +19,13 @@ above ``max_side`` pixels a side are refused with a message before they are deco
 request at a time behind a queue of bounded size (``concurrency`` handlers at once, ``queue_size`` waiting),
 the page never names a file on the server (uploads come through Gradio's upload cache only), and the
 server binds to 127.0.0.1 unless told otherwise.
+
+Memory stays bounded (:mod:`facestyle.app.sessions`): a tab's photos live in an editing session that ends
+after ``session_ttl_s`` idle seconds or, beyond ``max_sessions`` sessions, least recently used first; a
+session keeps each photo's full-size file on disk, a preview of at most 768 pixels a side and its label map
+as uint8 in memory, and deletes its files when it ends. Every request writes its images to a folder of its
+own, so concurrent requests never rewrite each other's downloads. Error messages on the page name no path
+of the server.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import signal
 import threading
 import warnings
 from collections.abc import Callable
@@ -42,19 +51,22 @@ from ..editor.editor import Editor
 from ..editor.edits import decolorize_nearest, load_label_map
 from ..editor.parser import overlay
 from ..errors import FacestyleError, InputError
+from ..io import save_image
 from ..labels import LabelSet
 from ..runtime import worker_thread_hint
+from .sessions import WORKING_SIDE, Photo, Session, SessionStore, trim_memory
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
 
 import gradio as gr  # noqa: E402
+from gradio import utils as gradio_utils  # noqa: E402
 
 __all__ = ["ServerLimits", "build_app", "serve", "read_upload", "read_label_upload", "labels_from_painting",
-           "strokes_from_layers"]
+           "strokes_from_layers", "without_paths"]
 
 logger = logging.getLogger(__name__)
 
-EDITOR_SIDE = 768  # the painting canvases show photos and label maps at most this large
+EDITOR_SIDE = WORKING_SIDE  # the painting canvases (and the overlays) show photos at most this large
 DEFAULT_REGIONS = ("skin", "hair")
 LIVE_PROGRESS = gr.Progress()  # as a handler's default, Gradio replaces it with the event's live progress bar
 
@@ -67,6 +79,14 @@ class ServerLimits:
     max_side: int = 4096  # images with a longer side are refused before decoding
     concurrency: int = 2  # handlers running at once (the networks themselves run one request at a time)
     queue_size: int = 32  # requests waiting beyond that; more are turned away
+    session_ttl_s: float = 1800.0  # an editing session unused this long ends (its photos and files go)
+    max_sessions: int = 50  # at most this many sessions; a new one ends the least recently used
+
+    def __post_init__(self) -> None:
+        if not self.session_ttl_s > 0:
+            raise InputError(f"--session-ttl must be positive, got {self.session_ttl_s:g}")
+        if self.max_sessions < 1:
+            raise InputError(f"--max-sessions must be at least 1, got {self.max_sessions}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -80,50 +100,89 @@ def read_upload(path: str | os.PathLike | None, limits: ServerLimits, what: str 
     """An uploaded image as (H, W, 3) uint8, checked against the limits before it is decoded."""
     if path is None:
         return None
-    path = Path(path)
-    size = path.stat().st_size
+    return np.asarray(_decode(_open_checked(Path(path), limits, what), what))
+
+
+def _open_checked(path: Path, limits: ServerLimits, what: str) -> Image.Image:
+    """The image file opened (not decoded) once its bytes and its sides are within the limits."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputError(f"{what} is no longer on the server: upload it again") from None
     if size > limits.max_upload_bytes:
         raise InputError(f"{what} is {size / 2**20:.1f} MB; this server takes uploads up to "
                          f"{limits.max_upload_mb:g} MB")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below decides
-            im = Image.open(path)
-    except Image.DecompressionBombError:
-        raise InputError(f"{what} has far too many pixels; this server takes images up to {limits.max_side} "
-                         "pixels a side") from None
-    except (UnidentifiedImageError, OSError):
-        raise InputError(f"{what} is not an image this server can read (use PNG or JPEG)") from None
+    im = _open(path, what, limits.max_side)
     w, h = im.size
     if max(w, h) > limits.max_side:
         raise InputError(f"{what} is {w}x{h} pixels; this server takes images up to {limits.max_side} pixels a "
                          "side: make it smaller and upload it again")
+    return im
+
+
+def _open(path: Path, what: str, max_side: int | None = None) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check decides
+            return Image.open(path)
+    except FileNotFoundError:
+        raise InputError(f"{what} is no longer on the server: upload it again") from None
+    except Image.DecompressionBombError:
+        limit = f"; this server takes images up to {max_side} pixels a side" if max_side else ""
+        raise InputError(f"{what} has far too many pixels{limit}") from None
+    except (UnidentifiedImageError, OSError):
+        raise InputError(f"{what} is not an image this server can read (use PNG or JPEG)") from None
+
+
+def _decode(im: Image.Image, what: str) -> Image.Image:
+    """An opened image decoded to RGB: EXIF orientation applied, transparency over white."""
     try:
         im.load()
-        im = ImageOps.exif_transpose(im)
+        ImageOps.exif_transpose(im, in_place=True)  # in place: no second full-size copy
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{what} cannot be decoded ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") from None
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         background = Image.new("RGB", im.size, (255, 255, 255))
         background.paste(im.convert("RGBA"), mask=im.convert("RGBA").getchannel("A"))
         im = background
-    return np.asarray(im.convert("RGB"))
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def label_dtype(label_set: LabelSet) -> type:
+    """The dtype label maps are held in: uint8 (every label set here has far fewer than 256 classes)."""
+    return np.uint8 if label_set.num_classes <= 256 else np.int32
 
 
 def read_label_upload(path: str | os.PathLike | None, label_set: LabelSet, photo_size: tuple[int, int],
                       limits: ServerLimits, what: str = "the label map") -> np.ndarray | None:
-    """An uploaded label map (class indices, or palette colours) as (H, W) int64 at the photo's size."""
+    """An uploaded label map (class indices, or palette colours) as (H, W) uint8 at the photo's size."""
     if path is None:
         return None
-    read_upload(path, limits, what)  # the same size checks as photos
-    labels = load_label_map(path, label_set)
+    im = _open_checked(Path(path), limits, what)  # the same size checks as photos, before decoding
+    dtype = torch.uint8 if label_dtype(label_set) is np.uint8 else torch.int32
+    if im.mode in ("L", "P") and dtype == torch.uint8:  # class indices (a palette image's indices are its classes)
+        try:
+            im.load()
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{what} cannot be decoded ({str(exc).splitlines()[0] if str(exc) else 'corrupt'})") \
+                from None
+        arr = np.array(im)  # read as uint8: no int64 copy of a large map
+        if arr.size and int(arr.max()) >= label_set.num_classes:
+            label_set.validate(arr, source=what)  # raises, with the value and the label set
+        labels = torch.from_numpy(arr)
+    else:
+        im.close()
+        try:
+            labels = load_label_map(path, label_set).to(dtype)
+        except FacestyleError as exc:  # the reader names the file by its path on the server: name it as the user does
+            raise InputError(str(exc).replace(str(path), what)) from None
     h, w = photo_size
     lh, lw = labels.shape
     if (lh, lw) != (h, w):
         if abs(lh * w - lw * h) > 0.02 * h * lw:
             raise InputError(f"{what} is {lw}x{lh}: it does not fit the {w}x{h} photo (another aspect ratio)")
         labels = resize_labels_centered(labels, (h, w))
-    return torch.as_tensor(labels).numpy().astype(np.int64)
+    return labels.numpy()
 
 
 def labels_from_painting(painting: dict, label_set: LabelSet) -> np.ndarray:
@@ -184,12 +243,18 @@ def legend_html(label_set: LabelSet) -> str:
 
 
 class _App:
-    """The handlers, holding the editor and the locks; one per server."""
+    """The handlers, holding the editor, the editing sessions and the model lock; one per server.
 
-    def __init__(self, editor: Editor, limits: ServerLimits) -> None:
+    A page holds handles (small dicts naming a session's photo, see :class:`~facestyle.app.sessions.Photo`);
+    the photos themselves are in :attr:`sessions`. Handlers return images as files written for that request."""
+
+    def __init__(self, editor: Editor, limits: ServerLimits, sessions: SessionStore | None = None) -> None:
         self.editor = editor
         self.limits = limits
+        self.sessions = sessions if sessions is not None else SessionStore(ttl=limits.session_ttl_s,
+                                                                           capacity=limits.max_sessions)
         self.label_set: LabelSet = editor.label_set
+        self.label_dtype = label_dtype(self.label_set)
         self.model_lock = threading.Lock()  # one forward pass at a time: CPU threads are shared anyway
         self.mapping_regions = self._style_regions("mapping")
         self.flow_regions = self._style_regions("flow")
@@ -203,54 +268,82 @@ class _App:
 
     # --------------------------------------------------------------------------------- photos and labels
 
-    def load(self, photo: str | None, labels: str | None, role: str, progress: gr.Progress) -> tuple:
-        """(state, overlay, shape canvas, colour canvas, note) for an uploaded photo and its label map."""
-        image = read_upload(photo, self.limits, f"the {role} photo")
-        if image is None:
+    def load(self, photo: str | None, labels: str | None, role: str, progress: gr.Progress,
+             session: str | None = None) -> tuple:
+        """(handle, overlay, shape canvas, colour canvas, note) for an uploaded photo and its label map, kept
+        in the editing session ``session`` (opened when missing; a fresh one when None)."""
+        if photo is None:
+            if session is not None and session in self.sessions:
+                self.sessions.session(session).put(role, None)  # cleared on the page: its files go now
             return {}, None, None, None, ""
-        size = image.shape[:2]
+        what = f"the {role} photo"
+        image = _decode(_open_checked(Path(photo), self.limits, what), what)
+        size = (image.height, image.width)
         label_map = read_label_upload(labels, self.label_set, size, self.limits, f"the {role} label map")
         if label_map is not None:
             note = f"{role}: label map uploaded"
         elif self.editor.parser is not None:
             progress(0.2, desc=f"Parsing the {role} photo")
             with self.model_lock:
-                label_map = np.asarray(self.editor.parse(image), dtype=np.int64)
+                label_map = np.asarray(self.editor.parse(np.asarray(image))).astype(self.label_dtype)
             note = f"{role}: label map parsed by the face parser"
         else:
             note = (f"{role}: **upload a label map** (class indices or palette colours); this server has no "
                     "face parser")
-        state = {"image": image, "labels": label_map}
-        return (state, *self.views(state), note)
+        preview = _preview(image)
+        del image  # the full-size photo stays on disk only
+        kept = self.sessions.session(session, create=True)
+        uploads = tuple(Path(p) for p in (photo, labels) if p is not None)
+        item = kept.new_photo(Path(photo), preview, size, label_map, uploads=uploads)
+        views = self._show(kept, item)
+        kept.put(role, item)
+        return (item.handle(kept, role), *views, note)
 
-    def views(self, state: dict) -> tuple:
-        """The overlay and the two painting canvases of a loaded photo."""
-        image, labels = state.get("image"), state.get("labels")
+    def views(self, photo: dict) -> tuple:
+        """The overlay and the two painting canvases (arrays) of a photo (``image``, any size: shown at most
+        EDITOR_SIDE a side) and its label map (``labels``, at the photo's full size, or None)."""
+        image, labels = photo.get("image"), photo.get("labels")
         if image is None:
             return None, None, None
-        photo = Image.fromarray(image)
+        shown = _fit(Image.fromarray(image), EDITOR_SIDE, Image.BICUBIC)
         if labels is None:
-            return image, None, _canvas(_fit(photo, EDITOR_SIDE, Image.BICUBIC))
-        colours = Image.fromarray(self.label_set.colorize(labels))
-        return (np.asarray(overlay(photo, labels, self.label_set)),
-                _canvas(_fit(colours, EDITOR_SIDE, Image.NEAREST)),
-                _canvas(_fit(photo, EDITOR_SIDE, Image.BICUBIC)))
+            return np.asarray(shown), None, _canvas(shown)
+        small = np.asarray(Image.fromarray(np.asarray(labels).astype(np.uint8)).resize(shown.size, Image.NEAREST))
+        colours = Image.fromarray(self.label_set.colorize(small))
+        return np.asarray(overlay(shown, small, self.label_set)), _canvas(colours), _canvas(shown)
+
+    def _show(self, session: Session, photo: Photo) -> tuple:
+        """The views of a photo written to this request's own folder: (overlay path, shape canvas, colour
+        canvas), the canvases' backgrounds as paths."""
+        shown, shape, colour = self.views({"image": photo.preview, "labels": photo.labels})
+        out = session.new_output()
+        photo.output = out
+        paths = [None if a is None else _write(out / name, a)
+                 for name, a in (("overlay.png", shown), ("labels.png", shape and shape["background"]),
+                                 ("photo.png", colour["background"]))]
+        return (paths[0], None if shape is None else {**shape, "background": paths[1]},
+                {**colour, "background": paths[2]})
+
+    def _loaded(self, handle: dict | None, role: str = "target") -> tuple[Session, Photo]:
+        """The session and photo of a loaded target or reference, which must have a label map."""
+        found = self.sessions.lookup(handle, role)
+        if found is None:
+            raise InputError(f"upload a {role} photo first")
+        if found[1].labels is None:
+            raise InputError(f"the {role} has no label map: upload one")
+        return found
 
     @staticmethod
-    def _loaded(state: dict | None, role: str = "target") -> tuple[np.ndarray, np.ndarray]:
-        """The photo and label map of a loaded target or reference."""
-        if not state or state.get("image") is None:
-            raise InputError(f"upload a {role} photo first")
-        if state.get("labels") is None:
-            raise InputError(f"the {role} has no label map: upload one")
-        return state["image"], state["labels"]
+    def _full(photo: Photo, role: str) -> np.ndarray:
+        """The photo at its full size, read back from its file."""
+        return np.asarray(_decode(_open(photo.path, f"the {role} photo"), f"the {role} photo"))
 
-    def _target_region(self, target: dict, region: str, seed: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """The target's photo and label map and the seed, for an edit of one chosen region."""
-        image, labels = self._loaded(target)
+    def _target_region(self, target: dict, region: str, seed: float) -> tuple[Session, Photo, int]:
+        """The target's session and photo and the seed, for an edit of one chosen region."""
+        session, photo = self._loaded(target)
         if not region:
             raise InputError("choose a region")
-        return image, labels, int(seed or 0)
+        return session, photo, int(seed or 0)
 
     def _run(self, progress: gr.Progress, desc: str, call: Callable[[], Any]) -> tuple[Any, list[str]]:
         """Run an editor call under the model lock, collecting the warnings it gives."""
@@ -262,58 +355,72 @@ class _App:
         notes = list(dict.fromkeys(str(w.message) for w in caught))
         return result, notes
 
-    @staticmethod
-    def _result(image: Any, labels: np.ndarray, message: str, notes: list[str]) -> tuple:
-        array = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    def _result(self, session: Session, image: Any, labels: np.ndarray, message: str, notes: list[str]) -> tuple:
+        """(result file, result handle, text): the result written to this request's own folder (the page
+        downloads it from there) and kept in the session as its ``result``."""
+        im = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        out = session.new_output()
+        path = _write(out / "result.png", im)
+        photo = session.new_photo(Path(path), _preview(im), (im.height, im.width),
+                                  np.asarray(labels).astype(self.label_dtype, copy=False))
+        photo.output = out
+        session.put("result", photo)
         text = message + "".join(f"\n\n*note:* {n}" for n in notes)
-        return array, {"image": array, "labels": labels}, text
+        return path, photo.handle(session, "result"), text
 
     # ------------------------------------------------------------------------------------------ edits
 
     def transfer(self, target: dict, reference: dict, chosen: list[str], harmonized: bool,
                  progress: gr.Progress = LIVE_PROGRESS) -> tuple:
-        image, labels = self._loaded(target)
-        ref_image, ref_labels = self._loaded(reference, "reference")
+        session, photo = self._loaded(target)
+        _, ref = self._loaded(reference, "reference")
         if not chosen:
             raise InputError("choose at least one region to transfer")
+        image, ref_image = self._full(photo, "target"), self._full(ref, "reference")
         result, notes = self._run(progress, "Transferring", lambda: self.editor.transfer(
-            image, labels, ref_image, ref_labels, regions=list(chosen), harmonize=harmonized))
-        return self._result(result, labels, f"Transferred {', '.join(chosen)} from the reference.", notes)
+            image, photo.labels, ref_image, ref.labels, regions=list(chosen), harmonize=harmonized))
+        return self._result(session, result, photo.labels, f"Transferred {', '.join(chosen)} from the reference.",
+                            notes)
 
     def sample(self, target: dict, region: str, seed: float, progress: gr.Progress = LIVE_PROGRESS) -> tuple:
-        image, labels, seed = self._target_region(target, region, seed)
+        session, photo, seed = self._target_region(target, region, seed)
+        image = self._full(photo, "target")
         result, notes = self._run(progress, f"Drawing a {region} style", lambda: self.editor.sample(
-            image, labels, region=region, n=1, seed=seed)[0])
-        return self._result(result, labels, f"A random {region} style (seed {seed}).", notes)
+            image, photo.labels, region=region, n=1, seed=seed)[0])
+        return self._result(session, result, photo.labels, f"A random {region} style (seed {seed}).", notes)
 
     def finetune(self, target: dict, region: str, step: float, seed: float,
                  progress: gr.Progress = LIVE_PROGRESS) -> tuple:
-        image, labels, seed = self._target_region(target, region, seed)
+        session, photo, seed = self._target_region(target, region, seed)
+        image = self._full(photo, "target")
         result, notes = self._run(progress, f"Fine-tuning the {region} style", lambda: self.editor.finetune(
-            image, labels, region=region, step=float(step), seed=seed)[0])
-        return self._result(result, labels, f"{region} style moved by {float(step):g} along direction {seed}.", notes)
+            image, photo.labels, region=region, step=float(step), seed=seed)[0])
+        return self._result(session, result, photo.labels,
+                            f"{region} style moved by {float(step):g} along direction {seed}.", notes)
 
     def shape(self, target: dict, reference: dict, painting: dict | None, seed: float,
               progress: gr.Progress = LIVE_PROGRESS) -> tuple:
-        image, labels = self._loaded(target)
+        session, photo = self._loaded(target)
         if not painting:
             raise InputError("paint on the label map first")
-        new_labels = self._painted_labels(labels, painting)
+        new_labels = self._painted_labels(photo.labels, painting)
         ref_image = ref_labels = None
-        if reference and reference.get("image") is not None and reference.get("labels") is not None:
-            ref_image, ref_labels = reference["image"], reference["labels"]
+        found = self.sessions.lookup(reference, "reference")
+        if found is not None and found[1].labels is not None:
+            ref_image, ref_labels = self._full(found[1], "reference"), found[1].labels
+        image = self._full(photo, "target")
         (result, details), notes = self._run(progress, "Redrawing the face", lambda: self.editor.edit_shape(
-            image, labels, new_labels, reference=ref_image, reference_labels=ref_labels, seed=int(seed or 0),
+            image, photo.labels, new_labels, reference=ref_image, reference_labels=ref_labels, seed=int(seed or 0),
             return_details=True))
         sources = details["sources"]
         new = ("; new classes: " + ", ".join(f"{k} (style from {v})" for k, v in sources.items())) if sources else ""
-        return self._result(result, new_labels, f"Redrawn on the edited label map{new}.", notes)
+        return self._result(session, result, new_labels, f"Redrawn on the edited label map{new}.", notes)
 
     def _painted_labels(self, labels: np.ndarray, painting: dict) -> np.ndarray:
-        """The edited label map at the photo's size. The canvas may show the map smaller than the photo:
-        when its background is the map it was given, only the painted pixels change (the rest keeps the
-        photo's own detail); a background replaced in the editor is taken as it is, resized."""
-        canvas = labels_from_painting(painting, self.label_set)
+        """The edited label map at the photo's size (in the label map's dtype). The canvas may show the map
+        smaller than the photo: when its background is the map it was given, only the painted pixels change
+        (the rest keeps the photo's own detail); a background replaced in the editor is taken as it is, resized."""
+        canvas = labels_from_painting(painting, self.label_set).astype(self.label_dtype)
         size = labels.shape
         (h, w), (ch, cw) = size, canvas.shape
         if abs(ch * w - cw * h) > 0.02 * h * cw:
@@ -322,32 +429,60 @@ class _App:
         shown = np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((cw, ch), Image.NEAREST))
         painted_base = None if background is None else labels_from_painting({"background": background},
                                                                              self.label_set)
+        full_canvas = resize_labels_centered(torch.from_numpy(canvas), size).numpy()
         if painted_base is None or painted_base.shape != shown.shape or (painted_base != shown).mean() > 0.01:
-            return resize_labels_centered(torch.from_numpy(canvas), size).numpy()
-        changed = resize_labels_centered(torch.from_numpy((canvas != painted_base).astype(np.int64)), size).numpy() > 0
-        full = labels.copy()
-        full[changed] = resize_labels_centered(torch.from_numpy(canvas), size).numpy()[changed]
+            return full_canvas
+        changed = resize_labels_centered(torch.from_numpy(canvas != painted_base), size).numpy()
+        full = labels.astype(self.label_dtype)  # a copy
+        full[changed] = full_canvas[changed]
         return full
 
     def color(self, target: dict, painting: dict | None, chosen: list[str],
               progress: gr.Progress = LIVE_PROGRESS) -> tuple:
-        image, labels = self._loaded(target)
+        session, photo = self._loaded(target)
         strokes = strokes_from_layers((painting or {}).get("layers"))
         if strokes is None:
             raise InputError("paint colour strokes on the photo first")
+        image = self._full(photo, "target")
         (result, details), notes = self._run(progress, "Recolouring", lambda: self.editor.edit_color(
-            image, labels, strokes, regions=list(chosen) or None, return_details=True))
-        return self._result(result, labels, f"Recoloured {', '.join(details['classes'])}.", notes)
+            image, photo.labels, strokes, regions=list(chosen) or None, return_details=True))
+        return self._result(session, result, photo.labels, f"Recoloured {', '.join(details['classes'])}.", notes)
 
     def continue_from(self, result: dict | None) -> tuple:
-        if not result or result.get("image") is None:
+        found = self.sessions.lookup(result, "result")
+        if found is None:
             raise InputError("there is no result yet")
-        state = {"image": result["image"], "labels": result["labels"]}
-        return (state, *self.views(state), "target: the last result (its label map comes with it)")
+        session, photo = found
+        session.put("target", photo)
+        return (photo.handle(session, "target"), *self._show(session, photo),
+                "target: the last result (its label map comes with it)")
+
+
+def _preview(image: np.ndarray | Image.Image) -> np.ndarray:
+    """A photo at the working size (at most EDITOR_SIDE a side), as (h, w, 3) uint8."""
+    im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    return np.asarray(_fit(im, EDITOR_SIDE, Image.BICUBIC).convert("RGB"))
+
+
+def _write(path: Path, image: np.ndarray | Image.Image) -> str:
+    """An image written (atomically) to a request's own path; the path, for Gradio to serve."""
+    save_image(image if isinstance(image, Image.Image) else Image.fromarray(image), path)
+    return str(path)
 
 
 def _canvas(image: Image.Image) -> dict:
     return {"background": np.asarray(image.convert("RGB")), "layers": [], "composite": None}
+
+
+# Absolute paths (POSIX, or Windows with a drive) with at least one folder: shown as their file name only.
+_PATH_CHARS = r"[^\s'\"`<>|()\[\]{},;:/\\]"
+_ABSOLUTE_PATH = re.compile(rf"(?<![\w.~:/\\-])(?:[A-Za-z]:)?[/\\](?:{_PATH_CHARS}+[/\\])+({_PATH_CHARS}*)")
+
+
+def without_paths(message: str) -> str:
+    """A message with every absolute path of the server cut to its file name (``/srv/x/photo.png: ...`` reads
+    ``photo.png: ...``): what the page shows never reveals the server's folders."""
+    return _ABSOLUTE_PATH.sub(lambda m: m.group(1) or "(a folder)", message)
 
 
 def _errors_as_messages(function: Callable) -> Callable:
@@ -360,13 +495,15 @@ def _errors_as_messages(function: Callable) -> Callable:
         except gr.Error:
             raise
         except FacestyleError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(without_paths(str(exc)), print_exception=False) from None
         except MemoryError:
             raise gr.Error("out of memory: try a smaller image", print_exception=False) from None
         except Exception as exc:  # a bug: log it in full, show one line
             logger.exception("the web editor failed")
             raise gr.Error(f"internal error ({type(exc).__name__}); the server log has the details",
                            print_exception=False) from None
+        finally:  # a large photo's decoding buffers are freed by now: hand their pages back to the system
+            trim_memory()
 
     return wrapper
 
@@ -390,10 +527,18 @@ CSS = """
 """
 
 
-def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "facestyle") -> gr.Blocks:
-    """The page for an editor (:meth:`Editor.from_pretrained`; with a face parser, uploads are labelled)."""
+def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "facestyle",
+              sessions: SessionStore | None = None) -> gr.Blocks:
+    """The page for an editor (:meth:`Editor.from_pretrained`; with a face parser, uploads are labelled).
+
+    ``sessions``: where the tabs' photos are kept (default: a store of ``limits``' time to live and capacity,
+    whose folders lie in Gradio's cache so that the page is served the files each request writes); the
+    returned Blocks carry it as ``facestyle_sessions``."""
     limits = limits or ServerLimits()
-    app = _App(editor, limits)
+    if sessions is None:
+        cache = gradio_utils.get_upload_folder()
+        sessions = SessionStore(root=cache, upload_root=cache, ttl=limits.session_ttl_s, capacity=limits.max_sessions)
+    app = _App(editor, limits, sessions)
     label_set = app.label_set
     regions = [r for r, classes in label_set.regions.items() if classes]
     cfg = editor.model.config
@@ -479,12 +624,12 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
         outputs = [result_image, result_state, status]
 
         @_errors_as_messages
-        def load_target(photo, labels, progress=LIVE_PROGRESS):
-            return app.load(photo, labels, "target", progress)
+        def load_target(photo, labels, request: gr.Request, progress=LIVE_PROGRESS):
+            return app.load(photo, labels, "target", progress, session=_session_id(request))
 
         @_errors_as_messages
-        def load_reference(photo, labels, progress=LIVE_PROGRESS):
-            state, overlay, _, _, note = app.load(photo, labels, "reference", progress)
+        def load_reference(photo, labels, request: gr.Request, progress=LIVE_PROGRESS):
+            state, overlay, _, _, note = app.load(photo, labels, "reference", progress, session=_session_id(request))
             return state, overlay, note
 
         transfer, sample, finetune, shape, color, continue_from = map(
@@ -492,43 +637,67 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
 
         # Every handler shares one concurrency group: at most `concurrency` run at once, the rest queue.
         queued = {"concurrency_limit": limits.concurrency, "concurrency_id": "facestyle"}
-        for trigger in (target_photo.change, target_labels.change):
-            trigger(load_target, [target_photo, target_labels], loaded, **queued)
-        for trigger in (reference_photo.change, reference_labels.change):
-            trigger(load_reference, [reference_photo, reference_labels], [reference_state, reference_overlay, status],
-                    **queued)
+        gr.on([target_photo.change, target_labels.change], load_target, [target_photo, target_labels], loaded,
+              api_name="load_target", **queued)
+        gr.on([reference_photo.change, reference_labels.change], load_reference, [reference_photo, reference_labels],
+              [reference_state, reference_overlay, status], api_name="load_reference", **queued)
         transfer_button.click(transfer, [target_state, reference_state, transfer_regions, harmonize], outputs,
-                              **queued)
-        sample_button.click(sample, [target_state, sample_region, sample_seed], outputs, **queued)
-        for trigger in (finetune_button.click, finetune_step.release):
-            trigger(finetune, [target_state, finetune_region, finetune_step, finetune_seed], outputs, **queued)
-        shape_button.click(shape, [target_state, reference_state, shape_editor, shape_seed], outputs, **queued)
-        color_button.click(color, [target_state, color_editor, color_regions], outputs, **queued)
-        continue_button.click(continue_from, [result_state], loaded, **queued)
+                              api_name="transfer", **queued)
+        sample_button.click(sample, [target_state, sample_region, sample_seed], outputs, api_name="sample", **queued)
+        gr.on([finetune_button.click, finetune_step.release], finetune,
+              [target_state, finetune_region, finetune_step, finetune_seed], outputs, api_name="finetune", **queued)
+        shape_button.click(shape, [target_state, reference_state, shape_editor, shape_seed], outputs,
+                           api_name="shape", **queued)
+        color_button.click(color, [target_state, color_editor, color_regions], outputs, api_name="color", **queued)
+        continue_button.click(continue_from, [result_state], loaded, api_name="continue_from", **queued)
 
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)  # beyond max_size: refused
+    demo.facestyle_sessions = sessions
     return demo
+
+
+def _session_id(request: gr.Request | None) -> str | None:
+    """The tab's Gradio session: one editing session per tab (a key only; folders get names of our own)."""
+    return getattr(request, "session_hash", None) or None
 
 
 def serve(checkpoint: str | os.PathLike, parser: str | os.PathLike | None = None, host: str = "127.0.0.1",
           port: int = 7860, device: str = "cpu", limits: ServerLimits | None = None, block: bool = True,
-          quiet: bool = False) -> gr.Blocks:
+          quiet: bool = False, sessions: SessionStore | None = None) -> gr.Blocks:
     """Load the checkpoint and run the web editor on ``host:port`` (blocking unless ``block=False``, in which
-    case the running app is returned: stop it with ``app.close()``)."""
+    case the running app is returned: stop it with ``app.close()`` and ``app.facestyle_sessions.close()``).
+    ``sessions``: see :func:`build_app`."""
     limits = limits or ServerLimits()
     if not 0 < port < 65536:
         raise InputError(f"--port must lie in 1..65535, got {port}")
     editor = Editor.from_pretrained(checkpoint, device=device, parser=parser)
-    demo = build_app(editor, limits)
+    demo = build_app(editor, limits, sessions=sessions)
     if host not in ("127.0.0.1", "localhost", "::1") and not quiet:
         logger.warning("binding to %s: anyone who can reach this machine can use the editor", host)
     hint = worker_thread_hint()
     if hint and editor.device.type == "cpu" and not quiet:
         logger.warning("note: %s", hint)
+    sessions: SessionStore = demo.facestyle_sessions
+    # Gradio keeps a little state per tab too: bound it with the editing sessions.
+    launch = {"server_name": host, "server_port": port, "max_file_size": limits.max_upload_bytes,
+              "show_error": False,  # only our one-line messages reach the page: raw exceptions can name paths
+              "ssr_mode": False, "prevent_thread_lock": not block, "quiet": quiet, "theme": _theme(), "css": CSS,
+              "footer_links": [], "inbrowser": False, "share": False,
+              "state_session_capacity": max(100, 4 * limits.max_sessions)}
+    stop_on_sigterm = block and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if stop_on_sigterm else None
     try:
-        demo.launch(server_name=host, server_port=port, max_file_size=limits.max_upload_bytes, show_error=True,
-                    ssr_mode=False, prevent_thread_lock=not block, quiet=quiet, theme=_theme(), css=CSS,
-                    footer_links=[], inbrowser=False, share=False)
+        demo.launch(**launch)
     except OSError as exc:
+        sessions.close()
         raise InputError(f"cannot serve on {host}:{port} ({str(exc).splitlines()[0]})") from None
+    finally:
+        if stop_on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+            sessions.close()  # the server has stopped: the sessions' photos and results go
     return demo
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM stops a blocking server as Ctrl-C does, so that it closes and deletes the sessions' files."""
+    raise KeyboardInterrupt

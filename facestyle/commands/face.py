@@ -187,7 +187,8 @@ def run_serve(args: argparse.Namespace) -> int:
         raise
 
     limits = ServerLimits(max_upload_mb=args.max_upload_mb, max_side=args.max_side,
-                          concurrency=args.concurrency, queue_size=args.queue_size)
+                          concurrency=args.concurrency, queue_size=args.queue_size,
+                          session_ttl_s=args.session_ttl, max_sessions=args.max_sessions)
     serve(args.checkpoint, parser=args.parser, host=args.host, port=args.port, device=args.device, limits=limits)
     return 0
 
@@ -288,6 +289,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "run one request at a time (default: 2)")
     p.add_argument("--queue-size", type=positive_int, default=32, metavar="N",
                    help="requests that may wait in the queue before new ones are turned away (default: 32)")
+    p.add_argument("--session-ttl", type=positive_float, default=1800.0, metavar="SECONDS",
+                   help="an editing session (one browser tab's photos and results) unused this long ends: its "
+                        "photos leave memory and its files are deleted (default: 1800, half an hour)")
+    p.add_argument("--max-sessions", type=positive_int, default=50, metavar="N",
+                   help="editing sessions kept at once; a new one ends the least recently used (default: 50; "
+                        "each holds its label maps in memory, about 17 MB for a 4096 px photo)")
     p.set_defaults(func=run_serve)
 
 
