@@ -363,3 +363,19 @@ def test_overwrite_approved_on_the_command_line_reaches_the_trainer(tmp_path):
     # --resume naming a step folder alone writes to its run
     assert common.run_folder(argparse.Namespace(out=None, resume=str(step), overwrite=False, command="train")) == out
     common._OVERWRITE_APPROVED.clear()
+
+
+def test_import_sean_refuses_empty_and_pickled_files_without_unsafe_advice(tmp_path, capsys):
+    import pickle
+
+    from facestyle.cli import main
+
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"w": object()}))
+    for path in (empty, evil):
+        code = main(["import-sean", str(path), str(tmp_path / "out")])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert "weights_only" not in err and not (tmp_path / "out").exists()

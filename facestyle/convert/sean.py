@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from ..config import SEAN_MODEL, ModelConfig
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, WeightsError
+from ..weights import load_state_dict_file
 
 # SEAN's Zencoder.model indices of its five convolutions -> our encoder's names.
 _ENCODER = {"1": "conv0", "4": "conv1", "7": "conv2", "10": "conv3", "14": "conv4"}
@@ -105,17 +106,10 @@ def load_sean_checkpoint(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"SEAN checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from ..checkpoint import load_tensors
-
-        return load_tensors(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read is the user's file
-        raise CheckpointError(f"{path}: not a readable PyTorch state dict ({str(exc).splitlines()[0]})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a plain state dict of tensors (SEAN's latest_net_G.pth)")
-    return state
+        return load_state_dict_file(path)
+    except WeightsError as exc:
+        raise CheckpointError(f"{exc} (SEAN's latest_net_G.pth is a state dict of tensors)") from None
 
 
 def import_sean(checkpoint: str | Path, out_dir: str | Path) -> Path:
