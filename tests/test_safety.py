@@ -379,3 +379,25 @@ def test_import_sean_refuses_empty_and_pickled_files_without_unsafe_advice(tmp_p
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert "weights_only" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_report_is_written_all_or_nothing(tmp_path, monkeypatch):
+    from facestyle.errors import InputError
+    from facestyle.evaluation.report import Report, write_report
+
+    report = Report(title="t", tables=[], notes=[], info=[], per_image=[{"name": "a", "psnr": 1.0}])
+    written = write_report(report, tmp_path / "ok")
+    assert written.is_file() and (tmp_path / "ok" / "results.json").is_file()
+    calls = []
+    real_write = Path.write_bytes
+
+    def failing_write(self, data):
+        calls.append(self)
+        if len(calls) == 3:  # the third of four files cannot be written (a full disk)
+            raise OSError(28, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(InputError, match="No space left on device"):
+        write_report(report, tmp_path / "full")
+    assert list((tmp_path / "full").iterdir()) == []  # nothing written, no temporary left behind

@@ -5,6 +5,7 @@ a per-image CSV (one row per image, pair or image-and-region)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
@@ -23,7 +24,7 @@ import torch
 from .. import __version__
 from ..checkpoint import resolve
 from ..errors import InputError
-from ..io import atomic_write_bytes
+from ..io import atomic_path
 from ..model import FaceStyleNet
 
 
@@ -204,19 +205,24 @@ def results_json(report: Report) -> dict[str, Any]:
 
 
 def write_report(report: Report, out_dir: str | os.PathLike) -> Path:
-    """Write ``report.md``, ``results.csv``, ``results.json`` and the per-image CSV into ``out_dir``."""
+    """Write ``report.md``, ``results.csv``, ``results.json`` and the per-image CSV into ``out_dir``, all or
+    nothing: every file is written under a temporary name first and renamed only when all were written."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     header: list[str] = []
     for row in report.per_image:
         header += [k for k in row if k not in header]
-    atomic_write_bytes(out / report.per_image_name, _csv_text(header, report.per_image).encode())
-    atomic_write_bytes(out / "results.csv", results_csv(report).encode())
-    text = json.dumps(results_json(report), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-    atomic_write_bytes(out / "results.json", text.encode())
-    atomic_write_bytes(out / "report.md", report_markdown(report).encode())
+    files = {report.per_image_name: _csv_text(header, report.per_image), "results.csv": results_csv(report),
+             "results.json": json.dumps(results_json(report), indent=2, allow_nan=False, ensure_ascii=False) + "\n",
+             "report.md": report_markdown(report)}
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            for name, text in files.items():
+                stack.enter_context(atomic_path(out / name)).write_bytes(text.encode())
+    except OSError as exc:
+        raise InputError(f"cannot write the report in {out}: {exc.strerror or exc}; nothing was written") from None
     return out / "report.md"
 
 
