@@ -6,8 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from facestyle.io import shared_root as find_shared_root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a test module (``pytestmark = pytest.mark.usefixtures("one_thread")``): tiny
+    networks gain little from a second thread, and on a small shared CPU OpenMP's barriers stall whenever a
+    worker thread is descheduled (the 299x299 InceptionV3 ran ten times slower with two)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

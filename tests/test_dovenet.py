@@ -23,13 +23,7 @@ TINY = DOVENET_PRESETS["tiny"]
 SYNTHETIC = ["train.pairs=synthetic"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny networks gain nothing from a second, and steady timings on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_dovenet(seed: int = 0) -> DoveNet:

@@ -34,13 +34,7 @@ INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 HAIR = CELEBAMASK_HQ.classes.index("hair")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the shared 2-core machine runs InceptionV3 faster that way (see test_metrics)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

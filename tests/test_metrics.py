@@ -46,14 +46,7 @@ INCEPTION_FILE = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_FILE_SIZE = 95_628_359  # bytes, as published by pytorch-fid
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a small shared CPU, OpenMP threads that wait for each other at every op
-    made the 299x299 InceptionV3 ten times slower than one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _bundled_heads(net: str) -> Path:

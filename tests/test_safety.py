@@ -35,12 +35,7 @@ from facestyle.train.mapping import train_mapping
 MAP = ["--preset", "tiny", "--steps", "2", "--batch-size", "8", "--set", "train.log_every=1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

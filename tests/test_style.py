@@ -45,12 +45,7 @@ SKIN = (1, 2)  # skin + nose in CelebAMask-HQ
 K, D = 2, 4  # the synthetic banks' group: 2 classes x 4 values
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------- fixtures

@@ -42,14 +42,7 @@ from facestyle.train.generator import GeneratorTrainer, learning_rate_factor, tr
 FAST = ["train.sample_every=0", "train.log_every=1000", "train.save_every=1000"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny networks gain little from a second thread, and one thread keeps these timings steady when
-    other processes share the CPU (OpenMP's barriers stall when a worker thread is descheduled)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(*overrides: str):
