@@ -78,7 +78,7 @@ from ..model import FaceStyleNet
 from . import harmonizer as harmonizers
 from .labels_map import region_label
 from .metric_networks import MetricNetworks, load_metric_networks
-from .report import Column, Report, Row, Table, format_value, mean_of, run_info, write_report
+from .report import Column, Report, Table, add_measured_rows, format_value, mean_of, run_info, write_report
 
 #: (key, label) of the compared methods, in the tables' order.
 METHODS = (
@@ -428,13 +428,7 @@ def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Seq
             table.skipped["lpips_in"] = table.skipped["lpips_out"] = nets.skipped["lpips"]
         if nets.harmony is None:
             table.skipped["hs"] = nets.skipped["hs"]
-        for method in methods:
-            values: dict[str, float | None] = {}
-            for c in COLUMNS:
-                values[c.key], count = mean_of([r[c.key] for r in rows if r["method"] == method])
-                if c.key not in table.skipped:
-                    table.counts[c.key] = count
-            table.rows.append(Row(labels[method], "measured", values))
+        add_measured_rows(table, rows, methods, labels)
         tables.append(table)
         if excluded:
             reasons = Counter(excluded.values())

@@ -56,7 +56,7 @@ from ..model import FaceStyleNet
 from . import harmonizer as harmonizers
 from .bench_harmony import masked_errors
 from .labels_map import region_label
-from .report import Column, Report, Row, Table, format_value, mean_of, run_info, write_report
+from .report import Column, Report, Table, add_measured_rows, format_value, run_info, write_report
 
 #: (key, label) of the compared methods, in the tables' order.
 METHODS = (
@@ -271,11 +271,7 @@ def _tables(per_pair: list[dict[str, Any]], regions: Sequence[str], methods: Seq
         title = (f"{region_label(label_set, region)}: error to the unchanged photo, mean over "
                  f"{len(photos) - len(excluded)} photos")
         table = Table(title, list(COLUMNS))
-        for method in methods:
-            values: dict[str, float | None] = {}
-            for c in COLUMNS:
-                values[c.key], table.counts[c.key] = mean_of([r[c.key] for r in rows if r["method"] == method])
-            table.rows.append(Row(METHOD_LABELS[method], "measured", values))
+        add_measured_rows(table, rows, methods, METHOD_LABELS)
         tables.append(table)
         if excluded:
             notes.append(f"{region}: {len(excluded)} photo(s) lack the region and are left out of its means.")

@@ -226,6 +226,19 @@ def write_report(report: Report, out_dir: str | os.PathLike) -> Path:
     return out / "report.md"
 
 
+def add_measured_rows(table: Table, records: Sequence[dict[str, Any]], methods: Sequence[str],
+                      labels: dict[str, str]) -> None:
+    """One measured row per method: the mean of each column over the records of that method (``record["method"]``),
+    with the count of averaged values kept for the columns the table does not skip."""
+    for method in methods:
+        values: dict[str, float | None] = {}
+        for c in table.columns:
+            values[c.key], count = mean_of([r[c.key] for r in records if r["method"] == method])
+            if c.key not in table.skipped:
+                table.counts[c.key] = count
+        table.rows.append(Row(labels[method], "measured", values))
+
+
 def mean_of(values: Sequence[float]) -> tuple[float, int]:
     """Mean of the non-NaN values, and how many there were (NaN when none)."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=np.float64)
