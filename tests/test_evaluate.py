@@ -444,21 +444,22 @@ RELIT_METHODS = ["MRSA", "MRSA bypassed at inference", "composite (no harmonizat
 
 
 def test_relit_pairs_of_the_benchmark():
+    from facestyle.data.composites import relit_pairs
     from facestyle.data.relight import apply_changes, change_for
-    from facestyle.evaluation.bench_relit import relit_batch
 
     images, labels = (torch.from_numpy(np.stack(a)) for a in zip(*(render(sample_face(2, i), 32) for i in range(2))))
     classes = torch.zeros(CELEBAMASK_HQ.num_classes, dtype=torch.bool)
     classes[HAIR] = True
-    pairs = relit_batch(images, labels, classes, seed=4, indices=[7, 8])
+    pairs = relit_pairs(images, labels, CELEBAMASK_HQ, seed=4, indices=[7, 8], classes=classes)
     assert torch.equal(pairs.truth, images) and torch.equal(pairs.target, images)  # the ground truth: the target
     assert torch.equal(pairs.reference, apply_changes(images, [change_for(4, 7), change_for(4, 8)]))
     inside = (labels == HAIR)[:, None]
     assert torch.equal(pairs.mask.bool(), inside)  # the table's region, not a drawn one
     assert torch.equal(pairs.composite, torch.where(inside, pairs.reference, images))
-    again = relit_batch(images, labels, classes, seed=4, indices=[7, 8])
+    again = relit_pairs(images, labels, CELEBAMASK_HQ, seed=4, indices=[7, 8], classes=classes)
     assert torch.equal(again.reference, pairs.reference)
-    assert not torch.equal(relit_batch(images, labels, classes, seed=5, indices=[7, 8]).reference, pairs.reference)
+    other = relit_pairs(images, labels, CELEBAMASK_HQ, seed=5, indices=[7, 8], classes=classes)
+    assert not torch.equal(other.reference, pairs.reference)
 
 
 def test_bench_harmony_on_real_faces(real_faces, tiny_checkpoint, stand_in_harmonizer, tmp_path, capsys):

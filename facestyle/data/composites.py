@@ -29,7 +29,7 @@ from .synthetic import FaceParams, Illumination, render, sample_face, sample_ill
 
 __all__ = ["BENCH_FIRST_INDEX", "TRAIN_FIRST_INDEX", "DEFAULT_MIN_LIGHT_DIFFERENCE", "REGION_CHOICES", "SyntheticPair",
            "CompositeBatch", "light_field", "light_difference", "make_pair", "ground_truth", "render_pair",
-           "draw_regions", "synthetic_pairs", "relit_pairs"]
+           "classes_on_map", "draw_regions", "synthetic_pairs", "relit_pairs"]
 
 BENCH_FIRST_INDEX = 1_000_000  # bench-harmony's faces: beyond any synthetic:N training set under a million
 TRAIN_FIRST_INDEX = 2_000_000  # harmony training's faces: apart from the benchmark's and the training set's
@@ -130,11 +130,15 @@ class CompositeBatch:
     @property
     def mask(self) -> Tensor:
         """(B, 1, H, W) float: the moved classes on the target's label map."""
-        return torch.gather(self.classes, 1, self.target_labels.flatten(1)).reshape_as(self.target_labels)[:, None] \
-            .to(self.target.dtype)
+        return classes_on_map(self.classes, self.target_labels).to(self.target.dtype)
 
     def to(self, device: torch.device | str) -> CompositeBatch:
         return CompositeBatch(**{k: v.to(device) for k, v in vars(self).items()})
+
+
+def classes_on_map(classes: Tensor, labels: Tensor) -> Tensor:
+    """(B, 1, H, W) bool: where the label maps (B, H, W) hold one of the classes ((B, R) bool)."""
+    return torch.gather(classes, 1, labels.flatten(1).long()).reshape_as(labels)[:, None]
 
 
 def draw_regions(rng: np.random.Generator, label_set: LabelSet, present: np.ndarray) -> list[str]:
@@ -148,10 +152,6 @@ def draw_regions(rng: np.random.Generator, label_set: LabelSet, present: np.ndar
     return list(rng.choice(names, size=count, replace=False, p=weights / weights.sum()))
 
 
-def _class_mask(label_set: LabelSet, regions: Sequence[str]) -> np.ndarray:
-    return label_set.regions_mask(list(regions))
-
-
 def synthetic_pairs(seed: int, indices: Sequence[int], resolution: int,
                     min_light_difference: float = DEFAULT_MIN_LIGHT_DIFFERENCE,
                     first_index: int = TRAIN_FIRST_INDEX) -> CompositeBatch:
@@ -163,7 +163,7 @@ def synthetic_pairs(seed: int, indices: Sequence[int], resolution: int,
         rendered = render_pair(pair, resolution)
         rng = np.random.default_rng(np.random.SeedSequence([seed, first_index + 2 * i, 2]))
         present = np.bincount(rendered["target_labels"].ravel(), minlength=CELEBAMASK_HQ.num_classes) > 0
-        classes = _class_mask(CELEBAMASK_HQ, draw_regions(rng, CELEBAMASK_HQ, present))
+        classes = CELEBAMASK_HQ.regions_mask(draw_regions(rng, CELEBAMASK_HQ, present))
         moved = np.flatnonzero(classes).tolist()
         truth, _ = ground_truth(pair, moved, resolution)
         pasted, _ = ground_truth(pair, moved, resolution, illumination=pair.reference_light)
@@ -174,19 +174,20 @@ def synthetic_pairs(seed: int, indices: Sequence[int], resolution: int,
     return CompositeBatch(*tensors)
 
 
-def relit_pairs(images: Tensor, labels: Tensor, label_set: LabelSet, seed: int,
-                indices: Sequence[int]) -> CompositeBatch:
+def relit_pairs(images: Tensor, labels: Tensor, label_set: LabelSet, seed: int, indices: Sequence[int],
+                classes: Tensor | None = None) -> CompositeBatch:
     """Relit pairs of photos (B, 3, H, W) with their label maps (B, H, W): item i's reference is its photo
-    after the photometric change ``change_for(seed, indices[i])``; its regions are drawn from the same
-    seeded stream; the ground truth is the photo itself."""
+    after the photometric change ``change_for(seed, indices[i])``; the ground truth is the photo itself. The
+    moved classes are ``classes`` ((R,) or (B, R) bool) when given, else regions drawn from item i's own
+    seeded stream."""
     if len(indices) != images.shape[0]:
         raise ValueError(f"{len(indices)} indices for {images.shape[0]} photos")
     changed = apply_changes(images, [change_for(seed, i) for i in indices])
-    masks = []
-    present = torch.nn.functional.one_hot(labels.flatten(1).long().cpu(), label_set.num_classes).amax(1).numpy() > 0
-    for row, i in zip(present, indices):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, i, 3]))
-        masks.append(_class_mask(label_set, draw_regions(rng, label_set, row)))
-    classes = torch.from_numpy(np.stack(masks)).to(labels.device)
-    inside = torch.gather(classes, 1, labels.flatten(1).long()).reshape_as(labels)[:, None]
+    if classes is None:
+        present = torch.nn.functional.one_hot(labels.flatten(1).long().cpu(), label_set.num_classes).amax(1).numpy() > 0
+        classes = torch.from_numpy(np.stack([
+            label_set.regions_mask(draw_regions(np.random.default_rng(np.random.SeedSequence([seed, i, 3])),
+                                                label_set, row)) for row, i in zip(present, indices)]))
+    classes = classes.to(labels.device).expand(images.shape[0], -1)
+    inside = classes_on_map(classes, labels)
     return CompositeBatch(images, labels, changed, labels, classes, images, torch.where(inside, changed, images))

@@ -48,8 +48,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data.composites import CompositeBatch
-from ..data.relight import apply_changes, change_for
+from ..data.composites import relit_pairs
+from ..data.relight import change_for
 from ..errors import InputError
 from ..labels import get_label_set
 from ..model import FaceStyleNet
@@ -109,17 +109,6 @@ class RelitOptions:
             raise InputError("--regions is empty; name at least one region, e.g. --regions skin,hair")
 
 
-def relit_batch(images: Tensor, labels: Tensor, classes: Tensor, seed: int, indices: Sequence[int]) -> CompositeBatch:
-    """The relit pairs of photos (B, 3, H, W) with label maps (B, H, W) moving the classes ``classes`` ((R,) bool,
-    the same for every photo): photo ``indices[i]`` changed by ``change_for(seed, indices[i])`` is the reference,
-    the photo itself the ground truth (the reference of :func:`facestyle.data.composites.relit_pairs`, with the
-    benchmark's region instead of a drawn one)."""
-    changed = apply_changes(images, [change_for(seed, i) for i in indices])
-    moved = classes.to(labels.device)[None].expand(images.shape[0], -1)
-    inside = torch.gather(moved, 1, labels.flatten(1).long()).reshape_as(labels)[:, None]
-    return CompositeBatch(images, labels, changed, labels, moved, images, torch.where(inside, changed, images))
-
-
 def errors_to_truth(output: Tensor, truth: Tensor, mask: Tensor) -> dict[str, Tensor]:
     """Per-image ``mse``, ``psnr``, ``fmse``, ``fpsnr`` (0-255 scale) and ``colour_in`` of ``output`` to ``truth``
     (both (B, 3, H, W) in [-1, 1]) with the region ``mask`` (B, 1, H, W) or (B, H, W)."""
@@ -177,7 +166,7 @@ def bench_relit(options: RelitOptions) -> Report:
             with torch.inference_mode():
                 floor = model(images, labels)
             for region in regions:
-                pairs = relit_batch(images, labels, class_masks[region], options.seed, indices)
+                pairs = relit_pairs(images, labels, label_set, options.seed, indices, classes=class_masks[region])
                 inside = pairs.mask
                 with torch.inference_mode():
                     results = {
@@ -300,4 +289,4 @@ def _verdicts(tables: list[Table], regions: Sequence[str], model: FaceStyleNet) 
     return notes
 
 
-__all__ = ["COLUMNS", "METHODS", "RelitOptions", "bench_relit", "errors_to_truth", "relit_batch"]
+__all__ = ["COLUMNS", "METHODS", "RelitOptions", "bench_relit", "errors_to_truth"]
