@@ -108,13 +108,11 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected an image file")
     try:
+        limit = MAX_SIDE.get()
         with warnings.catch_warnings():  # a large image is refused below in one line, not warned about
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)  # reads the header only
-        limit = MAX_SIDE.get()
-        if limit is None or max(im.size) <= limit:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if limit is None or max(im.size) <= limit:
                 im.load()
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image (PIL cannot identify its format)") from None
