@@ -13,7 +13,6 @@ The networks trained on banks live beside the generator (:mod:`facestyle.styles.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from ..checkpoint import WEIGHTS_NAME, resolve, save_tensors
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..model import FaceStyleNet
+from ..weights import sha256_file
 
 __all__ = ["StyleBank", "BANK_FORMAT", "checkpoint_identity", "file_sha256", "encode_styles", "encode_bank"]
 
@@ -50,11 +50,7 @@ def file_sha256(path: str | os.PathLike) -> str:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import hashlib
 import json
 import math
 import os
@@ -75,6 +74,7 @@ from ..config import load_sections
 from ..data.spec import add_data_arguments
 from ..errors import CheckpointError, FacestyleError, InputError
 from ..io import atomic_path, atomic_write_bytes, fsync_path
+from ..weights import sha256_file
 
 TRAINER_DIR = "trainer"
 STATE_JSON = "state.json"
@@ -889,20 +889,6 @@ def copy_atomic(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Kept for callers of older versions: now always a real copy (:func:`copy_atomic`)."""
-    copy_atomic(src, dst)
-
-
-def weights_sha256(path: Path) -> str:
-    """SHA-256 (hex) of a weights file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Stopping: SIGINT / SIGTERM finish the current step, save and exit; a second SIGINT aborts at once.
 
@@ -1183,7 +1169,7 @@ class CheckpointedRun:
             with writing(self.run_dir, self.kept_note()):
                 with atomic_directory(path) as tmp:
                     self.save_network(tmp)
-                    state = {**self.trainer_state(), "weights_sha256": weights_sha256(tmp / WEIGHTS_NAME)}
+                    state = {**self.trainer_state(), "weights_sha256": sha256_file(tmp / WEIGHTS_NAME)}
                     save_trainer_state(tmp / TRAINER_DIR, state)
                 write_latest(self.run_dir, path)
                 copy_atomic(path / WEIGHTS_NAME, self.run_dir / WEIGHTS_NAME)
@@ -1215,7 +1201,7 @@ class CheckpointedRun:
         :meth:`load_aux_state`, step, data position and RNG states."""
         recorded = state.get("weights_sha256")
         if recorded is not None and (checkpoint / WEIGHTS_NAME).is_file() \
-                and weights_sha256(checkpoint / WEIGHTS_NAME) != recorded:
+                and sha256_file(checkpoint / WEIGHTS_NAME) != recorded:
             raise CheckpointError(f"{checkpoint / WEIGHTS_NAME} has changed since it was saved (its SHA-256 is not the "
                                   f"one {TRAINER_DIR}/{STATE_JSON} records); resume from an unchanged checkpoint "
                                   f"(another {CHECKPOINTS_DIR}/step_X), or start a new run from it")
