@@ -119,9 +119,9 @@ def open_image(path: str | os.PathLike) -> Image.Image:
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: image too large ({_first_line(exc)})") from None
+        raise InputError(f"{path}: image too large ({first_line(exc)})") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable image ({_first_line(exc)})") from None
+        raise InputError(f"{path}: unreadable image ({first_line(exc)})") from None
     if limit is not None and max(im.size) > limit:
         raise InputError(f"{path}: image of {im.width}x{im.height} is larger than {limit} pixels a side "
                          "(--max-side to change the limit)")
@@ -221,7 +221,7 @@ def copy_file_atomic(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     try:
         data = src.read_bytes()
     except OSError as exc:
-        raise InputError(f"{src}: cannot read ({exc.strerror or _first_line(exc)})") from None
+        raise InputError(f"{src}: cannot read ({exc.strerror or first_line(exc)})") from None
     _atomic_write(dst, lambda f: f.write(data))
     return dst
 
@@ -238,9 +238,9 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         with atomic_path(path) as tmp, open(tmp, "xb") as f:
             write(f)
     except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror or _first_line(exc)})") from None
+        raise InputError(f"{path}: cannot write ({exc.strerror or first_line(exc)})") from None
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

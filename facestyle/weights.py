@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .errors import WeightsError
+from .io import first_line
 
 ENV_VAR = "FACESTYLE_WEIGHTS"
 
@@ -148,11 +149,6 @@ def find_weight(name: str, weights_dir: str | os.PathLike[str] | None = None) ->
                        f"{_HOW_TO_POINT}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     """Read a state dict (name -> tensor) on the CPU from ``.safetensors`` or a torch file (``.pth``).
 
@@ -175,7 +171,7 @@ def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, Tensor]:
             raise WeightsError(f"{path} cannot be read as a weight file: it is corrupt, or holds pickled "
                                "objects other than tensors (never loaded)") from exc
         raise WeightsError(f"{path} cannot be read as a weight file, it may be incomplete or corrupt "
-                           f"({_first_line(exc)})") from exc
+                           f"({first_line(exc)})") from exc
     if not isinstance(state, Mapping):
         raise WeightsError(f"{path} does not hold a state dict (found {type(state).__name__})")
     for key, value in state.items():
