@@ -1333,3 +1333,43 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
         self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Helpers of the GAN trainers' steps and sample grids
+
+
+def learning_rate_factor(step: int, cfg: Any) -> float:
+    """Constant until ``decay_start``, then linear decay to 0 at ``steps`` (``step`` is 0-based: the
+    factor of the step about to run)."""
+    if step < cfg.decay_start or cfg.steps <= cfg.decay_start:
+        return 1.0
+    return max(0.0, (cfg.steps - step) / (cfg.steps - cfg.decay_start))
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """No gradient for ``module``'s parameters inside the block (the generator step needs none for D)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """(B, 3, H, W) in [-1, 1] -> uint8 on the CPU."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+
+def image_grid(rows: list[Tensor], pad: int = 2) -> np.ndarray:
+    """Rows of (B, 3, H, W) uint8 images -> one (H', W', 3) uint8 array on a white background."""
+    b, _, h, w = rows[0].shape
+    grid = np.full((len(rows) * (h + pad) + pad, b * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for c in range(b):
+            y, x = pad + r * (h + pad), pad + c * (w + pad)
+            grid[y:y + h, x:x + w] = row[c].permute(1, 2, 0).numpy()
+    return grid

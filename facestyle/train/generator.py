@@ -35,14 +35,11 @@ newest generator is mirrored at ``RUN_DIR/config.json`` + ``RUN_DIR/model.safete
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -65,6 +62,9 @@ from .common import (
     add_run_arguments,
     as_floats,
     check_train_values,
+    frozen,
+    image_grid,
+    learning_rate_factor,
     log,
     resolve_resume,
     resume_state,
@@ -73,31 +73,12 @@ from .common import (
     run_trainer,
     seed_everything,
     step_dir_name,
+    to_uint8,
 )
 
 SAMPLES_DIR = "samples"
 SAMPLE_COUNT = 4  # columns of a sample grid
 TRANSFER_REGIONS = ("skin", "hair")  # what the sample grid's last row moves between neighbours
-
-
-def learning_rate_factor(step: int, cfg: TrainConfig) -> float:
-    """Constant until ``decay_start``, then linear decay to 0 at ``steps`` (``step`` is 0-based: the
-    factor of the step about to run)."""
-    if step < cfg.decay_start or cfg.steps <= cfg.decay_start:
-        return 1.0
-    return max(0.0, (cfg.steps - step) / (cfg.steps - cfg.decay_start))
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module) -> Iterator[nn.Module]:
-    """No gradient for ``module``'s parameters inside the block (the generator step needs none for D)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    module.requires_grad_(False)
-    try:
-        yield module
-    finally:
-        for p, flag in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
 
 
 def discriminate(discriminator: nn.Module, fake: Tensor, real: Tensor, labels: Tensor):
@@ -391,20 +372,6 @@ def fixed_batch(dataset, transform, count: int) -> tuple[Tensor, Tensor]:
     return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
 
-def to_uint8(images: Tensor) -> Tensor:
-    """(B, 3, H, W) in [-1, 1] -> uint8 on the CPU."""
-    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-
-
-def image_grid(rows: list[Tensor], pad: int = 2) -> np.ndarray:
-    """Rows of (B, 3, H, W) uint8 images -> one (H', W', 3) uint8 array on a white background."""
-    b, _, h, w = rows[0].shape
-    grid = np.full((len(rows) * (h + pad) + pad, b * (w + pad) + pad, 3), 255, dtype=np.uint8)
-    for r, row in enumerate(rows):
-        for c in range(b):
-            y, x = pad + r * (h + pad), pad + c * (w + pad)
-            grid[y:y + h, x:x + w] = row[c].permute(1, 2, 0).numpy()
-    return grid
 
 
 # --------------------------------------------------------------------------------------------- Python API

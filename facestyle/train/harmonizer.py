@@ -55,6 +55,9 @@ from .common import (
     add_run_arguments,
     as_floats,
     check_train_values,
+    frozen,
+    image_grid,
+    learning_rate_factor,
     load_run_config,
     log,
     read_run_info,
@@ -64,8 +67,8 @@ from .common import (
     run_trainer,
     seed_everything,
     step_dir_name,
+    to_uint8,
 )
-from .generator import frozen, image_grid, learning_rate_factor, to_uint8
 
 Pairs = Literal["synthetic", "relit", "both"]
 SAMPLES_DIR = "samples"
