@@ -322,3 +322,15 @@ def test_pooling_before_projection_equals_pooling_the_fused_map(fusion):
     expected, expected_presence = region_average_pool(model.encoder(image), labels, 19)
     torch.testing.assert_close(codes, expected, rtol=1e-5, atol=1e-6)
     assert torch.equal(presence, expected_presence)
+
+
+def test_every_trainable_parameter_gets_a_gradient_with_noise_off():
+    """DistributedDataParallel stops on a trainable parameter without a gradient: with noise off the noise
+    scales are frozen (and kept, so checkpoints keep one layout)."""
+    torch.manual_seed(0)
+    model = FaceStyleNet(replace(TINY, noise="off"))
+    image = torch.rand(2, 3, TINY.image_size, TINY.image_size) * 2 - 1
+    model(image, face_like_labels(2, TINY.image_size, TINY.num_classes)).square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert any("noise_var" in name for name in model.state_dict())

@@ -80,7 +80,9 @@ class SEANNorm(nn.Module):
         self.use_style = use_style
         self.noise = options.noise
         self.style_branch = options.style_branch
-        self.noise_var = nn.Parameter(torch.zeros(channels))
+        # kept with noise off (checkpoints keep one layout) but frozen: an unused trainable parameter would stop
+        # DistributedDataParallel, which expects a gradient for each one
+        self.noise_var = nn.Parameter(torch.zeros(channels), requires_grad=options.noise != "off")
         self._cache: tuple | None = None  # kernels prepared for inference, see _kernels
         if options.norm == "batch":
             self.param_free_norm: nn.Module = nn.BatchNorm2d(channels, affine=False)
