@@ -48,6 +48,9 @@ class ModelConfig:
     fusion: Fusion = "softmax"
     encoder_projection: bool = True  # False only when fusion = last and encoder_out == style_dim
     encoder_spectral_norm: bool = True
+    # instance: SEAN's (each layer's maps normalised per image, which discards the image's overall brightness and
+    # colour cast); none: no norm, so the codes keep the light (the demo's choice; beyond the paper)
+    encoder_norm: Literal["instance", "none"] = "instance"
     # multi-region style attention (paper eq. 4-5)
     attention: Literal["on", "off"] = "on"
     attention_scale: Literal["sqrt_d", "none"] = "sqrt_d"  # "none" is the paper's eq. 4

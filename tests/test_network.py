@@ -334,3 +334,17 @@ def test_every_trainable_parameter_gets_a_gradient_with_noise_off():
     missing = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
     assert any("noise_var" in name for name in model.state_dict())
+
+
+def test_encoder_norm_none_keeps_the_light_that_instance_norm_discards():
+    """SEAN's instance-normed encoder gives the same codes for an image and a dimmer copy of it (scaled about
+    mid-grey); encoder_norm = none keeps the difference, which the demo needs to reconstruct its lights."""
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, TINY.image_size, TINY.image_size) * 2 - 1
+    labels = face_like_labels(1, TINY.image_size, TINY.num_classes)
+    for norm, same in (("instance", True), ("none", False)):
+        model = FaceStyleNet(replace(TINY, encoder_norm=norm)).eval()
+        with torch.no_grad():
+            codes, _ = model.encode(image, labels)
+            dim, _ = model.encode(image * 0.6, labels)
+        assert torch.allclose(codes, dim, atol=1e-4) is same, norm

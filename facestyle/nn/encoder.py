@@ -1,7 +1,10 @@
 """Multi-scale style encoder (paper section 3.1, eq. 1-2).
 
 SEAN's style encoder (3x3 conv, two stride-2 convs, a stride-2 transposed conv, a 3x3 conv + tanh, with
-instance norm and LeakyReLU(0.2) between) keeps only its last map. The multi-scale encoder resizes every
+instance norm and LeakyReLU(0.2) between) keeps only its last map. Its instance norm makes the codes blind
+to the image's overall brightness and colour cast (a decoder cannot tell a face under a dim warm light from
+the same face under a bright neutral one); ``norm="none"`` (beyond the paper) leaves it out so that the
+codes keep the light, which reconstruction and harmonization need. The multi-scale encoder resizes every
 layer's map to one resolution (half the input, where SEAN's output lies), projects each to the style
 length D with a 1x1 conv, and fuses them with learned weights:
 
@@ -40,10 +43,11 @@ class MultiScaleEncoder(nn.Module):
 
     def __init__(self, style_dim: int, ngf: int = 32, out_channels: int = 512,
                  fusion: Literal["softmax", "sum", "last"] = "softmax", projection: bool = True,
-                 spectral: bool = True) -> None:
+                 spectral: bool = True, norm: Literal["instance", "none"] = "instance") -> None:
         super().__init__()
         e, sn = ngf, spectral
         self.fusion = fusion
+        self.norm = norm
         # Layer names follow SEAN's Zencoder.model indices (1, 4, 7, 10, 14) in order.
         self.conv0 = _sn(nn.Conv2d(3, e, 3), sn)  # after reflection padding
         self.conv1 = _sn(nn.Conv2d(e, 2 * e, 3, stride=2, padding=1), sn)
@@ -63,15 +67,17 @@ class MultiScaleEncoder(nn.Module):
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> MultiScaleEncoder:
         return cls(cfg.style_dim, cfg.encoder_ngf, cfg.encoder_out, cfg.fusion, cfg.encoder_projection,
-                   cfg.encoder_spectral_norm)
+                   cfg.encoder_spectral_norm, cfg.encoder_norm)
 
     def layers(self, x: Tensor) -> list[Tensor]:
         """The maps of SEAN's encoder layers, after their activations, at their own resolutions."""
-        act = nn.functional.leaky_relu
-        f0 = act(F.instance_norm(self.conv0(F.pad(x, (1, 1, 1, 1), mode="reflect"))), 0.2)
-        f1 = act(F.instance_norm(self.conv1(f0)), 0.2)
-        f2 = act(F.instance_norm(self.conv2(f1)), 0.2)
-        f3 = act(F.instance_norm(self.conv3(f2)), 0.2)
+        def act(y: Tensor) -> Tensor:
+            return F.leaky_relu(F.instance_norm(y) if self.norm == "instance" else y, 0.2)
+
+        f0 = act(self.conv0(F.pad(x, (1, 1, 1, 1), mode="reflect")))
+        f1 = act(self.conv1(f0))
+        f2 = act(self.conv2(f1))
+        f3 = act(self.conv3(f2))
         f4 = torch.tanh(self.conv4(F.pad(f3, (1, 1, 1, 1), mode="reflect")))
         return [f0, f1, f2, f3, f4]
 
