@@ -38,9 +38,11 @@ def demo_faces(resolution: int) -> list[dict]:
         target, reference = sample_face(DEMO_SEED, t), sample_face(DEMO_SEED, r)
         t_img, t_lab = render(target, resolution, illumination=TARGET_LIGHT)
         r_img, r_lab = render(reference, resolution, illumination=light)
+        truths = {region: torch.from_numpy(render(target, resolution, albedo_from=reference, regions=[region],
+                                                  illumination=TARGET_LIGHT)[0]) for region in REGIONS}
         pairs.append({"name": f"pair{len(pairs)}", "target": torch.from_numpy(t_img),
                       "target_labels": torch.from_numpy(t_lab), "reference": torch.from_numpy(r_img),
-                      "reference_labels": torch.from_numpy(r_lab)})
+                      "reference_labels": torch.from_numpy(r_lab), "truth": truths})
     return pairs
 
 
@@ -53,20 +55,26 @@ def run_demo(out_dir: str | Path, checkpoint: str = "demo", device: str = "cpu",
     pairs = demo_faces(editor.image_size)
     log(f"loaded {checkpoint} in {time.perf_counter() - start:.1f} s; {len(pairs)} face pairs, "
         f"{editor.image_size}x{editor.image_size}")
-    rows, columns = [], ["target", "labels", "reference", "reconstructed", *(f"{r} moved" for r in REGIONS)]
+    rows, columns = [], ["target", "labels", "reference", "reconstructed",
+                         *(f"{r} {kind}" for r in REGIONS for kind in ("bypassed", "MRSA", "truth"))]
     for pair in pairs:
         tic = time.perf_counter()
         name = pair["name"]
         recon = editor.reconstruct(pair["target"], pair["target_labels"])
         moved = [editor.transfer(pair["target"], pair["target_labels"], pair["reference"],
                                  pair["reference_labels"], regions=[region]) for region in REGIONS]
+        bypassed = [editor.transfer(pair["target"], pair["target_labels"], pair["reference"],
+                                    pair["reference_labels"], regions=[region], harmonize=False) for region in REGIONS]
         save_image(pair["target"], out / f"{name}_target.png")
         save_image(pair["reference"], out / f"{name}_reference.png")
         save_image(recon, out / f"{name}_reconstruction.png")
         for region, image in zip(REGIONS, moved):
             save_image(image, out / f"{name}_{region}.png")
-        rows.append([pair["target"], label_image(pair["target_labels"], label_set), pair["reference"], recon, *moved])
-        log(f"{name}: reconstruction and {len(REGIONS)} transfers in {time.perf_counter() - tic:.1f} s")
+        shown = [cell for region, plain, image in zip(REGIONS, bypassed, moved)
+                 for cell in (plain, image, pair["truth"][region])]
+        rows.append([pair["target"], label_image(pair["target_labels"], label_set), pair["reference"], recon, *shown])
+        log(f"{name}: reconstruction and {len(REGIONS)} transfers, with MRSA and bypassed, in "
+            f"{time.perf_counter() - tic:.1f} s")
     sheet = contact_sheet(rows, columns, row_titles=[pair["name"] for pair in pairs], cell=128)
     styles = demo_styles(editor, pairs, out, log, checkpoint=checkpoint)
     if styles:  # random skin and hair styles, then fine-tuning in z space and in style space, below
