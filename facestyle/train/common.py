@@ -29,7 +29,7 @@ Outputs never replace what the user did not ask to replace: ``--out`` must be a 
 a run folder of the same trainer with ``--resume`` (continue it) or ``--overwrite`` (start it afresh);
 a file, a checkpoint folder or any other non-empty folder is refused before anything is written
 (:func:`check_run_folder`). One trainer writes a run folder at a time (:class:`RunLock`). A run stopped
-by SIGTERM saves and then exits with status 143 (:class:`RunStopped`).
+by Ctrl-C or SIGTERM saves and then exits with status 130 or 143 (:class:`RunStopped`).
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ _STEP_NAME = re.compile(r"^step_\d{7,}$")
 RUN_ENTRIES = (CHECKPOINTS_DIR, LATEST_FILE, CONFIG_NAME, WEIGHTS_NAME, FINAL_DIR, RUN_CONFIG, RUN_INFO,
                "metrics.jsonl", "metrics.json", "tb", "samples")
 TRAINER_KINDS = {"train": "generator", "train-parser": "parser", "train-mapping": "mapping",
-                 "train-flow": "flow", "train-harmony": "harmony"}  # command -> checkpoint kind
-SIGTERM_STATUS = 128 + signal.SIGTERM  # 143, the shell's status of a process ended by SIGTERM
+                 "train-flow": "flow", "train-harmony": "harmony",
+                 "train-harmonizer": "harmonizer"}  # command -> checkpoint kind
 
 
 class TrainingError(FacestyleError):
@@ -108,12 +108,25 @@ class RunFolderError(TrainingError, InputError):
 
 
 class RunStopped(SystemExit):
-    """Raised after a run stopped by SIGTERM saved its checkpoint: the process exits with status 143 (not
-    0), so that a scheduler does not take the run for finished. ``checkpoint``: what was saved."""
+    """Raised after a run stopped by a signal saved its checkpoint: the process exits with the shell's
+    status of that signal, 130 for SIGINT (Ctrl-C) and 143 for SIGTERM (:func:`stop_status`), not 0, so
+    that a script or a scheduler does not take the run for finished. ``checkpoint``: what was saved."""
 
-    def __init__(self, checkpoint: Path | None) -> None:
-        super().__init__(SIGTERM_STATUS)
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: Path | None, signal_name: str = "SIGTERM") -> None:
+        super().__init__(stop_status(signal_name))
+        self.checkpoint, self.signal_name = checkpoint, signal_name
+
+
+def stop_status(signal_name: str) -> int:
+    """The exit status of a run stopped by ``signal_name`` after saving: 128 + the signal's number (130 for
+    SIGINT, 143 for SIGTERM), as the shell reports a process that signal ended."""
+    return 128 + int(signal.Signals[signal_name])
+
+
+def stopped_message(signal_name: str, step: int) -> str:
+    """``stopped by Ctrl-C (SIGINT) at step N (exit status 130)``: the first half of a stopped run's line."""
+    what = "Ctrl-C (SIGINT)" if signal_name == "SIGINT" else signal_name
+    return f"stopped by {what} at step {step} (exit status {stop_status(signal_name)})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1076,31 +1089,34 @@ class CheckpointedRun:
     def run_steps(self, end: int, step: Callable[[], None], save: Callable[[], None]) -> str | None:
         """Call ``step`` (which advances ``self.step``) up to ``end``, and ``save`` every ``save_every``
         steps, at ``end`` and once a SIGINT/SIGTERM reached any process, which then stops every process.
-        Returns the name of the signal that stopped the run, or None."""
+        Returns the name of the signal that stopped the run (the same on every process: SIGTERM when any
+        process got one, else SIGINT), or None."""
         stop = GracefulStop(on_request=self.announce_stop)
+        stopped = None
         with stop:
             while self.step < end:
                 step()
-                (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
-                if self.step % self.train_config.save_every == 0 or self.step == end or interrupted:
+                sigint, sigterm = self.dist.any(stop.requested == "SIGINT", stop.requested == "SIGTERM",
+                                                device=self.device)
+                stopped = "SIGTERM" if sigterm else "SIGINT" if sigint else None
+                if self.step % self.train_config.save_every == 0 or self.step == end or stopped:
                     save()
-                if interrupted:
+                if stopped:
                     break
-        return stop.requested
+        return stopped
 
     def finish(self, stopped: str | None) -> None:
-        """The ending: at ``train.steps``, ``final`` and where the network is; else how to continue. A run
-        stopped by SIGTERM then raises :class:`RunStopped` (exit status 143)."""
-        if self.step >= self.train_config.steps and stopped != "SIGTERM":
+        """The ending: at ``train.steps``, ``final`` and where the network is (also when a signal arrived
+        during the last step: the run is finished); else how to continue. A run stopped by SIGINT or
+        SIGTERM then raises :class:`RunStopped` (exit status 130 or 143)."""
+        if self.step >= self.train_config.steps:
             log(self.dist, f"done: step {self.step}; {self.network_name} in {self.write_final()}")
             return
-        why = "interrupted" if stopped else f"stopped at step {self.step} (stop_at)"
-        if stopped == "SIGTERM":
-            why = f"stopped by SIGTERM at step {self.step} (exit status {SIGTERM_STATUS})"
+        why = stopped_message(stopped, self.step) if stopped else f"stopped at step {self.step} (stop_at)"
         log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
                        f"facestyle {self.command} --resume {self.run_dir}")
-        if stopped == "SIGTERM":
-            raise RunStopped(self.last_saved)
+        if stopped:
+            raise RunStopped(self.last_saved, stopped)
 
     def distribute(self, *modules: nn.Module) -> tuple[nn.Module, ...]:
         """Join the process group; the modules wrapped in DistributedDataParallel when there are several
