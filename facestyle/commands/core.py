@@ -146,6 +146,25 @@ def check_not_overwriting_inputs(outputs: Sequence[Path], inputs: Sequence[Path]
             raise InputError(f"{out}: the output would overwrite an input file; choose another output folder")
 
 
+def distinct_names(names: Sequence[str]) -> tuple[list[str], dict[int, str]]:
+    """Output file stems made distinct: the first of several equal stems (compared case-insensitively, as
+    some file systems do) keeps its name, the others get ``~2``, ``~3``... (a suffix no other stem has).
+    Returns the stems and, for each renamed one (by index), the name it would have had."""
+    taken = {name.casefold() for name in names}
+    used: set[str] = set()
+    result, renamed = [], {}
+    for i, name in enumerate(names):
+        chosen = name
+        if name.casefold() in used:
+            k = 2
+            while f"{name}~{k}".casefold() in taken | used:
+                k += 1
+            chosen, renamed[i] = f"{name}~{k}", name
+        used.add(chosen.casefold())
+        result.append(chosen)
+    return result, renamed
+
+
 def list_images(folder: Path) -> dict[str, Path]:
     """Image files of a folder by stem (hidden files skipped); two files with one stem is an error."""
     return files_by_stem(folder, IMAGE_SUFFIXES, hint="; files are paired by stem")
