@@ -359,6 +359,25 @@ def test_prepare_celebamask_hq(capsys, tmp_path, faces):
     assert code == 2 and len(err) == 1 and "nowhere" in err[0], err
     assert not (tmp_path / "p2").exists()
 
+    # corrupt photos: a truncated PNG and a .jpg of garbage are skipped, one line each; the good one is written
+    good = (raw / "CelebA-HQ-img" / "1.jpg").read_bytes()
+    Image.open(faces / "images/face1.png").save(raw / "CelebA-HQ-img" / "2.png")
+    data = (raw / "CelebA-HQ-img" / "2.png").read_bytes()
+    (raw / "CelebA-HQ-img" / "2.png").write_bytes(data[:len(data) // 2])
+    (raw / "CelebA-HQ-img" / "3.jpg").write_bytes(b"\xff\xd8\xff not a JPEG at all" * 20)
+    for i in (2, 3):
+        for name in ("00001_skin.png", "00001_hair.png"):
+            shutil.copy(raw / "CelebAMask-HQ-mask-anno" / "0" / name,
+                        raw / "CelebAMask-HQ-mask-anno" / "0" / name.replace("00001", f"0000{i}"))
+    code, stdout, err = run(capsys, "prepare", "celebamask-hq", raw, tmp_path / "p3", "--split", "train")
+    assert code == 2, err
+    skipped = [line for line in err if "warning: skipped" in line]
+    assert len(skipped) == 2 and "2.png" in skipped[0] and "3.jpg" in skipped[1], err
+    assert err[-1].startswith("facestyle prepare: error: 2 photo(s) could not be read"), err
+    assert "Traceback" not in "".join(err) and "wrote 1 image(s)" in stdout
+    assert files_in(tmp_path / "p3") == ["1.jpg", "1.png"]
+    assert (tmp_path / "p3" / "images" / "1.jpg").read_bytes() == good
+
 
 def test_images_larger_than_max_side_are_refused_in_one_line(tmp_path, capsys):
     from PIL import Image

@@ -319,13 +319,22 @@ def run_prepare_celebamask_hq(args: argparse.Namespace) -> int:
     from ..data.celebamask import prepare_celebamask_hq
 
     dst = check_output_dir(args.dst)
+    bad: list[str] = []
+
+    def skip(message: str) -> None:  # one line per bad photo, above the progress bar
+        bad.append(message)
+        tqdm.write(f"facestyle prepare: warning: skipped: {message}", file=sys.stderr)
+
     try:
         written = prepare_celebamask_hq(args.src, dst, split=args.split, progress=True,
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, on_bad=skip)
     except OSError as exc:
         raise InputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {written} image(s) and label maps to {dst}/images and {dst}/labels "
           f"(read them with --data folder:{dst})")
+    if bad:
+        raise InputError(f"{len(bad)} photo(s) could not be read and were skipped (listed above); fix or remove "
+                         "them and run prepare again to add them (the files written are kept)")
     return 0
 
 
@@ -366,7 +375,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "celebamask-hq", help="merge CelebAMask-HQ's per-part masks into class maps",
         description="Merge CelebAMask-HQ's per-part annotation PNGs into one class-index map per image: "
                     "writes DST/images/{i}.jpg and DST/labels/{i}.png. Files already there are kept (an "
-                    "interrupted run resumes) unless --overwrite.")
+                    "interrupted run resumes) unless --overwrite. Every photo is decoded first (within "
+                    "--max-side); a photo or part mask that does not decode is skipped with one line, the "
+                    "others are written, and the exit status is then 2.")
     c.add_argument("src", metavar="SRC", help="the unpacked CelebAMask-HQ folder (CelebA-HQ-img/, "
                                               "CelebAMask-HQ-mask-anno/)")
     c.add_argument("dst", metavar="DST", help="output folder")
