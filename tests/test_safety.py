@@ -474,3 +474,32 @@ def test_every_trainer_refuses_another_run_and_overwrites_its_own_on_request(com
     assert digest(out) == before
     assert run(capsys, *argv, "--out", out, "--overwrite")[0] == 0
     assert [s for s, _ in list_checkpoints(out)] == [1] and (out / "my-notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------- the style bank's writer
+
+
+def test_a_full_disk_while_writing_a_bank_is_one_line_and_leaves_nothing(capsys, ckpt, tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own error (``... (os error 28)``), not an OSError: it must still
+    be one line and exit 2, with no half-written bank, and an existing bank kept whole on --overwrite."""
+    from safetensors import SafetensorError
+
+    import facestyle.checkpoint as checkpoint
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a bank")  # what a write cut short leaves
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    existing = make_bank(tmp_path / "kept" / "bank.safetensors", ckpt)
+    before = existing.read_bytes()
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    out = tmp_path / "banks" / "bank.safetensors"
+    args = ["encode-styles", "--checkpoint", ckpt, "--data", "synthetic:2", "--out", out]
+    code, err = run(capsys, *args)
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == f"facestyle encode-styles: error: {out}: cannot write (No space left on device)"
+    assert list((tmp_path / "banks").iterdir()) == []  # no bank, no temporary file
+
+    code, err = run(capsys, *args[:-1], existing, "--overwrite")
+    assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert existing.read_bytes() == before and [p.name for p in existing.parent.iterdir()] == ["bank.safetensors"]
