@@ -254,6 +254,17 @@ def rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, meta
 
 
+def all_rng_states(dist_env: Distributed) -> list[tuple[dict[str, Tensor], dict[str, Any]]]:
+    """Every process's :func:`rng_state`, in rank order, on every process: a collective when the process
+    group is up (each process draws its own noise, so a resume restores each one's)."""
+    mine = rng_state()
+    if not dist_env.enabled or not dist.is_initialized():
+        return [mine]
+    gathered: list[Any] = [None] * dist_env.world_size
+    dist.all_gather_object(gathered, mine)  # between the run's own processes; nothing is read from a file
+    return gathered
+
+
 def set_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> list[str]:
     """Restore what :func:`rng_state` captured; returns warnings (e.g. a different number of GPUs)."""
     warnings = []
@@ -987,6 +998,7 @@ class CheckpointedRun:
     last_losses: dict[str, float]
     stop_at: int | None
     train_config: Any
+    rng_states: list[tuple[dict[str, Tensor], dict[str, Any]]] | None = None  # every rank's, while saving
     nonfinite_advice = "lower train.lr, or check the data"  # the end of a non-finite loss's message
     command = ""  # the CLI subcommand, for "continue with: facestyle COMMAND --resume RUN_DIR"
     network_name = "network"  # what the "done" line calls the trained network
@@ -1180,6 +1192,7 @@ class CheckpointedRun:
             kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
             raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
         path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
+        self.rng_states = all_rng_states(self.dist)  # every process's, gathered before rank 0 writes them
         if self.dist.is_main:
             self.hold_run_folder()
             with writing(self.run_dir, self.kept_note()):
@@ -1231,10 +1244,16 @@ class CheckpointedRun:
 
     def progress_state(self) -> dict[str, Any]:
         """The part of the trainer state :meth:`restore_progress` reads back: step, data position, number
-        of processes, the last logged losses and the RNG states."""
-        tensors, meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
-                "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
+        of processes, the last logged losses and the RNG states: rank 0's in ``rng``, the other ranks' in
+        ``rng_ranks`` (gathered by :meth:`save_checkpoint`)."""
+        states = self.rng_states or [rng_state()]
+        self.rng_states = None
+        (tensors, meta), others = states[0], states[1:]
+        state = {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
+                 "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
+        if others:
+            state["rng_ranks"] = [{"tensors": t, "meta": m} for t, m in others]
+        return state
 
     def restore_progress(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
         """Step, data position (re-sharded when the number of processes changed), losses and RNG states
@@ -1248,10 +1267,18 @@ class CheckpointedRun:
         self.data.load_state_dict(data)
         self.last_losses = dict(state.get("losses") or {})
         self.last_saved = checkpoint
+        ranks = list(state.get("rng_ranks") or [])
+        same_world = int(state.get("world_size", 1)) == self.dist.world_size == len(ranks) + 1
         if self.dist.rank == 0:
             for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
                 log(self.dist, f"warning: {warning}")
-        else:  # only rank 0's RNG states are saved; the others restart from a seed tied to the step
+            if self.dist.enabled and not same_world:
+                log(self.dist, "note: the checkpoint holds no random state for ranks 1 and up of this run; they "
+                               "restart theirs from a seed, so the run differs from an uninterrupted one")
+        elif same_world:  # each process continues its own random streams
+            own = ranks[self.dist.rank - 1]
+            set_rng_state(own["tensors"], own["meta"])
+        else:  # saved by another number of processes: a seed tied to the rank and the step
             seed_everything(self.train_config.seed + self.dist.rank + 1_000_003 * self.step)
         log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
 
