@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +21,7 @@ from torch import nn
 
 from .config import config_from_dict, config_to_dict
 from .errors import CheckpointError, FacestyleError
-from .io import atomic_path, atomic_write_bytes
+from .io import atomic_path, atomic_write_bytes, first_line
 
 FORMAT = "facestyle"
 FORMAT_VERSION = 1
@@ -58,9 +59,26 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors file written atomically (tensors made contiguous and moved to the CPU)."""
+    """safetensors file written atomically (tensors made contiguous and moved to the CPU). A failed write
+    (a full disk, a read-only folder) is an OSError naming ``path``, as any other writer's, so that the
+    callers' one-line messages catch it (safetensors raises its own error type for them)."""
     with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            raise write_error(exc, path) from None
+
+
+def write_error(exc: BaseException, path: Path) -> OSError:
+    """safetensors' error of a failed write as the OSError it wraps (``... (os error 28)``: ENOSPC)."""
+    text = str(exc)
+    match = re.search(r"\(os error (\d+)\)", text)
+    if match is None:
+        error = OSError(first_line(exc))
+        error.filename = str(path)
+        return error
+    number = int(match.group(1))
+    return OSError(number, os.strerror(number), str(path))
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -139,6 +139,42 @@ def test_transfer_warns_once_for_a_region_absent_from_the_reference(capsys, chec
     assert len(files_in(tmp_path / "o")) == 3
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_folder_transfer_outputs_never_collide(capsys, checkpoint, faces, tmp_path):
+    """``a`` + ``b__c`` and ``a__b`` + ``c`` both name ``a__b__c.png``: the second is written beside it."""
+    targets, refs = tmp_path / "t", tmp_path / "r"
+    for folder, names in ((targets, ("a", "a__b")), (refs, ("b__c", "c"))):
+        for sub in ("images", "labels"):
+            (folder / sub).mkdir(parents=True)
+        for i, name in enumerate(names):
+            for sub in ("images", "labels"):
+                shutil.copy(faces / sub / f"face{i + (folder == refs)}.png", folder / sub / f"{name}.png")
+    out = tmp_path / "o"
+    code, stdout, err = run(capsys, "transfer", "--checkpoint", checkpoint, "--target-dir", targets / "images",
+                            "--target-label-dir", targets / "labels", "--reference-dir", refs / "images",
+                            "--reference-label-dir", refs / "labels", "--regions", "skin", "--out-dir", out)
+    assert code == 0, err
+    assert files_in(out) == ["a__b__b__c.png", "a__b__c.png", "a__b__c~2.png", "a__c.png"]
+    assert "wrote 4 image(s)" in stdout
+    assert len(err) == 1 and "both make a__b__c.png; the second is written as a__b__c~2.png" in err[0], err
+    # the renamed file holds its own pair's result (a__b + c), not the other's
+    single = tmp_path / "single.png"
+    assert run(capsys, "transfer", "--checkpoint", checkpoint, "--target", targets / "images" / "a__b.png",
+               "--target-labels", targets / "labels" / "a__b.png", "--reference", refs / "images" / "c.png",
+               "--reference-labels", refs / "labels" / "c.png", "--regions", "skin", "--out", single)[0] == 0
+    pixels = {name: np.asarray(Image.open(path), dtype=np.int16) for name, path in
+              (("single", single), ("first", out / "a__b__c.png"), ("second", out / "a__b__c~2.png"))}
+    assert np.abs(pixels["single"] - pixels["second"]).max() <= 1  # batching changes a result by 1 at most
+    assert np.abs(pixels["single"] - pixels["first"]).mean() > 5
+
+
+def test_distinct_names_compares_case_insensitively_and_never_reuses_a_name():
+    from facestyle.commands.core import distinct_names
+
+    assert distinct_names(["x", "X", "x~2", "y"]) == (["x", "X~3", "x~2", "y"], {1: "X"})
+    assert distinct_names(["a", "b"]) == (["a", "b"], {})
+
+
 def test_transfer_help_documents_the_folder_output_names(capsys):
     with pytest.raises(SystemExit):
         main(["transfer", "--help"])
@@ -322,6 +358,25 @@ def test_prepare_celebamask_hq(capsys, tmp_path, faces):
     code, _, err = run(capsys, "prepare", "celebamask-hq", tmp_path / "nowhere", tmp_path / "p2")
     assert code == 2 and len(err) == 1 and "nowhere" in err[0], err
     assert not (tmp_path / "p2").exists()
+
+    # corrupt photos: a truncated PNG and a .jpg of garbage are skipped, one line each; the good one is written
+    good = (raw / "CelebA-HQ-img" / "1.jpg").read_bytes()
+    Image.open(faces / "images/face1.png").save(raw / "CelebA-HQ-img" / "2.png")
+    data = (raw / "CelebA-HQ-img" / "2.png").read_bytes()
+    (raw / "CelebA-HQ-img" / "2.png").write_bytes(data[:len(data) // 2])
+    (raw / "CelebA-HQ-img" / "3.jpg").write_bytes(b"\xff\xd8\xff not a JPEG at all" * 20)
+    for i in (2, 3):
+        for name in ("00001_skin.png", "00001_hair.png"):
+            shutil.copy(raw / "CelebAMask-HQ-mask-anno" / "0" / name,
+                        raw / "CelebAMask-HQ-mask-anno" / "0" / name.replace("00001", f"0000{i}"))
+    code, stdout, err = run(capsys, "prepare", "celebamask-hq", raw, tmp_path / "p3", "--split", "train")
+    assert code == 2, err
+    skipped = [line for line in err if "warning: skipped" in line]
+    assert len(skipped) == 2 and "2.png" in skipped[0] and "3.jpg" in skipped[1], err
+    assert err[-1].startswith("facestyle prepare: error: 2 photo(s) could not be read"), err
+    assert "Traceback" not in "".join(err) and "wrote 1 image(s)" in stdout
+    assert files_in(tmp_path / "p3") == ["1.jpg", "1.png"]
+    assert (tmp_path / "p3" / "images" / "1.jpg").read_bytes() == good
 
 
 def test_images_larger_than_max_side_are_refused_in_one_line(tmp_path, capsys):

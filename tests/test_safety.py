@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_checkpoint
+from helpers import drawn_face, tiny_checkpoint
 
 from facestyle.checkpoint import demo_dir
 from facestyle.cli import main
@@ -396,3 +396,110 @@ def test_a_report_is_written_all_or_nothing(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="No space left on device"):
         write_report(report, tmp_path / "full")
     assert list((tmp_path / "full").iterdir()) == []  # nothing written, no temporary left behind
+
+
+# ------------------------------------------------------------------------- Ctrl-C: saved, then exit 130
+
+
+def harmony_folder(root: Path, n: int = 4, size: int = 24) -> Path:
+    """An iHarmony4-style folder in the short layout (composite/, mask/, real/) of drawn faces."""
+    import numpy as np
+
+    from facestyle.io import save_image
+
+    for sub in ("composite", "mask", "real"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        photo, labels = drawn_face(i, size)
+        save_image(photo, root / "real" / f"{i}.png")
+        save_image(np.clip(photo.astype(int) + 40, 0, 255).astype(np.uint8), root / "composite" / f"{i}.png")
+        save_image(np.repeat((labels == 1)[..., None] * 255, 3, -1).astype(np.uint8), root / "mask" / f"{i}.png")
+    return root
+
+
+def trainer_commands(bank: Path, tmp_path: Path) -> dict[str, list]:
+    """Each trainer's command, tiny and a few steps, without --out."""
+    gen = ["--preset", "tiny", "--data", "synthetic:4", "--batch-size", "2", "--set", "train.log_every=1"]
+    return {
+        "train": ["train", *gen, "--set", "train.sample_every=1000", "--steps", "5"],
+        "train-parser": ["train-parser", *gen, "--steps", "5"],
+        "train-mapping": ["train-mapping", "--bank", bank, *MAP[:2], "--batch-size", "8", "--steps", "5"],
+        "train-flow": ["train-flow", "--bank", bank, *MAP[:2], "--batch-size", "8", "--steps", "5"],
+        "train-harmony": ["train-harmony", "--data", harmony_folder(tmp_path / "hdata"), "--batch-size", "2",
+                          "--image-size", "32", "--steps", "5"],
+        "train-harmonizer": ["train-harmonizer", "--preset", "tiny", "--set", "train.pairs=synthetic",
+                             "--batch-size", "2", "--steps", "5"],
+    }
+
+
+TRAINERS = ["train", "train-parser", "train-mapping", "train-flow", "train-harmony", "train-harmonizer"]
+
+
+@pytest.mark.parametrize("command", TRAINERS)
+def test_ctrl_c_saves_and_exits_130_with_the_resume_hint(command, capsys, bank, tmp_path, monkeypatch):
+    enter = common.GracefulStop.__enter__
+
+    def enter_then_ctrl_c(self):  # a Ctrl-C during the first step: GracefulStop's handler gets it
+        stop = enter(self)
+        os.kill(os.getpid(), signal.SIGINT)
+        return stop
+
+    monkeypatch.setattr(common.GracefulStop, "__enter__", enter_then_ctrl_c)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        main([str(a) for a in [*trainer_commands(bank, tmp_path)[command], "--out", out]])
+    assert stopped.value.code == 130
+    said = "".join(capsys.readouterr())  # train-harmony writes its lines to stdout
+    assert "stopped by Ctrl-C (SIGINT) at step 1 (exit status 130)" in said, said
+    assert f"--resume {out}" in said or f"--resume --out {out}" in said, said
+    assert [s for s, _ in list_checkpoints(out)] == [1] and not (out / LOCK_FILE).exists()
+    assert not (out / "final").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was restored
+
+
+@pytest.mark.parametrize("command", TRAINERS)
+def test_every_trainer_refuses_another_run_and_overwrites_its_own_on_request(command, capsys, bank, tmp_path):
+    argv = [*trainer_commands(bank, tmp_path)[command], "--steps", "1"]
+    out = tmp_path / "run"
+    assert run(capsys, *argv, "--out", out)[0] == 0
+    (out / "my-notes.txt").write_text("mine")
+    before = digest(out)
+    code, err = run(capsys, *argv, "--out", out)
+    assert code == 2 and len(err) == 1 and "already holds a run" in err[0] and "--overwrite" in err[0], err
+    assert digest(out) == before
+    other = "train-mapping" if command != "train-mapping" else "train-flow"
+    code, err = run(capsys, *trainer_commands(bank, tmp_path / "o")[other], "--steps", "1", "--out", out,
+                    "--overwrite")
+    assert code == 2 and len(err) == 1 and "holds a run of another trainer" in err[0], err
+    assert digest(out) == before
+    assert run(capsys, *argv, "--out", out, "--overwrite")[0] == 0
+    assert [s for s, _ in list_checkpoints(out)] == [1] and (out / "my-notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------------------- the style bank's writer
+
+
+def test_a_full_disk_while_writing_a_bank_is_one_line_and_leaves_nothing(capsys, ckpt, tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own error (``... (os error 28)``), not an OSError: it must still
+    be one line and exit 2, with no half-written bank, and an existing bank kept whole on --overwrite."""
+    from safetensors import SafetensorError
+
+    import facestyle.checkpoint as checkpoint
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a bank")  # what a write cut short leaves
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    existing = make_bank(tmp_path / "kept" / "bank.safetensors", ckpt)
+    before = existing.read_bytes()
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    out = tmp_path / "banks" / "bank.safetensors"
+    args = ["encode-styles", "--checkpoint", ckpt, "--data", "synthetic:2", "--out", out]
+    code, err = run(capsys, *args)
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == f"facestyle encode-styles: error: {out}: cannot write (No space left on device)"
+    assert list((tmp_path / "banks").iterdir()) == []  # no bank, no temporary file
+
+    code, err = run(capsys, *args[:-1], existing, "--overwrite")
+    assert code == 2 and len(err) == 1 and "No space left on device" in err[0], err
+    assert existing.read_bytes() == before and [p.name for p in existing.parent.iterdir()] == ["bank.safetensors"]

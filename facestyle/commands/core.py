@@ -146,6 +146,25 @@ def check_not_overwriting_inputs(outputs: Sequence[Path], inputs: Sequence[Path]
             raise InputError(f"{out}: the output would overwrite an input file; choose another output folder")
 
 
+def distinct_names(names: Sequence[str]) -> tuple[list[str], dict[int, str]]:
+    """Output file stems made distinct: the first of several equal stems (compared case-insensitively, as
+    some file systems do) keeps its name, the others get ``~2``, ``~3``... (a suffix no other stem has).
+    Returns the stems and, for each renamed one (by index), the name it would have had."""
+    taken = {name.casefold() for name in names}
+    used: set[str] = set()
+    result, renamed = [], {}
+    for i, name in enumerate(names):
+        chosen = name
+        if name.casefold() in used:
+            k = 2
+            while f"{name}~{k}".casefold() in taken | used:
+                k += 1
+            chosen, renamed[i] = f"{name}~{k}", name
+        used.add(chosen.casefold())
+        result.append(chosen)
+    return result, renamed
+
+
 def list_images(folder: Path) -> dict[str, Path]:
     """Image files of a folder by stem (hidden files skipped); two files with one stem is an error."""
     return files_by_stem(folder, IMAGE_SUFFIXES, hint="; files are paired by stem")
@@ -300,13 +319,22 @@ def run_prepare_celebamask_hq(args: argparse.Namespace) -> int:
     from ..data.celebamask import prepare_celebamask_hq
 
     dst = check_output_dir(args.dst)
+    bad: list[str] = []
+
+    def skip(message: str) -> None:  # one line per bad photo, above the progress bar
+        bad.append(message)
+        tqdm.write(f"facestyle prepare: warning: skipped: {message}", file=sys.stderr)
+
     try:
         written = prepare_celebamask_hq(args.src, dst, split=args.split, progress=True,
-                                        overwrite=args.overwrite)
+                                        overwrite=args.overwrite, on_bad=skip)
     except OSError as exc:
         raise InputError(f"{dst}: cannot write ({exc.strerror or exc})") from None
     print(f"wrote {written} image(s) and label maps to {dst}/images and {dst}/labels "
           f"(read them with --data folder:{dst})")
+    if bad:
+        raise InputError(f"{len(bad)} photo(s) could not be read and were skipped (listed above); fix or remove "
+                         "them and run prepare again to add them (the files written are kept)")
     return 0
 
 
@@ -347,7 +375,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "celebamask-hq", help="merge CelebAMask-HQ's per-part masks into class maps",
         description="Merge CelebAMask-HQ's per-part annotation PNGs into one class-index map per image: "
                     "writes DST/images/{i}.jpg and DST/labels/{i}.png. Files already there are kept (an "
-                    "interrupted run resumes) unless --overwrite.")
+                    "interrupted run resumes) unless --overwrite. Every photo is decoded first (within "
+                    "--max-side); a photo or part mask that does not decode is skipped with one line, the "
+                    "others are written, and the exit status is then 2.")
     c.add_argument("src", metavar="SRC", help="the unpacked CelebAMask-HQ folder (CelebA-HQ-img/, "
                                               "CelebAMask-HQ-mask-anno/)")
     c.add_argument("dst", metavar="DST", help="output folder")

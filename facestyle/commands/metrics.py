@@ -24,7 +24,9 @@ image and the foreground mask. --data is an iHarmony4-style folder (HAdobe5k for
 composite_images/{name}_{k}_{j}.jpg, masks/{name}_{k}.png, real_images/{name}.jpg and
 HAdobe5k_train.txt / HAdobe5k_test.txt (without the lists, 10% of the real photos are held out).
 --out becomes a run folder that loads as the classifier (config.json + model.safetensors), with
-checkpoints/step_X/ (kept atomically, the last two), latest, metrics.jsonl and run.json.
+checkpoints/step_X/ (kept atomically, the last two), latest, metrics.jsonl and run.json. --out must be
+a new or empty folder, or a harmony run with --resume (continue) or --overwrite (start afresh).
+Ctrl-C or SIGTERM saves a checkpoint, then exits with status 130 or 143.
 """
 
 
@@ -63,7 +65,7 @@ def run_train_harmony(args: argparse.Namespace) -> int:
     result = train_harmony(
         args.data, args.out, steps=args.steps, batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
         device=args.device, resume=args.resume, seed=args.seed, save_every=args.save_every,
-        held_out_fraction=args.held_out, num_workers=args.workers,
+        held_out_fraction=args.held_out, num_workers=args.workers, overwrite=args.overwrite,
     )
     held = result.held_out
     accuracy = "no held-out split" if held is None or math.isnan(held.accuracy) else \
@@ -95,6 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default: 2e-4)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in --out although it holds a harmony run (its checkpoints and logs are "
+                        "removed; nothing else in the folder is touched)")
     p.add_argument("--seed", type=int, default=0, help="initial weights and data order (default: 0)")
     p.add_argument("--save-every", type=positive_int, default=1000, metavar="STEPS",
                    help="checkpoint and held-out accuracy every STEPS steps (default: 1000)")

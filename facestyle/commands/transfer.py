@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -13,6 +14,7 @@ from .core import (
     check_output_dir,
     check_output_file,
     cli_warnings,
+    distinct_names,
     load_editor,
     one_or_folder,
     pair_by_stem,
@@ -34,6 +36,8 @@ Every target with every reference (the folder form):
   references: --reference IMG [IMG ...] --reference-labels PNG [PNG ...]
               or --reference-dir DIR --reference-label-dir DIR
   output:     --out-dir DIR, one file per pair: OUT_DIR/{target_stem}__{reference_stem}.png
+              (two pairs that would give one name, such as a + b__c and a__b + c: the second
+              is written as NAME~2.png, with a warning)
 
 --harmonizer DIR|demo runs a post-hoc harmonizer (DoveNet, `facestyle train-harmonizer`) on each
 result, with the transferred regions as its mask (with --no-harmonize: the paper's SEAN+DoveNet).
@@ -56,13 +60,26 @@ def _references(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
     if len(args.reference) != len(args.reference_labels):
         raise InputError(f"{len(args.reference)} --reference image(s) but {len(args.reference_labels)} "
                          "--reference-labels: give one label map per reference, in the same order")
-    refs = [photo_and_labels(image, labels) for image, labels in zip(args.reference, args.reference_labels)]
-    stems = [stem for stem, _, _ in refs]
-    duplicate = next((s for s in stems if stems.count(s) > 1), None)
-    if duplicate is not None and args.out is None:
-        raise InputError(f"two references are named {duplicate!r}: output names "
-                         "{target_stem}__{reference_stem}.png would collide")
-    return refs
+    return [photo_and_labels(image, labels) for image, labels in zip(args.reference, args.reference_labels)]
+
+
+def pair_outputs(out_dir: Path, pairs: list[tuple[str, str]]) -> list[Path]:
+    """``OUT_DIR/{target_stem}__{reference_stem}.png`` for each (target, reference) stem pair, made distinct:
+    when two pairs would give one name (``a`` + ``b__c`` and ``a__b`` + ``c``, or two references of one
+    stem) the one later in (target, reference) order is written as ``NAME~2.png`` and a warning line says so.
+    The names do not depend on the order in which a folder lists its files."""
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i])
+    ordered = [pairs[i] for i in order]
+    sorted_stems, renamed = distinct_names([f"{t}__{r}" for t, r in ordered])
+    for i, name in renamed.items():
+        first = next(j for j, (t, r) in enumerate(ordered) if f"{t}__{r}".casefold() == name.casefold())
+        print(f"facestyle transfer: warning: target {ordered[first][0]!r} + reference {ordered[first][1]!r} and "
+              f"target {ordered[i][0]!r} + reference {ordered[i][1]!r} both make {name}.png; the second is "
+              f"written as {sorted_stems[i]}.png", file=sys.stderr)
+    stems = [""] * len(pairs)
+    for position, i in enumerate(order):
+        stems[i] = sorted_stems[position]
+    return [out_dir / f"{stem}.png" for stem in stems]
 
 
 def run_transfer(args: argparse.Namespace) -> int:
@@ -77,7 +94,9 @@ def run_transfer(args: argparse.Namespace) -> int:
         jobs = [(targets[0], references[0], check_output_file(args.out))]
     elif args.out_dir is not None:
         out_dir = check_output_dir(args.out_dir)
-        jobs = [(t, r, out_dir / f"{t[0]}__{r[0]}.png") for r in references for t in targets]
+        pairs = [(t, r) for r in references for t in targets]
+        outputs = pair_outputs(out_dir, [(t[0], r[0]) for t, r in pairs])
+        jobs = [(t, r, out) for (t, r), out in zip(pairs, outputs, strict=True)]
     else:
         raise InputError("missing --out OUT.png (one pair) or --out-dir DIR (many pairs)")
     inputs = [p for _, image, labels in (*targets, *references) for p in (image, labels)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -122,12 +123,16 @@ class CelebAMaskHQ(Dataset):
 
 
 def prepare_celebamask_hq(src: str | os.PathLike, dst: str | os.PathLike, split: str = "all",
-                          progress: bool = True, overwrite: bool = False) -> int:
+                          progress: bool = True, overwrite: bool = False,
+                          on_bad: Callable[[str], None] | None = None) -> int:
     """Convert the raw layout to ``dst/images/{i}.jpg`` + ``dst/labels/{i}.png`` (merged class maps).
 
-    The result is read by :class:`~facestyle.data.folder.FolderDataset`. Image files are copied as
-    they are; label maps keep the masks' size. Files already present are kept unless ``overwrite``
-    (every write is atomic, so an interrupted run resumes). Returns the number of items written.
+    The result is read by :class:`~facestyle.data.folder.FolderDataset`. Every photo is decoded first
+    (within the image size cap, :data:`facestyle.io.MAX_SIDE`), then its file is copied as it is; label
+    maps keep the masks' size. A photo that does not decode, or whose part masks do not, is an
+    InputError; with ``on_bad``, that is called with the error's one line instead, nothing of the item
+    is written and the next one goes on. Files already present are kept unless ``overwrite`` (every
+    write is atomic, so an interrupted run resumes). Returns the number of items written.
     """
     root = find_root(src)
     items = list_indices(root, split)
@@ -135,12 +140,21 @@ def prepare_celebamask_hq(src: str | os.PathLike, dst: str | os.PathLike, split:
         raise InputError(f"{root / IMAGE_DIR}: no images of the {split} split")
     dst = Path(dst).expanduser()
     written = 0
-    for index, image_path in tqdm(items, desc=f"CelebAMask-HQ {split}", unit="img", disable=not progress):
+    for index, image_path in tqdm(items, desc=f"CelebAMask-HQ {split}", unit="img",
+                                   disable=None if progress else True):  # a bar on a terminal only
         out_image = dst / "images" / f"{index}{image_path.suffix.lower()}"
         out_labels = dst / "labels" / f"{index}.png"
         if not overwrite and out_image.is_file() and out_labels.is_file():
             continue
-        save_labels(merge_parts(root / ANNO_DIR, index), out_labels)
+        try:
+            open_image(image_path).close()  # decodes it: a truncated or garbage file is refused here
+            labels = merge_parts(root / ANNO_DIR, index)
+        except InputError as exc:
+            if on_bad is None:
+                raise
+            on_bad(str(exc))
+            continue
+        save_labels(labels, out_labels)
         copy_file_atomic(image_path, out_image)
         written += 1
     return written

@@ -29,7 +29,7 @@ Outputs never replace what the user did not ask to replace: ``--out`` must be a 
 a run folder of the same trainer with ``--resume`` (continue it) or ``--overwrite`` (start it afresh);
 a file, a checkpoint folder or any other non-empty folder is refused before anything is written
 (:func:`check_run_folder`). One trainer writes a run folder at a time (:class:`RunLock`). A run stopped
-by SIGTERM saves and then exits with status 143 (:class:`RunStopped`).
+by Ctrl-C or SIGTERM saves and then exits with status 130 or 143 (:class:`RunStopped`).
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ _STEP_NAME = re.compile(r"^step_\d{7,}$")
 RUN_ENTRIES = (CHECKPOINTS_DIR, LATEST_FILE, CONFIG_NAME, WEIGHTS_NAME, FINAL_DIR, RUN_CONFIG, RUN_INFO,
                "metrics.jsonl", "metrics.json", "tb", "samples")
 TRAINER_KINDS = {"train": "generator", "train-parser": "parser", "train-mapping": "mapping",
-                 "train-flow": "flow", "train-harmony": "harmony"}  # command -> checkpoint kind
-SIGTERM_STATUS = 128 + signal.SIGTERM  # 143, the shell's status of a process ended by SIGTERM
+                 "train-flow": "flow", "train-harmony": "harmony",
+                 "train-harmonizer": "harmonizer"}  # command -> checkpoint kind
 
 
 class TrainingError(FacestyleError):
@@ -108,12 +108,25 @@ class RunFolderError(TrainingError, InputError):
 
 
 class RunStopped(SystemExit):
-    """Raised after a run stopped by SIGTERM saved its checkpoint: the process exits with status 143 (not
-    0), so that a scheduler does not take the run for finished. ``checkpoint``: what was saved."""
+    """Raised after a run stopped by a signal saved its checkpoint: the process exits with the shell's
+    status of that signal, 130 for SIGINT (Ctrl-C) and 143 for SIGTERM (:func:`stop_status`), not 0, so
+    that a script or a scheduler does not take the run for finished. ``checkpoint``: what was saved."""
 
-    def __init__(self, checkpoint: Path | None) -> None:
-        super().__init__(SIGTERM_STATUS)
-        self.checkpoint = checkpoint
+    def __init__(self, checkpoint: Path | None, signal_name: str = "SIGTERM") -> None:
+        super().__init__(stop_status(signal_name))
+        self.checkpoint, self.signal_name = checkpoint, signal_name
+
+
+def stop_status(signal_name: str) -> int:
+    """The exit status of a run stopped by ``signal_name`` after saving: 128 + the signal's number (130 for
+    SIGINT, 143 for SIGTERM), as the shell reports a process that signal ended."""
+    return 128 + int(signal.Signals[signal_name])
+
+
+def stopped_message(signal_name: str, step: int) -> str:
+    """``stopped by Ctrl-C (SIGINT) at step N (exit status 130)``: the first half of a stopped run's line."""
+    what = "Ctrl-C (SIGINT)" if signal_name == "SIGINT" else signal_name
+    return f"stopped by {what} at step {step} (exit status {stop_status(signal_name)})"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,6 +252,17 @@ def rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
     meta = {"python": {"version": version, "gauss_next": gauss_next},
             "numpy": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}}
     return tensors, meta
+
+
+def all_rng_states(dist_env: Distributed) -> list[tuple[dict[str, Tensor], dict[str, Any]]]:
+    """Every process's :func:`rng_state`, in rank order, on every process: a collective when the process
+    group is up (each process draws its own noise, so a resume restores each one's)."""
+    mine = rng_state()
+    if not dist_env.enabled or not dist.is_initialized():
+        return [mine]
+    gathered: list[Any] = [None] * dist_env.world_size
+    dist.all_gather_object(gathered, mine)  # between the run's own processes; nothing is read from a file
+    return gathered
 
 
 def set_rng_state(tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> list[str]:
@@ -974,6 +998,7 @@ class CheckpointedRun:
     last_losses: dict[str, float]
     stop_at: int | None
     train_config: Any
+    rng_states: list[tuple[dict[str, Tensor], dict[str, Any]]] | None = None  # every rank's, while saving
     nonfinite_advice = "lower train.lr, or check the data"  # the end of a non-finite loss's message
     command = ""  # the CLI subcommand, for "continue with: facestyle COMMAND --resume RUN_DIR"
     network_name = "network"  # what the "done" line calls the trained network
@@ -1076,31 +1101,34 @@ class CheckpointedRun:
     def run_steps(self, end: int, step: Callable[[], None], save: Callable[[], None]) -> str | None:
         """Call ``step`` (which advances ``self.step``) up to ``end``, and ``save`` every ``save_every``
         steps, at ``end`` and once a SIGINT/SIGTERM reached any process, which then stops every process.
-        Returns the name of the signal that stopped the run, or None."""
+        Returns the name of the signal that stopped the run (the same on every process: SIGTERM when any
+        process got one, else SIGINT), or None."""
         stop = GracefulStop(on_request=self.announce_stop)
+        stopped = None
         with stop:
             while self.step < end:
                 step()
-                (interrupted,) = self.dist.any(stop.requested is not None, device=self.device)
-                if self.step % self.train_config.save_every == 0 or self.step == end or interrupted:
+                sigint, sigterm = self.dist.any(stop.requested == "SIGINT", stop.requested == "SIGTERM",
+                                                device=self.device)
+                stopped = "SIGTERM" if sigterm else "SIGINT" if sigint else None
+                if self.step % self.train_config.save_every == 0 or self.step == end or stopped:
                     save()
-                if interrupted:
+                if stopped:
                     break
-        return stop.requested
+        return stopped
 
     def finish(self, stopped: str | None) -> None:
-        """The ending: at ``train.steps``, ``final`` and where the network is; else how to continue. A run
-        stopped by SIGTERM then raises :class:`RunStopped` (exit status 143)."""
-        if self.step >= self.train_config.steps and stopped != "SIGTERM":
+        """The ending: at ``train.steps``, ``final`` and where the network is (also when a signal arrived
+        during the last step: the run is finished); else how to continue. A run stopped by SIGINT or
+        SIGTERM then raises :class:`RunStopped` (exit status 130 or 143)."""
+        if self.step >= self.train_config.steps:
             log(self.dist, f"done: step {self.step}; {self.network_name} in {self.write_final()}")
             return
-        why = "interrupted" if stopped else f"stopped at step {self.step} (stop_at)"
-        if stopped == "SIGTERM":
-            why = f"stopped by SIGTERM at step {self.step} (exit status {SIGTERM_STATUS})"
+        why = stopped_message(stopped, self.step) if stopped else f"stopped at step {self.step} (stop_at)"
         log(self.dist, f"{why}: saved {self.last_saved}; continue with: "
                        f"facestyle {self.command} --resume {self.run_dir}")
-        if stopped == "SIGTERM":
-            raise RunStopped(self.last_saved)
+        if stopped:
+            raise RunStopped(self.last_saved, stopped)
 
     def distribute(self, *modules: nn.Module) -> tuple[nn.Module, ...]:
         """Join the process group; the modules wrapped in DistributedDataParallel when there are several
@@ -1164,6 +1192,7 @@ class CheckpointedRun:
             kept = f"the last good checkpoint is {self.last_saved}" if self.last_saved else "nothing was saved"
             raise TrainingError(f"non-finite weights at step {self.step} ({bad[0]}); not saving them; {kept}")
         path = self.run_dir / CHECKPOINTS_DIR / step_dir_name(self.step)
+        self.rng_states = all_rng_states(self.dist)  # every process's, gathered before rank 0 writes them
         if self.dist.is_main:
             self.hold_run_folder()
             with writing(self.run_dir, self.kept_note()):
@@ -1215,10 +1244,16 @@ class CheckpointedRun:
 
     def progress_state(self) -> dict[str, Any]:
         """The part of the trainer state :meth:`restore_progress` reads back: step, data position, number
-        of processes, the last logged losses and the RNG states."""
-        tensors, meta = rng_state()
-        return {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
-                "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
+        of processes, the last logged losses and the RNG states: rank 0's in ``rng``, the other ranks' in
+        ``rng_ranks`` (gathered by :meth:`save_checkpoint`)."""
+        states = self.rng_states or [rng_state()]
+        self.rng_states = None
+        (tensors, meta), others = states[0], states[1:]
+        state = {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
+                 "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
+        if others:
+            state["rng_ranks"] = [{"tensors": t, "meta": m} for t, m in others]
+        return state
 
     def restore_progress(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
         """Step, data position (re-sharded when the number of processes changed), losses and RNG states
@@ -1232,10 +1267,18 @@ class CheckpointedRun:
         self.data.load_state_dict(data)
         self.last_losses = dict(state.get("losses") or {})
         self.last_saved = checkpoint
+        ranks = list(state.get("rng_ranks") or [])
+        same_world = int(state.get("world_size", 1)) == self.dist.world_size == len(ranks) + 1
         if self.dist.rank == 0:
             for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
                 log(self.dist, f"warning: {warning}")
-        else:  # only rank 0's RNG states are saved; the others restart from a seed tied to the step
+            if self.dist.enabled and not same_world:
+                log(self.dist, "note: the checkpoint holds no random state for ranks 1 and up of this run; they "
+                               "restart theirs from a seed, so the run differs from an uninterrupted one")
+        elif same_world:  # each process continues its own random streams
+            own = ranks[self.dist.rank - 1]
+            set_rng_state(own["tensors"], own["meta"])
+        else:  # saved by another number of processes: a seed tied to the rank and the step
             seed_everything(self.train_config.seed + self.dist.rank + 1_000_003 * self.step)
         log(self.dist, f"resuming from {checkpoint} (step {self.step}, epoch {self.data.epoch})")
 

@@ -441,7 +441,7 @@ def train_harmonizer(data_spec: str | None, out_dir: str | os.PathLike, *, prese
                              "copy of the checkpoint")
     out = Path(out_dir)
     data = {"spec": data_spec, "split": split, "seed": data_seed}
-    resume_from = resume_point(out, resume)
+    resume_from = resume_point(out, resume, kind="harmonizer")
     if resume_from is not None and data_spec is None:  # the run's own data (none: synthetic pairs only)
         info = read_run_info(resume_from.parent.parent, "seed")
         data = {key: info.get(key, value) for key, value in data.items()}

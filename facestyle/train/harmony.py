@@ -41,6 +41,7 @@ from .common import (
     latest_checkpoint,
     load_trainer_state,
     seed_everything,
+    stopped_message,
     writing,
 )
 
@@ -208,10 +209,10 @@ class HarmonyTrainer(CheckpointedRun):
                     self.log_metrics({"loss": round(sum(recent) / len(recent), 6)})
 
             stopped = self.run_steps(cfg.steps, step, self.evaluate_and_save)
-        if stopped == "SIGTERM":  # saved: exit non-zero so that a scheduler does not take it for finished
-            _write(f"stopped by SIGTERM at step {self.step}: saved {self.last_saved}; continue with: "
+        if stopped and self.step < cfg.steps:  # saved: exit non-zero so that a script does not take it for finished
+            _write(f"{stopped_message(stopped, self.step)}: saved {self.last_saved}; continue with: "
                    f"facestyle {NAME} --resume --out {self.run_dir} --data {self.data_root}")
-            raise RunStopped(self.last_saved)
+            raise RunStopped(self.last_saved, stopped)
         if self.held is None:  # nothing was trained in this call
             self.held = self.evaluate_held_out()
         probe_after = evaluate_harmony(self.model, self.train_set, cfg.batch_size, cfg.probe_samples)
@@ -238,8 +239,8 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
     renamed), the held-out accuracy measured and logged, and all but the last ``keep_last`` checkpoints
     deleted. ``resume=True`` continues the run in ``out_dir`` from its latest checkpoint up to ``steps`` in
     all; ``batch_size`` (default 32), ``image_size`` (default 256) and ``lr`` (default 2e-4) then default to
-    the run's own. SIGINT / SIGTERM save a checkpoint and stop (SIGTERM then raises
-    :class:`~facestyle.train.common.RunStopped`: exit status 143). ``out_dir`` must be a new or empty
+    the run's own. SIGINT / SIGTERM save a checkpoint and stop, then raise
+    :class:`~facestyle.train.common.RunStopped` (exit status 130 / 143). ``out_dir`` must be a new or empty
     folder, or a harmony run folder with ``resume`` (or ``overwrite``: start it afresh).
     """
     out = Path(out_dir)
