@@ -46,7 +46,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..labels import CELEBAMASK_HQ, LabelSet, class_index_map, get_label_set
-from .inputs import ImageInput, item_name, photo_tensor, split_batch
+from .inputs import Crop, ImageInput, crop_box, item_name, photo_tensor, split_batch
 
 __all__ = ["LandmarkParser", "mediapipe_available", "INSTALL_HINT", "FaceLandmarks"]
 
@@ -146,10 +146,10 @@ class LandmarkParser:
     def available() -> bool:
         return mediapipe_available()
 
-    def __call__(self, images: ImageInput, crop="center") -> Tensor | list[Tensor]:
+    def __call__(self, images: ImageInput, crop: Crop = "center") -> Tensor | list[Tensor]:
         return self.parse(images, crop=crop)
 
-    def parse(self, images: ImageInput, crop="center") -> Tensor | list[Tensor]:
+    def parse(self, images: ImageInput, crop: Crop = "center") -> Tensor | list[Tensor]:
         """Label maps, (H, W) int64 tensors at each photo's size: one for one photo, a list for a list.
         The face is found in the whole photo (``crop`` is accepted for the :class:`FaceParser` interface;
         a (left, top, size) box restricts the search to that square)."""
@@ -164,12 +164,10 @@ class LandmarkParser:
             maps.append(self.parse_array(rgb, name, box))
         return maps[0] if form == "single" else maps
 
-    def parse_array(self, rgb: np.ndarray, name: str = "image", crop="center") -> Tensor:
+    def parse_array(self, rgb: np.ndarray, name: str = "image", crop: Crop = "center") -> Tensor:
         """One (H, W, 3) uint8 RGB photo -> its (H, W) label map in this parser's label set."""
         h, w = rgb.shape[:2]
         if isinstance(crop, (tuple, list)):
-            from .parser import crop_box
-
             top, left, bh, bw = crop_box(h, w, crop)
             out = torch.zeros(h, w, dtype=torch.int64)
             out[top:top + bh, left:left + bw] = self.parse_array(np.ascontiguousarray(
