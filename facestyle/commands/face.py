@@ -252,7 +252,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Paint colour strokes on a face photo and have the regions under them take that colour, "
                     "harmonized with the rest of the face (paper Fig. 10b). --strokes is an RGBA PNG, "
                     "transparent where nothing is painted (or give --stroke-mask for an RGB stroke image). "
-                    "The regions holding at least 10%% of the painted area are recoloured, or those of "
+                    "The regions holding at least 10% of the painted area are recoloured, or those of "
                     "--regions.")
     _add_editing_options(p)
     p.add_argument("--strokes", required=True, metavar="RGBA.png", help="the painted strokes")
