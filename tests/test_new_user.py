@@ -115,7 +115,7 @@ def test_an_error_names_the_command_once(capsys, tmp_path, ckpt):
 def test_transfer_takes_a_palette_colour_label_map_as_edit_shape_does(capsys, tmp_path, ckpt, face_files):
     outs = []
     for labels in ("labels", "palette"):
-        out = tmp_path / f"{labels}.png"
+        out = tmp_path / f"out_{labels}.png"
         code, _, err = run(capsys, "transfer", "--checkpoint", ckpt, "--target", face_files["photo"],
                            "--target-labels", face_files[labels], "--reference", face_files["ref"],
                            "--reference-labels", face_files[labels], "--regions", "hair", "--out", out)
