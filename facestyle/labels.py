@@ -130,3 +130,9 @@ def class_mapping(src: LabelSet, dst: LabelSet) -> dict[int, int]:
     """Index in ``src`` -> index in ``dst`` for the classes both sets share (by name)."""
     return {src.classes.index(c): dst.classes.index(c) for c in SHARED_CLASSES
             if c in src.classes and c in dst.classes}
+
+
+def class_index_map(src: LabelSet, dst: LabelSet) -> np.ndarray:
+    """(len(src.classes),) int64: each class of ``src`` -> the class of ``dst`` with its name, background (0)
+    when ``dst`` has none (e.g. CelebAMask-HQ's neck in LaPa)."""
+    return np.array([dst.classes.index(c) if c in dst.classes else 0 for c in src.classes], dtype=np.int64)

@@ -42,11 +42,14 @@ class FaceStyleNet(Pretrained, nn.Module):
 
     @staticmethod
     def compose(target: Tensor, target_presence: Tensor, reference: Tensor, reference_presence: Tensor,
-                classes: Tensor) -> Tensor:
+                classes: Tensor, strength: float | Tensor = 1.0) -> Tensor:
         """The composite codes s_c: the target's, with ``classes`` ((R,) or (B, R) bool) from the reference
-        where the reference has them (a class absent from the reference keeps the target's style)."""
+        where the reference has them (a class absent from the reference keeps the target's style).
+        ``strength`` (a number, or (R,) / (B, R) per class, in 0..1) interpolates each moved class's code
+        from the target's (0) to the reference's (1, the default)."""
         take = classes.to(torch.bool) & reference_presence & target_presence
-        return torch.where(take[..., None], reference, target)
+        weight = take.to(target.dtype) * torch.as_tensor(strength, dtype=target.dtype, device=target.device)
+        return torch.lerp(target, reference, weight[..., None])
 
     def harmonize(self, composite: Tensor, target: Tensor, presence: Tensor, enabled: bool = True) -> Tensor:
         """MRSA (eq. 4-5); the identity when attention is off or ``enabled`` is False."""

@@ -21,7 +21,9 @@ if ! command -v apt-get >/dev/null 2>&1; then
          "package manager (the browser tests skip until then)" >&2
     exit 0
 fi
-echo "install-browser: installing chromium with apt-get" >&2
+echo "install-browser: $CHROMIUM is missing; installing Debian's chromium and fonts-liberation with apt-get" \
+     "as root (about 100 MB; the web tests drive it). Press Ctrl-C within 5 s to skip (the browser tests then skip)." >&2
+sleep 5
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends chromium fonts-liberation

@@ -188,8 +188,6 @@ def test_transfer_help_documents_the_folder_output_names(capsys):
 def bad_files(tmp_path, faces, checkpoint) -> dict[str, Path]:
     text = tmp_path / "text.png"
     text.write_text("this is not an image\n")
-    rgb = tmp_path / "rgb_labels.png"
-    Image.fromarray(CELEBAMASK_HQ.colorize(np.array(Image.open(faces / "labels/face0.png")))).save(rgb)
     value25 = tmp_path / "labels25.png"
     labels = np.array(Image.open(faces / "labels/face0.png"))
     labels[3, 5] = 25
@@ -205,7 +203,7 @@ def bad_files(tmp_path, faces, checkpoint) -> dict[str, Path]:
     cfg = json.loads((wrong_config / "config.json").read_text())
     cfg["model"]["style_dim"] = 8
     (wrong_config / "config.json").write_text(json.dumps(cfg))
-    return {"text": text, "rgb": rgb, "value25": value25, "not_ckpt": not_ckpt, "corrupt": corrupt,
+    return {"text": text, "value25": value25, "not_ckpt": not_ckpt, "corrupt": corrupt,
             "wrong_config": wrong_config, "missing": tmp_path / "missing.png"}
 
 
@@ -214,7 +212,7 @@ RECONSTRUCT_CASES = {
     "missing image": ("missing", "labels", "ckpt", [], ["missing.png", "no such file"]),
     "missing labels": ("image", "missing", "ckpt", [], ["missing.png", "no such file"]),
     "text as image": ("text", "labels", "ckpt", [], ["text.png", "not an image"]),
-    "rgb label map": ("image", "rgb", "ckpt", [], ["rgb_labels.png", "single-channel"]),
+    "photo as label map": ("image", "image", "ckpt", [], ["face0.png", "palette colours"]),
     "label value 25": ("image", "value25", "ckpt", [], ["labels25.png", "value 25", "celebamask-hq"]),
     "not a checkpoint": ("image", "labels", "not_ckpt", [], ["not_a_checkpoint", "not a facestyle checkpoint"]),
     "missing checkpoint": ("image", "labels", "missing", [], ["missing.png", "not found"]),

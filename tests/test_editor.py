@@ -347,13 +347,15 @@ def test_label_value_outside_the_set(editor, faces):
         editor.reconstruct(image, bad)
 
 
-def test_colour_label_map_is_refused(editor, faces):
+def test_a_palette_colour_label_map_is_read_as_its_classes_and_a_photo_is_refused(editor, faces):
     image, labels = faces[0]
     colours = Image.fromarray(CELEBAMASK_HQ.colorize(load_labels(labels, CELEBAMASK_HQ).numpy()))
-    with pytest.raises(InputError, match="single-channel"):
-        editor.reconstruct(image, colours)
-    with pytest.raises(InputError, match="single-channel"):
-        editor.reconstruct(image, np.asarray(colours))
+    expected = np.asarray(editor.reconstruct(image, labels))
+    assert np.array_equal(np.asarray(editor.reconstruct(image, colours)), expected)
+    assert np.array_equal(np.asarray(editor.reconstruct(image, np.asarray(colours))), expected)
+    noise = np.random.default_rng(0).integers(0, 256, (*np.asarray(colours).shape[:2], 3), dtype=np.uint8)
+    with pytest.raises(InputError, match="palette colours"):
+        editor.reconstruct(image, noise)
 
 
 @pytest.mark.parametrize("image, message", [

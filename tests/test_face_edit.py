@@ -313,7 +313,7 @@ def test_a_missing_label_map_is_parsed_when_a_parser_is_configured(tmp_path, fac
     torch.manual_seed(0)
     ckpt = FaceStyleNet(get_preset("tiny").model).save_pretrained(tmp_path / "ckpt")
     photo, labels = face
-    no_parser = Editor.from_pretrained(ckpt)
+    no_parser = Editor.from_pretrained(ckpt, parser="none")
     with pytest.raises(InputError, match="no face parser"):
         no_parser.edit_shape(photo, None, labels)
     net = FaceParserNet(PARSER_PRESETS["tiny"])

@@ -406,7 +406,7 @@ def test_without_style_networks_those_controls_are_off(tmp_path, files):
     app = _App(Editor.from_pretrained(checkpoint), ServerLimits())
     assert app.mapping_regions == [] and app.flow_regions == []
     with pytest.raises(InputError, match="upload a target photo first"):
-        app.transfer({}, {}, ["hair"], True, _no_progress)
+        app.transfer({}, {}, ["hair"], True, progress=_no_progress)
     state, overlay, shape_canvas, color_canvas, note = app.load(str(files["target"]), None, "target", _no_progress)
     assert app.sessions.photo_of(state).labels is None and "upload a label map" in note and shape_canvas is None
     with pytest.raises(InputError, match="no label map"):
@@ -462,7 +462,7 @@ def test_sessions_end_by_time_to_live_and_by_capacity_and_release_memory_and_fil
     a_files = _uploads(files, uploads / "a", "target", "target_labels", "reference", "reference_labels")
     target, overlay, shape_canvas, color_canvas, _ = app.load(*a_files[:2], "target", _no_progress, session="a")
     reference, *_ = app.load(*a_files[2:], "reference", _no_progress, session="a")
-    result, result_state, _ = app.transfer(target, reference, ["hair"], True, _no_progress)
+    result, result_state, _ = app.transfer(target, reference, ["hair"], True, progress=_no_progress)
     photo = store.photo_of(target)
     assert photo.labels.dtype == np.uint8 and photo.labels.shape == (128, 128)  # not int64
     assert _image(photo.path).shape == (128, 128, 3)  # the full-size original, on disk
@@ -477,7 +477,7 @@ def test_sessions_end_by_time_to_live_and_by_capacity_and_release_memory_and_fil
     assert len(store) == 2 and "a" not in store and not folder.exists()
     assert not any(Path(p).exists() for p in a_files)  # its uploads went with it
     with pytest.raises(InputError, match="session has ended"):
-        app.transfer(target, reference, ["hair"], True, _no_progress)
+        app.transfer(target, reference, ["hair"], True, progress=_no_progress)
 
     clock.now += 31  # "b" and "c" are 31 s old: still within the time to live
     assert store.expire() == 0 and len(store) == 2
@@ -510,7 +510,7 @@ def test_a_large_photo_is_held_at_the_working_size_with_a_uint8_label_map(editor
     for path in (overlay, shape_canvas["background"], color_canvas["background"]):
         assert max(Image.open(path).size) == EDITOR_SIDE
     reference, *_ = editor_app.load(str(tmp_path / "p.png"), str(tmp_path / "l.png"), "reference", _no_progress)
-    result, _, _ = editor_app.transfer(state, reference, ["hair"], True, _no_progress)
+    result, _, _ = editor_app.transfer(state, reference, ["hair"], True, progress=_no_progress)
     assert _image(result).shape == (800, 1000, 3)  # results come back at the photo's own size
 
 

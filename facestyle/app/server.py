@@ -30,11 +30,14 @@ of the server.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import os
 import re
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -49,6 +52,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..data.transforms import resize_labels_centered
 from ..editor.editor import Editor
 from ..editor.edits import decolorize_nearest, load_label_map
+from ..editor.landmarks import INSTALL_HINT, LandmarkParser
 from ..editor.parser import overlay
 from ..errors import FacestyleError, InputError
 from ..io import save_image
@@ -68,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 EDITOR_SIDE = WORKING_SIDE  # the painting canvases (and the overlays) show photos at most this large
 DEFAULT_REGIONS = ("skin", "hair")
+PARSER_HINT = f"for the landmark parser: {INSTALL_HINT}"
 LIVE_PROGRESS = gr.Progress()  # as a handler's default, Gradio replaces it with the event's live progress bar
 
 
@@ -282,14 +287,14 @@ class _App:
         label_map = read_label_upload(labels, self.label_set, size, self.limits, f"the {role} label map")
         if label_map is not None:
             note = f"{role}: label map uploaded"
-        elif self.editor.parser is not None:
+        elif self.editor.can_parse:
             progress(0.2, desc=f"Parsing the {role} photo")
             with self.model_lock:
                 label_map = np.asarray(self.editor.parse(np.asarray(image))).astype(self.label_dtype)
             note = f"{role}: label map parsed by the face parser"
         else:
             note = (f"{role}: **upload a label map** (class indices or palette colours); this server has no "
-                    "face parser")
+                    f"face parser ({PARSER_HINT})")
         preview = _preview(image)
         del image  # the full-size photo stays on disk only
         kept = self.sessions.session(session, create=True)
@@ -355,22 +360,26 @@ class _App:
         notes = list(dict.fromkeys(str(w.message) for w in caught))
         return result, notes
 
-    def _result(self, session: Session, image: Any, labels: np.ndarray, message: str, notes: list[str]) -> tuple:
+    def _result(self, session: Session, image: Any, labels: np.ndarray, message: str, notes: list[str],
+                before: Photo | None = None) -> tuple:
         """(result file, result handle, text): the result written to this request's own folder (the page
-        downloads it from there) and kept in the session as its ``result``."""
+        downloads it from there) and kept in the session as its ``result`` (the previous one can be
+        brought back by undo); ``before``: the photo it was made from."""
         im = image.convert("RGB") if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
         out = session.new_output()
         path = _write(out / "result.png", im)
         photo = session.new_photo(Path(path), _preview(im), (im.height, im.width),
                                   np.asarray(labels).astype(self.label_dtype, copy=False))
         photo.output = out
+        photo.before = None if before is None else before.path
+        session.remember("result")
         session.put("result", photo)
         text = message + "".join(f"\n\n*note:* {n}" for n in notes)
         return path, photo.handle(session, "result"), text
 
     # ------------------------------------------------------------------------------------------ edits
 
-    def transfer(self, target: dict, reference: dict, chosen: list[str], harmonized: bool,
+    def transfer(self, target: dict, reference: dict, chosen: list[str], harmonized: bool, strength: float = 1.0,
                  progress: gr.Progress = LIVE_PROGRESS) -> tuple:
         session, photo = self._loaded(target)
         _, ref = self._loaded(reference, "reference")
@@ -378,16 +387,19 @@ class _App:
             raise InputError("choose at least one region to transfer")
         image, ref_image = self._full(photo, "target"), self._full(ref, "reference")
         result, notes = self._run(progress, "Transferring", lambda: self.editor.transfer(
-            image, photo.labels, ref_image, ref.labels, regions=list(chosen), harmonize=harmonized))
-        return self._result(session, result, photo.labels, f"Transferred {', '.join(chosen)} from the reference.",
-                            notes)
+            image, photo.labels, ref_image, ref.labels, regions=list(chosen), harmonize=harmonized,
+            strength=float(strength)))
+        how = "" if float(strength) == 1 else f" at strength {float(strength):g}"
+        return self._result(session, result, photo.labels,
+                            f"Transferred {', '.join(chosen)} from the reference{how}.", notes, before=photo)
 
     def sample(self, target: dict, region: str, seed: float, progress: gr.Progress = LIVE_PROGRESS) -> tuple:
         session, photo, seed = self._target_region(target, region, seed)
         image = self._full(photo, "target")
         result, notes = self._run(progress, f"Drawing a {region} style", lambda: self.editor.sample(
             image, photo.labels, region=region, n=1, seed=seed)[0])
-        return self._result(session, result, photo.labels, f"A random {region} style (seed {seed}).", notes)
+        return self._result(session, result, photo.labels, f"A random {region} style (seed {seed}).", notes,
+                            before=photo)
 
     def finetune(self, target: dict, region: str, step: float, seed: float,
                  progress: gr.Progress = LIVE_PROGRESS) -> tuple:
@@ -396,7 +408,7 @@ class _App:
         result, notes = self._run(progress, f"Fine-tuning the {region} style", lambda: self.editor.finetune(
             image, photo.labels, region=region, step=float(step), seed=seed)[0])
         return self._result(session, result, photo.labels,
-                            f"{region} style moved by {float(step):g} along direction {seed}.", notes)
+                            f"{region} style moved by {float(step):g} along direction {seed}.", notes, before=photo)
 
     def shape(self, target: dict, reference: dict, painting: dict | None, seed: float,
               progress: gr.Progress = LIVE_PROGRESS) -> tuple:
@@ -414,7 +426,8 @@ class _App:
             return_details=True))
         sources = details["sources"]
         new = ("; new classes: " + ", ".join(f"{k} (style from {v})" for k, v in sources.items())) if sources else ""
-        return self._result(session, result, new_labels, f"Redrawn on the edited label map{new}.", notes)
+        return self._result(session, result, new_labels, f"Redrawn on the edited label map{new}.", notes,
+                            before=photo)
 
     def _painted_labels(self, labels: np.ndarray, painting: dict) -> np.ndarray:
         """The edited label map at the photo's size (in the label map's dtype). The canvas may show the map
@@ -446,16 +459,47 @@ class _App:
         image = self._full(photo, "target")
         (result, details), notes = self._run(progress, "Recolouring", lambda: self.editor.edit_color(
             image, photo.labels, strokes, regions=list(chosen) or None, return_details=True))
-        return self._result(session, result, photo.labels, f"Recoloured {', '.join(details['classes'])}.", notes)
+        return self._result(session, result, photo.labels, f"Recoloured {', '.join(details['classes'])}.", notes,
+                            before=photo)
 
     def continue_from(self, result: dict | None) -> tuple:
         found = self.sessions.lookup(result, "result")
         if found is None:
             raise InputError("there is no result yet")
         session, photo = found
+        session.remember("target")
         session.put("target", photo)
         return (photo.handle(session, "target"), *self._show(session, photo),
                 "target: the last result (its label map comes with it)")
+
+    def undo(self, handle: dict | None, request_session: str | None = None) -> tuple:
+        """Undo the last edit (or "continue editing"): (result file, result handle, target handle, target
+        overlay, shape canvas, colour canvas, text); what the undo leaves as it was is ``gr.skip()``."""
+        session_id = (handle or {}).get("session") or request_session
+        if session_id is None or session_id not in self.sessions:
+            raise InputError("there is nothing to undo")
+        session = self.sessions.session(session_id)
+        role = session.undo()
+        if role is None:
+            raise InputError("there is nothing to undo")
+        photo = session.photo(role)
+        skip = gr.skip()
+        if role == "target":
+            views = (skip, skip, skip) if photo is None else self._show(session, photo)
+            handle = {} if photo is None else photo.handle(session, "target")
+            return (skip, skip, handle, *views, "Undone: back to the target before \"continue editing\".")
+        if photo is None:
+            return (None, {}, skip, skip, skip, skip, "Undone: no result.")
+        return (str(photo.path), photo.handle(session, "result"), skip, skip, skip, skip,
+                "Undone: back to the previous result.")
+
+    def before_after(self, result: dict | None, before: bool) -> Any:
+        """The result, or (``before``) the photo it was made from, for the result view."""
+        found = self.sessions.lookup(result, "result")
+        if found is None:
+            return gr.skip()
+        photo = found[1]
+        return str(photo.before if before and photo.before is not None and photo.before.exists() else photo.path)
 
 
 def _preview(image: np.ndarray | Image.Image) -> np.ndarray:
@@ -542,8 +586,10 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
     label_set = app.label_set
     regions = [r for r, classes in label_set.regions.items() if classes]
     cfg = editor.model.config
-    parser_note = "a face parser labels uploads" if editor.parser is not None else \
-        "no face parser: upload label maps with the photos"
+    parser_note = ("the landmark parser labels uploads" if isinstance(editor.parser, LandmarkParser)
+                   else "a face parser labels uploads") if editor.can_parse else \
+        f"no face parser: upload label maps with the photos ({PARSER_HINT})"
+    need = "(optional)" if editor.can_parse else "(required: no face parser)"
 
     with gr.Blocks(title=f"{title}: face editor", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"## {title}: harmonized regional face editing\n"
@@ -554,14 +600,14 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
             with gr.Column():
                 target_photo = gr.Image(label="Target photo", type="filepath", image_mode=None,
                                         sources=["upload", "clipboard"], elem_id="target-photo", height=256)
-                target_labels = gr.Image(label="Target label map (optional)", type="filepath", image_mode=None,
+                target_labels = gr.Image(label=f"Target label map {need}", type="filepath", image_mode=None,
                                          sources=["upload"], elem_id="target-labels", height=140)
                 target_overlay = gr.Image(label="Target labels", interactive=False, elem_id="target-overlay",
                                           height=256, format="png", buttons=["fullscreen"])
             with gr.Column():
                 reference_photo = gr.Image(label="Reference photo", type="filepath", image_mode=None,
                                            sources=["upload", "clipboard"], elem_id="reference-photo", height=256)
-                reference_labels = gr.Image(label="Reference label map (optional)", type="filepath",
+                reference_labels = gr.Image(label=f"Reference label map {need}", type="filepath",
                                             image_mode=None, sources=["upload"], elem_id="reference-labels",
                                             height=140)
                 reference_overlay = gr.Image(label="Reference labels", interactive=False, buttons=["fullscreen"],
@@ -570,6 +616,9 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
                 result_image = gr.Image(label="Result", interactive=False, format="png", elem_id="result-image",
                                         buttons=["download", "fullscreen"], height=400)
                 status = gr.Markdown("Upload a target photo to start.", elem_id="status")
+                with gr.Row():
+                    before_toggle = gr.Checkbox(False, label="Show before", elem_id="before-after")
+                    undo_button = gr.Button("Undo", elem_id="undo-button")
                 continue_button = gr.Button("Continue editing from the result", elem_id="continue-button")
 
         with gr.Tabs():
@@ -577,6 +626,8 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
                 transfer_regions = gr.CheckboxGroup(regions, value=[r for r in DEFAULT_REGIONS if r in regions],
                                                     label="Regions to take from the reference",
                                                     elem_id="transfer-regions")
+                transfer_strength = gr.Slider(0, 1, value=1, step=0.05, elem_id="transfer-strength",
+                                              label="Strength (0: the target's style, 1: the reference's)")
                 harmonize = gr.Checkbox(True, label="Harmonize (MRSA)", elem_id="harmonize")
                 transfer_button = gr.Button("Transfer", variant="primary", elem_id="transfer-button")
             with gr.Tab("Random style", id="tab-sample"):
@@ -641,8 +692,8 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
               api_name="load_target", **queued)
         gr.on([reference_photo.change, reference_labels.change], load_reference, [reference_photo, reference_labels],
               [reference_state, reference_overlay, status], api_name="load_reference", **queued)
-        transfer_button.click(transfer, [target_state, reference_state, transfer_regions, harmonize], outputs,
-                              api_name="transfer", **queued)
+        transfer_button.click(transfer, [target_state, reference_state, transfer_regions, harmonize,
+                                         transfer_strength], outputs, api_name="transfer", **queued)
         sample_button.click(sample, [target_state, sample_region, sample_seed], outputs, api_name="sample", **queued)
         gr.on([finetune_button.click, finetune_step.release], finetune,
               [target_state, finetune_region, finetune_step, finetune_seed], outputs, api_name="finetune", **queued)
@@ -651,9 +702,39 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
         color_button.click(color, [target_state, color_editor, color_regions], outputs, api_name="color", **queued)
         continue_button.click(continue_from, [result_state], loaded, api_name="continue_from", **queued)
 
+        @_errors_as_messages
+        def undo(target, request: gr.Request):
+            return app.undo(target, _session_id(request))
+
+        undo_button.click(undo, [target_state], [result_image, result_state, target_state, target_overlay,
+                                                  shape_editor, color_editor, status], api_name="undo", **queued)
+        before_toggle.change(_errors_as_messages(app.before_after), [result_state, before_toggle], [result_image],
+                             api_name="before_after", **queued)
+
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)  # beyond max_size: refused
     demo.facestyle_sessions = sessions
     return demo
+
+
+class _WithoutShareHint(io.TextIOBase):
+    """stdout without Gradio's "set `share=True` in `launch()`" line: ``facestyle serve`` has no such option
+    (it serves on --host)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.dropped = stream, False
+
+    def write(self, text: str) -> int:
+        if "share=True" in text:
+            self.dropped = True
+            return len(text)
+        if self.dropped and text == "\n":  # print() writes the line's end on its own
+            self.dropped = False
+            return len(text)
+        self.dropped = False
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _session_id(request: gr.Request | None) -> str | None:
@@ -687,7 +768,8 @@ def serve(checkpoint: str | os.PathLike, parser: str | os.PathLike | None = None
     stop_on_sigterm = block and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if stop_on_sigterm else None
     try:
-        demo.launch(**launch)
+        with contextlib.redirect_stdout(_WithoutShareHint(sys.stdout)):
+            demo.launch(**launch)
     except OSError as exc:
         sessions.close()
         raise InputError(f"cannot serve on {host}:{port} ({str(exc).splitlines()[0]})") from None

@@ -50,6 +50,9 @@ WORKING_SIDE = 768  # previews (overlay, painting canvases) are at most this lar
 ROLES = ("target", "reference", "result")
 
 
+UNDO_STEPS = 8  # edits a session can undo
+
+
 @dataclass(eq=False)
 class Photo:
     """One loaded photo of a session (see the module's docstring)."""
@@ -60,6 +63,7 @@ class Photo:
     preview: np.ndarray  # (h, w, 3) uint8, at most WORKING_SIDE a side
     labels: np.ndarray | None  # (H, W) uint8 class indices, or None when it has no label map yet
     output: Path | None = None  # the request folder that showed it (kept while the photo is current)
+    before: Path | None = None  # a result's: the full-size photo it was made from (the before/after view)
     uploads: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)  # upload-cache files: (path, inode)
 
     def handle(self, session: Session, role: str) -> dict:
@@ -91,6 +95,7 @@ class Session:
         self.photos: dict[str, Photo] = {}
         self.outputs: collections.deque[Path] = collections.deque()
         self.keep_outputs = keep_outputs
+        self.history: list[tuple[str, str | None]] = []  # undo: (role, the role key keeping its old photo)
         self.last_used = now
         self.closed = False
         self.lock = threading.Lock()
@@ -135,6 +140,33 @@ class Session:
                 self.photos[role] = photo
             if old is not None and all(p is not old for p in self.photos.values()):
                 old.discard()
+
+    def remember(self, role: str) -> None:
+        """Keep the photo now in ``role`` (or its absence) so that :meth:`undo` can bring it back; at most
+        UNDO_STEPS are kept."""
+        with self.lock:
+            photo = self.photos.get(role)
+            key = None
+            if photo is not None:
+                key = f"undo:{secrets.token_hex(4)}"
+                self.photos[key] = photo
+            self.history.append((role, key))
+            dropped = self.history[:-UNDO_STEPS]
+            del self.history[:-UNDO_STEPS]
+        for _, old in dropped:
+            if old is not None:
+                self.put(old, None)
+
+    def undo(self) -> str | None:
+        """Bring back the photo of the last :meth:`remember` into its role; the role, or None when there
+        is nothing to undo."""
+        with self.lock:
+            if not self.history:
+                return None
+            role, key = self.history.pop()
+            photo = self.photos.pop(key, None) if key is not None else None
+        self.put(role, photo)
+        return role
 
     def new_output(self) -> Path:
         """A new folder for one request's files. Only the last ``keep_outputs`` are kept (and those that show

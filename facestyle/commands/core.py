@@ -80,10 +80,20 @@ def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> No
                                  f"(default: {DEFAULT_BATCH_SIZE})")
 
 
+def add_parser_option(parser: argparse.ArgumentParser) -> None:
+    """--parser: what labels a photo given without its label map."""
+    parser.add_argument("--parser", metavar="DIR|landmarks|none", default=None,
+                        help="face parser for photos given without a label map: a parser checkpoint, landmarks "
+                             "(MediaPipe's face mesh; pip install 'facestyle[photo]') or none (default: "
+                             "CHECKPOINT/parser/ when there is one, else landmarks)")
+
+
 def load_editor(args: argparse.Namespace, parser: str | None = None) -> Editor:
-    """The Editor of ``--checkpoint``/``--device``/``--label-set`` (with a face parser from ``parser``)."""
+    """The Editor of ``--checkpoint``/``--device``/``--label-set`` (with a face parser from ``parser``, else
+    ``--parser`` when the command has it)."""
     from ..editor.editor import Editor
 
+    parser = parser if parser is not None else getattr(args, "parser", None)
     return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=parser)
 
 
@@ -105,9 +115,20 @@ def check_input_file(path: str | Path, what: str = "file") -> Path:
     return path
 
 
-def photo_and_labels(image: str | Path, labels: str | Path) -> tuple[str, Path, Path]:
-    """(stem, photo, label map) of one photo given with its label map, both checked."""
-    return Path(image).stem, check_input_file(image, "an image"), check_input_file(labels, "a label map")
+def photo_and_labels(image: str | Path, labels: str | Path | None) -> tuple[str, Path, Path | None]:
+    """(stem, photo, label map) of one photo given with its label map (None: parsed), both checked."""
+    return (Path(image).stem, check_input_file(image, "an image"),
+            None if labels is None else check_input_file(labels, "a label map"))
+
+
+def given_labels(labels: Sequence[Path | None]) -> list[Path] | None:
+    """The label maps of a batch, or None when none was given (the editor parses the photos)."""
+    return None if all(p is None for p in labels) else list(labels)
+
+
+def input_paths(*groups: Sequence) -> list[Path]:
+    """The input files among (stem, photo, labels) tuples, for check_not_overwriting_inputs."""
+    return [p for group in groups for _, image, labels in group for p in (image, labels) if p is not None]
 
 
 def check_input_dir(path: str | Path) -> Path:
@@ -170,9 +191,14 @@ def list_images(folder: Path) -> dict[str, Path]:
     return files_by_stem(folder, IMAGE_SUFFIXES, hint="; files are paired by stem")
 
 
-def pair_by_stem(image_dir: str | Path, label_dir: str | Path) -> list[tuple[str, Path, Path]]:
-    """(stem, image, label map) for every photo of ``image_dir``; each needs a label map of the same stem."""
+def pair_by_stem(image_dir: str | Path, label_dir: str | Path | None) -> list[tuple[str, Path, Path | None]]:
+    """(stem, image, label map) for every photo of ``image_dir``; each needs a label map of the same stem
+    (``label_dir`` None: no label maps, the photos are parsed)."""
     images = list_images(check_input_dir(image_dir))
+    if label_dir is None:
+        if not images:
+            raise InputError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        return [(stem, path, None) for stem, path in images.items()]
     labels = list_images(check_input_dir(label_dir))
     if not images:
         raise InputError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
@@ -236,8 +262,10 @@ def cli_warnings(command: str, *logged: type[Warning]) -> Iterator[None]:
         log.propagate = old_propagate
 
 
-def one_or_folder(args: argparse.Namespace, single: Sequence[str], folder: Sequence[str], what: str) -> bool:
-    """True for the folder form; checks that exactly one form's options are all given."""
+def one_or_folder(args: argparse.Namespace, single: Sequence[str], folder: Sequence[str], what: str,
+                  optional: Sequence[str] = ()) -> bool:
+    """True for the folder form; checks that exactly one form's options are all given (``optional`` ones,
+    label maps that a parser may draw, may be left out)."""
     given_single = [o for o in single if getattr(args, o) is not None]
     given_folder = [o for o in folder if getattr(args, o) is not None]
 
@@ -247,11 +275,11 @@ def one_or_folder(args: argparse.Namespace, single: Sequence[str], folder: Seque
     if given_single and given_folder:
         raise InputError(f"give either {flags(single)} or {flags(folder)} for {what}, not both")
     if given_folder:
-        absent = [o for o in folder if o not in given_folder]
+        absent = [o for o in folder if o not in given_folder and o not in optional]
         if absent:
             raise InputError(f"the folder form of {what} also needs {flags(absent)}")
         return True
-    absent = [o for o in single if o not in given_single]
+    absent = [o for o in single if o not in given_single and o not in optional]
     if absent:
         raise InputError(f"{what}: missing {flags(absent)} (or the folder form: {flags(folder)})")
     return False
@@ -262,23 +290,23 @@ def one_or_folder(args: argparse.Namespace, single: Sequence[str], folder: Seque
 
 def run_reconstruct(args: argparse.Namespace) -> int:
     folder = one_or_folder(args, ("image", "labels", "out"), ("image_dir", "label_dir", "out_dir"),
-                           "reconstruct")
+                           "the photos", optional=("labels", "label_dir"))
     if folder:
         pairs = pair_by_stem(args.image_dir, args.label_dir)
         out_dir = check_output_dir(args.out_dir)
         outputs = [out_dir / f"{stem}.png" for stem, _, _ in pairs]
-        check_not_overwriting_inputs(outputs, [p for _, image, labels in pairs for p in (image, labels)])
     else:
         pairs = [photo_and_labels(args.image, args.labels)]
         outputs = [check_output_file(args.out)]
-        check_not_overwriting_inputs(outputs, [pairs[0][1], pairs[0][2]])
+    check_not_overwriting_inputs(outputs, input_paths(pairs))
 
     editor = load_editor(args)
     jobs = list(zip(pairs, outputs))
     with cli_warnings("reconstruct"), progress(len(jobs), "reconstruct") as bar:
         for chunk in batched(jobs, args.batch_size):
             save_images(editor.reconstruct([image for (_, image, _), _ in chunk],
-                                           [labels for (_, _, labels), _ in chunk]), [out for _, out in chunk])
+                                           given_labels([labels for (_, _, labels), _ in chunk])),
+                        [out for _, out in chunk])
             bar.update(len(chunk))
     where = args.out_dir if folder else args.out
     print(f"wrote {len(outputs)} image(s) to {where}" if folder else f"wrote {where}")
@@ -346,15 +374,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "reconstruct", help="encode and decode faces with a checkpoint (one photo or a folder)",
         description="Reconstruct faces: encode each photo's regional styles and decode them on its label "
                     "map. One photo: --image/--labels/--out. A folder: --image-dir/--label-dir/--out-dir, "
-                    "photos and label maps paired by file stem, results written as OUT_DIR/{stem}.png.")
+                    "photos and label maps paired by file stem, results written as OUT_DIR/{stem}.png. Label "
+                    "maps left out are drawn by the face parser (see --parser).")
     add_model_options(p)
+    add_parser_option(p)
     one = p.add_argument_group("one photo")
     one.add_argument("--image", metavar="IMG", help="the photo")
-    one.add_argument("--labels", metavar="PNG", help="its label map (class indices)")
+    one.add_argument("--labels", metavar="PNG", help="its label map (class indices; parsed when left out)")
     one.add_argument("--out", metavar="OUT.png", help="where to write the result")
     many = p.add_argument_group("a folder")
     many.add_argument("--image-dir", metavar="DIR", help="folder of photos")
-    many.add_argument("--label-dir", metavar="DIR", help="folder of label maps, same stems as the photos")
+    many.add_argument("--label-dir", metavar="DIR", help="folder of label maps, same stems as the photos "
+                                                         "(parsed when left out)")
     many.add_argument("--out-dir", metavar="DIR", help="folder for the results ({stem}.png)")
     p.set_defaults(func=run_reconstruct)
 

@@ -2,6 +2,7 @@
 ``style-mean`` and ``serve`` (the web editor).
 
     facestyle train-parser --data celebamask-hq:ROOT --out runs/parser --preset base --device cuda
+    facestyle parse photo1.jpg photo2.jpg --out-dir labels/          # the landmark parser (photo extra)
     facestyle parse --checkpoint runs/parser photo1.jpg photo2.jpg --out-dir labels/
     facestyle edit-shape --checkpoint CKPT --image me.png --labels me.png --new-labels edited.png --out out.png
     facestyle edit-color --checkpoint CKPT --image me.png --labels me.png --strokes strokes.png --out out.png
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from .core import (
     add_model_options,
+    add_parser_option,
     batched,
     check_input_file,
     check_not_overwriting_inputs,
@@ -26,6 +28,7 @@ from .core import (
     check_output_file,
     cli_warnings,
     load_editor,
+    nonnegative_int,
     positive_float,
     positive_int,
     progress,
@@ -53,11 +56,16 @@ def run_parse(args: argparse.Namespace) -> int:
     check_not_overwriting_inputs(outputs + previews, images)
     crop = _crop(args.crop)
 
-    from ..editor.parser import FaceParser, colorize
+    from ..editor.parser import LANDMARKS, FaceParser, colorize, load_parser
     from ..io import save_image, save_labels
 
-    parser = FaceParser.from_pretrained(args.checkpoint, device=args.device)
-    parser.batch_size = args.batch_size
+    parser = load_parser(args.checkpoint or LANDMARKS, device=args.device)
+    if parser is None:
+        raise InputError("--checkpoint none: parse needs a parser (a checkpoint, or landmarks)")
+    if isinstance(parser, FaceParser):
+        parser.batch_size = args.batch_size
+    else:
+        parser.face = args.face
     with progress(len(images), "parse") as bar:
         for chunk in batched(list(zip(images, outputs, previews)), args.batch_size):
             maps = parser.parse([str(path) for path, _, _ in chunk], crop=crop)
@@ -198,18 +206,23 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "parse", help="label face photos with a trained face parser",
+        "parse", help="label face photos (the landmark parser, or a trained face parser)",
         description="Parse photos into label maps: OUT_DIR/{stem}.png (single-channel class indices) and "
-                    "OUT_DIR/previews/{stem}.png (palette colours). A photo that is not square is centre-cropped "
-                    "to a square (or to --crop), parsed, and mapped back to its own size (background outside "
-                    "the crop).")
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="a parser checkpoint (facestyle train-parser), or a generator checkpoint with parser/")
+                    "OUT_DIR/previews/{stem}.png (palette colours). Without --checkpoint the landmark parser "
+                    "(MediaPipe's face mesh and selfie segmentation, no training; pip install "
+                    "'facestyle[photo]') finds the face itself (--face). With a trained parser, a photo that is "
+                    "not square is centre-cropped to a square (or to --crop), parsed, and mapped back to its "
+                    "own size (background outside the crop).")
+    p.add_argument("--checkpoint", default=None, metavar="DIR|landmarks",
+                   help="a parser checkpoint (facestyle train-parser), a generator checkpoint with parser/, or "
+                        "landmarks (the default)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos to parse")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the label maps")
     p.add_argument("--crop", default="center", metavar="center|none|L,T,S",
                    help="the square the parser sees: the centred one (default), none (squash the whole photo), "
                         "or LEFT,TOP,SIZE in pixels around the face")
+    p.add_argument("--face", type=nonnegative_int, default=0, metavar="N",
+                   help="the landmark parser's face when a photo has several: 0 the largest (default), then by size")
     p.add_argument("--no-preview", action="store_true", help="do not write colour previews")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="photos per pass (default: 8)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
@@ -226,7 +239,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "else from the region's mapping network (CHECKPOINT/mapping/REGION), else from the "
                     "dataset mean (CHECKPOINT/style_mean.safetensors, see facestyle style-mean). Label maps "
                     "are class-index PNGs or images drawn in the label set's palette colours. --labels may be "
-                    "left out when a parser is available (--parser, or CHECKPOINT/parser/).")
+                    "left out: the photo is then parsed (see --parser).")
     _add_editing_options(p)
     p.add_argument("--new-labels", required=True, metavar="PNG", help="the edited label map")
     p.add_argument("--reference", metavar="IMG", help="a photo to take the styles of new classes from")
@@ -239,7 +252,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Paint colour strokes on a face photo and have the regions under them take that colour, "
                     "harmonized with the rest of the face (paper Fig. 10b). --strokes is an RGBA PNG, "
                     "transparent where nothing is painted (or give --stroke-mask for an RGB stroke image). "
-                    "The regions holding at least 10%% of the painted area are recoloured, or those of "
+                    "The regions holding at least 10% of the painted area are recoloured, or those of "
                     "--regions.")
     _add_editing_options(p)
     p.add_argument("--strokes", required=True, metavar="RGBA.png", help="the painted strokes")
@@ -274,8 +287,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "strokes, download the result. Binds to 127.0.0.1 (this machine only) unless --host says "
                     "otherwise. Needs the web extra: pip install 'facestyle[web]'.")
     p.add_argument("--checkpoint", required=True, metavar="DIR|demo", help="generator checkpoint, or demo")
-    p.add_argument("--parser", metavar="DIR", default=None,
-                   help="face parser checkpoint (default: CHECKPOINT/parser/ when there is one)")
+    add_parser_option(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1; 0.0.0.0 exposes the editor to your network)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
@@ -300,9 +312,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_editing_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p, batch=False)  # --checkpoint, --label-set, --device
-    p.add_argument("--parser", metavar="DIR", default=None,
-                   help="face parser for a photo without --labels (default: CHECKPOINT/parser/ when there is one)")
+    add_parser_option(p)
     p.add_argument("--image", required=True, metavar="IMG", help="the photo to edit")
-    p.add_argument("--labels", metavar="PNG", help="its label map (parsed when left out and a parser is available)")
+    p.add_argument("--labels", metavar="PNG", help="its label map (parsed when left out)")
     p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the result")
     p.add_argument("--no-harmonize", action="store_true", help="skip MRSA")

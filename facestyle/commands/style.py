@@ -14,6 +14,7 @@ The pipeline for a trained generator CHECKPOINT::
 from __future__ import annotations
 
 import argparse
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from ..errors import InputError
 from .core import (
     add_model_options,
+    add_parser_option,
     check_input_file,
     check_not_overwriting_inputs,
     check_output_dir,
@@ -150,7 +152,10 @@ def _edit_target(args: argparse.Namespace, command: str, rows: dict[str, list[st
     _, target, labels = photo_and_labels(args.target, args.target_labels)
     out_dir = check_output_dir(args.out_dir)
     paths = {key: [out_dir / name for name in names] for key, names in rows.items()}
-    check_not_overwriting_inputs([*(p for row in paths.values() for p in row), out_dir / sheet], [target, labels])
+    check_not_overwriting_inputs([*(p for row in paths.values() for p in row), out_dir / sheet],
+                                 [p for p in (target, labels) if p is not None])
+    if args.seed is None:  # drawn here, so that it can be printed and the result reproduced
+        args.seed = random.SystemRandom().randrange(2**31)
     editor = load_editor(args)
     sheet_rows = []
     with cli_warnings(command):
@@ -168,7 +173,8 @@ def run_sample(args: argparse.Namespace) -> int:
         ["target", *(f"style {i}" for i in range(args.n))], "sheet.png",
         lambda editor, target, labels, region: editor.sample(target, labels, region=region, n=args.n, seed=args.seed,
                                                              harmonize=not args.no_harmonize))
-    print(f"wrote {args.n} {args.region} style(s) and sheet.png to {out_dir}")
+    print(f"wrote {args.n} {args.region} style(s) and sheet.png to {out_dir} (seed {args.seed}; pass --seed "
+          f"{args.seed} to draw them again)")
     return 0
 
 
@@ -186,15 +192,17 @@ def run_finetune(args: argparse.Namespace) -> int:
         lambda editor, target, labels, space: editor.finetune(
             target, labels, region=args.region, step=steps, seed=args.seed, space=space,
             harmonize=not args.no_harmonize, solver=solver if space == "z" else None))
-    print(f"wrote {len(steps) * len(spaces)} fine-tuned image(s) and sequence.png to {out_dir}")
+    print(f"wrote {len(steps) * len(spaces)} fine-tuned image(s) and sequence.png to {out_dir} (seed {args.seed}; "
+          f"pass --seed {args.seed} for the same direction)")
     return 0
 
 
 def _add_one_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, metavar="IMG", help="the target photo")
-    p.add_argument("--target-labels", required=True, metavar="PNG", help="its label map (class indices)")
+    p.add_argument("--target-labels", metavar="PNG", help="its label map (class indices; parsed when left out)")
+    add_parser_option(p)
     p.add_argument("--region", default="skin", help="region with a trained network (default: skin)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh draw)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh draw, printed)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the results")
     p.add_argument("--no-harmonize", action="store_true", help="skip MRSA")
 

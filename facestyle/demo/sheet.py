@@ -18,7 +18,7 @@ from ..data.synthetic import Illumination, render, sample_face
 from ..editor.editor import Editor
 from ..io import save_image
 from ..visualize import contact_sheet, label_image
-from .styles import demo_styles
+from .styles import demo_styles, style_columns
 
 DEMO_SEED = 2026  # a face stream disjoint from the training stream (seed 0)
 PAIRS = ((0, 1), (2, 3), (4, 5))
@@ -78,8 +78,8 @@ def run_demo(out_dir: str | Path, checkpoint: str = "demo", device: str = "cpu",
     sheet = contact_sheet(rows, columns, row_titles=[pair["name"] for pair in pairs], cell=128)
     styles = demo_styles(editor, pairs, out, log, checkpoint=checkpoint)
     if styles:  # random skin and hair styles, then fine-tuning in z space and in style space, below
-        lower = contact_sheet([row for _, row in styles], ["target", "labels", *(f"result {i}" for i in range(1, 6))],
-                              row_titles=[title for title, _ in styles], cell=128)
+        lower = contact_sheet([row for _, row in styles], style_columns(), row_titles=[title for title, _ in styles],
+                              cell=128)
         both = Image.new("RGB", (max(sheet.width, lower.width), sheet.height + lower.height), "white")
         both.paste(sheet, (0, 0))
         both.paste(lower, (0, sheet.height))

@@ -21,8 +21,17 @@ from ..visualize import contact_sheet, label_image
 SAMPLE_REGIONS = ("skin", "hair")
 SAMPLES = 5  # random styles per region (a row of target, labels and 5 results: the demo sheet's 7 columns)
 FINETUNE_REGION = "skin"
-FINETUNE_STEPS = (0.5, 1.0, 1.5, 2.0, 3.0)
+FINETUNE_STEPS = (-6.0, -3.0, 3.0, 6.0, 9.0)  # both ways along the direction, far enough to see the change
 SEED = 0
+
+
+def style_columns(samples: int = SAMPLES, steps: Sequence[float] = FINETUNE_STEPS) -> list[str]:
+    """The sheet's column titles: target, labels, then each result's random style number and fine-tuning
+    step size (the rows above the fine-tuning rows are random styles)."""
+    titles = [" / ".join(([f"style {i + 1}"] if i < samples else []) + ([f"step {steps[i]:+g}"] if i < len(steps)
+                                                                       else []))
+              for i in range(max(samples, len(steps)))]
+    return ["target", "labels", *titles]
 
 
 def demo_styles(editor: Editor, pairs: Sequence[dict], out_dir: str | Path, log: Callable[[str], Any] = print,
@@ -74,6 +83,6 @@ def demo_styles(editor: Editor, pairs: Sequence[dict], out_dir: str | Path, log:
     else:
         log(f"{FINETUNE_REGION} fine-tuning: skipped (no flow for {FINETUNE_REGION})")
     if rows:
-        columns = ["target", "labels", *(f"result {i + 1}" for i in range(max(samples, len(steps))))]
+        columns = style_columns(samples, steps)
         save_image(contact_sheet(rows, columns, row_titles=titles, cell=128), out / "styles_sheet.png")
     return list(zip(titles, rows))

@@ -13,9 +13,11 @@ Inputs may be file paths, PIL images, numpy arrays or torch tensors, alone or ba
 - images: a path; a PIL image; an (H, W, 3) numpy array, ``uint8`` or float in [0, 1] ((H, W) gray and
   (H, W, 4) RGBA also work; an (B, H, W, 3) array is a batch); a (3, H, W) tensor in [-1, 1] (a
   ``uint8`` tensor in 0..255 also works; a (B, 3, H, W) tensor is a batch); or a list of any of these;
-- label maps: a path to a class-index PNG; a single-channel PIL image; an (H, W) integer array or
-  tensor of class indices ((B, H, W) is a batch); or a list of any of these. Every value must be a
-  class of the checkpoint's label set.
+- label maps: a path to a class-index PNG (or to an image drawn in the label set's palette colours); a
+  single-channel PIL image (or an RGB one in the palette colours); an (H, W) integer array or tensor of
+  class indices ((B, H, W) is a batch); or a list of any of these. Every value must be a class of the
+  checkpoint's label set. ``None`` parses the photos with the editor's face parser (by default the
+  landmark parser, :mod:`facestyle.editor.landmarks`, or ``CHECKPOINT/parser/``).
 
 Images are resized to the model's image size (bicubic), label maps with nearest neighbour (a label map
 at a different size from its photo is first resized to the photo's size), and every result is resized
@@ -65,7 +67,7 @@ from .inputs import (
     prepare_labels,
     resolve_device,
 )
-from .parser import Crop, FaceParser, find_parser
+from .parser import LANDMARKS, AnyParser, Crop, find_parser, load_parser
 from .styles import (
     RegionAbsentWarning,
     Space,
@@ -102,7 +104,7 @@ class Editor:
     """
 
     def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None,
-                 parser: FaceParser | str | os.PathLike | None = None) -> None:
+                 parser: AnyParser | str | os.PathLike | None = None) -> None:
         self.model = model.eval()
         param = next(model.parameters())
         if param.device.type == "cpu":
@@ -113,7 +115,7 @@ class Editor:
         self.image_size: int = model.config.image_size
         # where the networks stored beside the generator (mapping networks, flows, style mean) are found
         self.checkpoint_dir: Path | None = None if checkpoint_dir is None else Path(checkpoint_dir)
-        self.parser: FaceParser | None = None  # labels photos given without a label map
+        self.parser: AnyParser | None = None  # labels photos given without a label map
         self.style_networks: dict[tuple[str, str], StyleNetwork] = {}  # (kind, region) -> loaded or attached
         self._style_mean: StyleMean | None = None  # the dataset mean for new classes of a shape edit...
         self._style_mean_loaded = False  # ...read from checkpoint_dir on first use
@@ -123,12 +125,14 @@ class Editor:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike = "demo", device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32, label_set: str | None = None,
-                        parser: FaceParser | str | os.PathLike | None = None) -> Editor:
+                        parser: AnyParser | str | os.PathLike | None = None) -> Editor:
         """Load a checkpoint directory (``"demo"`` is the bundled model) onto ``device``.
 
         ``label_set`` (optional) is the label set your label maps use; a checkpoint made for another
-        one is a :class:`~facestyle.errors.CheckpointError`. ``parser`` is a face-parser checkpoint
-        (default: ``CHECKPOINT/parser`` when there is one); with a parser, label maps may be omitted.
+        one is a :class:`~facestyle.errors.CheckpointError`. ``parser`` labels photos given without a
+        label map: a face-parser checkpoint, ``"landmarks"`` (MediaPipe's face mesh, the photo extra:
+        ``pip install 'facestyle[photo]'``) or ``"none"``; default ``CHECKPOINT/parser`` when there is
+        one, else ``"landmarks"``.
         """
         dev = resolve_device(device)
         if str(path) == "demo" and not (demo_dir() / "config.json").is_file():
@@ -138,7 +142,7 @@ class Editor:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
         model = FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set)
         directory = resolve(path)
-        return cls(model, directory, parser if parser is not None else find_parser(directory))
+        return cls(model, directory, parser if parser is not None else (find_parser(directory) or LANDMARKS))
 
     def __repr__(self) -> str:
         return (f"Editor(label_set={self.label_set.name!r}, image_size={self.image_size}, "
@@ -156,7 +160,8 @@ class Editor:
     def transfer(self, target: ImageInput, target_labels: ImageInput | None, reference: ImageInput,
                  reference_labels: ImageInput | None, regions: Regions = DEFAULT_REGIONS,
                  harmonize: bool = True, return_tensors: bool = False,
-                 harmonizer: str | os.PathLike | DoveNet | None = None) -> Output:
+                 harmonizer: str | os.PathLike | DoveNet | None = None,
+                 strength: float | dict[str, float] = 1.0) -> Output:
         """Give the target the reference's style in ``regions``, harmonized by MRSA (paper eq. 4-5).
 
         ``regions`` are names of the label set's regions (``skin`` (skin + nose), ``hair``, ``eyes``,
@@ -172,8 +177,12 @@ class Editor:
         :class:`~facestyle.nn.dovenet.DoveNet`, its folder, a generator checkpoint with one in
         ``harmonizer/``, or ``"demo"``. MRSA still runs as ``harmonize`` says (the paper's SEAN+DoveNet row
         is ``harmonize=False`` with a harmonizer). DoveNet redraws the whole image, as it is scored.
+
+        ``strength``: how far each moved region's code goes from the target's (0) to the reference's (1,
+        the default), a number for every region or ``{region: value}`` (regions left out: 1).
         """
         classes = self.resolve_regions(regions)
+        weights = self.region_strengths(classes, strength)
         post = None if harmonizer is None else self.harmonizer(harmonizer)
         with torch.inference_mode():
             targets = self._prepare_images(target, "target")
@@ -192,7 +201,7 @@ class Editor:
             warn_absent_regions(self.label_set, classes, p_t, p_r, references.names)
             s_t, p_t, s_r, p_r = (x.expand(n, *x.shape[1:]) for x in (s_t, p_t, s_r, p_r))
             mask = torch.from_numpy(self.label_set.regions_mask(list(classes))).to(self.device)
-            s_c = self.model.compose(s_t, p_t, s_r, p_r, mask)
+            s_c = self.model.compose(s_t, p_t, s_r, p_r, mask, weights.to(self.device))
             out = self.model.restyle(target_maps.expand(n, -1, -1), s_c, s_t, p_t, harmonize)
             if post is not None:
                 out = post.harmonize(out, mask[target_maps.expand(n, -1, -1)][:, None].to(out.dtype))
@@ -213,6 +222,20 @@ class Editor:
         if key not in self._harmonizers:
             self._harmonizers[key] = load_harmonizer(harmonizer, self.device, self.dtype)
         return self._harmonizers[key]
+
+    def region_strengths(self, regions: dict[str, tuple[int, ...]], strength: float | dict[str, float]) -> Tensor:
+        """(R,) float32 per-class strengths for :meth:`transfer`'s moved ``regions`` (1 elsewhere); values
+        outside 0..1 or regions not moved are InputErrors."""
+        values = strength if isinstance(strength, dict) else dict.fromkeys(regions, strength)
+        out = torch.ones(self.label_set.num_classes)
+        for region, value in values.items():
+            if region not in regions:
+                raise InputError(f"strength given for {region!r}, which is not among the moved regions "
+                                 f"({', '.join(regions)})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InputError(f"strength must be a number from 0 to 1, got {value!r} for {region}")
+            out[list(regions[region])] = float(value)
+        return out
 
     def resolve_regions(self, regions: Regions) -> dict[str, tuple[int, ...]]:
         """Region name -> class indices; an unknown name is an InputError listing the valid ones."""
@@ -398,22 +421,28 @@ class Editor:
 
     # ------------------------------------------------------------------------------------------- parsing
 
-    def set_parser(self, parser: FaceParser | str | os.PathLike | None) -> None:
-        """Configure the face parser used when a label map is not given: a :class:`FaceParser`, a parser
-        checkpoint directory, or None to turn parsing off. It must label the classes of this editor's
-        label set."""
-        if parser is not None and not isinstance(parser, FaceParser):
-            parser = FaceParser.from_pretrained(parser, device=self.device)
+    def set_parser(self, parser: AnyParser | str | os.PathLike | None) -> None:
+        """Configure the face parser used when a label map is not given: a :class:`FaceParser` or
+        :class:`~facestyle.editor.landmarks.LandmarkParser`, a parser checkpoint directory, ``"landmarks"``
+        (the landmark parser), or None (or ``"none"``) to turn parsing off. It must label the classes of
+        this editor's label set."""
+        parser = load_parser(parser, self.label_set, self.device)
         if parser is not None and parser.label_set.name != self.label_set.name:
             raise CheckpointError(f"the parser labels {parser.label_set.name} classes; this model uses "
                                   f"{self.label_set.name}")
         self.parser = parser
 
+    @property
+    def can_parse(self) -> bool:
+        """Whether label maps may be left out: a parser is configured and can run (the landmark parser needs
+        the ``mediapipe`` package)."""
+        return self.parser is not None and getattr(self.parser, "available", lambda: True)()
+
     def parse(self, images: ImageInput, crop: Crop | Sequence[Crop] = "center") -> Tensor | list[Tensor]:
-        """Label maps of photos from the configured parser (see :meth:`FaceParser.parse`)."""
+        """Label maps of photos from the configured parser (see :meth:`facestyle.FaceParser.parse`)."""
         if self.parser is None:
-            raise InputError("no face parser is configured: load one with editor.set_parser(DIR) (or "
-                             "Editor.from_pretrained(..., parser=DIR), or put it in CHECKPOINT/parser/)")
+            raise InputError("no face parser is configured: load one with editor.set_parser('landmarks' or DIR) "
+                             "(or Editor.from_pretrained(..., parser=...), or put one in CHECKPOINT/parser/)")
         return self.parser.parse(images, crop=crop)
 
     # ----------------------------------------------------------------------------------------- plumbing
@@ -426,13 +455,16 @@ class Editor:
 
     def _labels_or_parse(self, images: ImageInput, labels: ImageInput | None,
                          role: str = "labels") -> ImageInput:
-        """``labels`` when given; else the parser's label maps of ``images`` (at each photo's size); an
-        InputError when there is neither a label map nor a parser."""
+        """``labels`` when given (a file or image drawn in the palette colours read as its classes); else
+        the parser's label maps of ``images`` (at each photo's size); an InputError when there is neither a
+        label map nor a parser."""
+        if isinstance(labels, list):
+            return [as_label_input(item, self.label_set, role) for item in labels]
         if labels is not None:
-            return labels
+            return as_label_input(labels, self.label_set, role)
         if self.parser is None:
             raise InputError(f"no {role} given and no face parser is configured: give a label map, or load "
-                             "a parser (Editor.from_pretrained(..., parser=DIR), or CHECKPOINT/parser/)")
+                             "a parser (Editor.from_pretrained(..., parser='landmarks' or DIR), or CHECKPOINT/parser/)")
         maps = self.parser.parse(images)
         logger.info("no %s given: parsed the photo(s) with %s", role, self.parser)
         return maps

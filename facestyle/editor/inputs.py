@@ -254,3 +254,25 @@ def photo_tensor(item: ImageLike, name: str = "image") -> Tensor:
     if isinstance(item, Tensor):
         return _tensor_image(item, name)
     raise InputError(_kind_error(item, name))
+
+
+Crop = str | tuple[int, int, int]
+
+
+def crop_box(height: int, width: int, crop: Crop = "center") -> tuple[int, int, int, int]:
+    """The (top, left, box height, box width) of the view the parser sees of an (height, width) photo."""
+    if isinstance(crop, str):
+        if crop == "center":
+            side = min(height, width)
+            return (height - side) // 2, (width - side) // 2, side, side
+        if crop == "none":
+            return 0, 0, height, width
+        raise InputError(f"crop must be 'center', 'none' or a (left, top, size) box, got {crop!r}")
+    try:
+        left, top, size = (int(v) for v in crop)
+    except (TypeError, ValueError):
+        raise InputError(f"crop must be 'center', 'none' or a (left, top, size) box, got {crop!r}") from None
+    if size < 1 or left < 0 or top < 0 or left + size > width or top + size > height:
+        raise InputError(f"crop box (left {left}, top {top}, size {size}) does not lie inside the "
+                         f"{width}x{height} photo")
+    return top, left, size, size

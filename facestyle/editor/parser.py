@@ -14,7 +14,9 @@ Photos may be paths, PIL images, (H, W, 3) arrays (uint8, or float in [0, 1]) or
 [-1, 1], alone or in a list, as the :class:`~facestyle.editor.editor.Editor` takes them.
 
 A parser sits beside a generator checkpoint as ``CHECKPOINT/parser/`` (where the Editor looks for it), or
-anywhere as its own checkpoint directory (``facestyle train-parser`` writes one).
+anywhere as its own checkpoint directory (``facestyle train-parser`` writes one). Without one, the
+default is the :class:`~facestyle.editor.landmarks.LandmarkParser` (MediaPipe's face mesh, no training;
+the photo extra): :func:`load_parser` resolves the names ``landmarks`` and ``none`` and directories.
 """
 
 from __future__ import annotations
@@ -34,13 +36,15 @@ from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..nn.parser import FaceParserNet
-from .inputs import ImageInput, item_name, photo_tensor, resolve_device, split_batch
+from .inputs import Crop, ImageInput, crop_box, item_name, photo_tensor, resolve_device, split_batch
+from .landmarks import LandmarkParser
 
-__all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR"]
+__all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR",
+           "load_parser", "AnyParser", "LANDMARKS", "NO_PARSER"]
 
 PARSER_DIR = "parser"  # the parser's folder inside a generator checkpoint
 _MAX_UPSAMPLE = 1024  # logits are upsampled to at most this size before the argmax, then nearest-resized
-Crop = str | tuple[int, int, int]
+LANDMARKS, NO_PARSER = "landmarks", "none"  # parser names: the landmark parser; no parsing
 
 
 def parser_dir(path: str | os.PathLike) -> Path:
@@ -73,25 +77,6 @@ def find_parser(checkpoint: str | os.PathLike | None) -> Path | None:
         return None
     candidate = resolve(checkpoint) / PARSER_DIR
     return candidate if (candidate / CONFIG_NAME).is_file() else None
-
-
-def crop_box(height: int, width: int, crop: Crop = "center") -> tuple[int, int, int, int]:
-    """The (top, left, box height, box width) of the view the parser sees of an (height, width) photo."""
-    if isinstance(crop, str):
-        if crop == "center":
-            side = min(height, width)
-            return (height - side) // 2, (width - side) // 2, side, side
-        if crop == "none":
-            return 0, 0, height, width
-        raise InputError(f"crop must be 'center', 'none' or a (left, top, size) box, got {crop!r}")
-    try:
-        left, top, size = (int(v) for v in crop)
-    except (TypeError, ValueError):
-        raise InputError(f"crop must be 'center', 'none' or a (left, top, size) box, got {crop!r}") from None
-    if size < 1 or left < 0 or top < 0 or left + size > width or top + size > height:
-        raise InputError(f"crop box (left {left}, top {top}, size {size}) does not lie inside the "
-                         f"{width}x{height} photo")
-    return top, left, size, size
 
 
 class FaceParser:
@@ -180,6 +165,23 @@ def _paste(labels: Tensor, height: int, width: int, top: int, left: int) -> Tens
     out = torch.zeros(height, width, dtype=torch.int64)
     out[top:top + labels.shape[0], left:left + labels.shape[1]] = labels
     return out
+
+
+AnyParser = FaceParser | LandmarkParser
+
+
+def load_parser(parser: AnyParser | str | os.PathLike | None, label_set: LabelSet | str = "celebamask-hq",
+                device: str | torch.device = "cpu") -> AnyParser | None:
+    """A parser from what a user names: a parser object (returned as it is), ``"landmarks"`` (the
+    :class:`~facestyle.editor.landmarks.LandmarkParser` writing ``label_set``'s classes), ``"none"`` or
+    None (no parser), or a parser checkpoint directory (or a generator checkpoint with ``parser/``)."""
+    if parser is None or isinstance(parser, (FaceParser, LandmarkParser)):
+        return parser
+    if str(parser) == NO_PARSER:
+        return None
+    if str(parser) == LANDMARKS:
+        return LandmarkParser(label_set)
+    return FaceParser.from_pretrained(parser, device=device)
 
 
 # ------------------------------------------------------------------------------------------- previews

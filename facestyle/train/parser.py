@@ -233,6 +233,15 @@ def evaluate_parser(model: nn.Module, dataset: Dataset, batch_size: int = 16,
     return {"mean_iou": mean, "pixel_accuracy": accuracy, "per_class": per_class, "images": len(dataset)}
 
 
+def face_iou(prediction: Tensor, target: Tensor, num_classes: int) -> float:
+    """One face's IoU averaged over the classes of its ground truth ``target`` (a class never predicted
+    counts 0; a class only predicted does not count)."""
+    per_class, _, _ = iou_from_confusion(confusion_matrix(prediction, target, num_classes))
+    present = torch.bincount(target.reshape(-1).long(), minlength=num_classes) > 0
+    values = [per_class[c] or 0.0 for c in present.nonzero().flatten().tolist()]
+    return sum(values) / len(values) if values else math.nan
+
+
 def format_iou_table(result: dict[str, Any], label_set: LabelSet, title: str = "") -> str:
     """The per-class IoUs as a table (classes absent from the held-out images shown as "-")."""
     lines = [title] if title else []
