@@ -397,7 +397,7 @@ BAD_CASES = {
     "missing image": ("edit-shape", {"--image": "nope.png"}),
     "missing new labels": ("edit-shape", {"--new-labels": "nope.png"}),
     "photo as new labels": ("edit-shape", {"--new-labels": "photo_as_labels"}),
-    "labels without parser": ("edit-shape", {"--labels": None}),
+    "labels without parser": ("edit-shape", {"--labels": None, "--parser": "none"}),
     "reference labels alone": ("edit-shape", {"--reference-labels": "labels"}),
     "bad output format": ("edit-shape", {"--out": "out.xyz"}),
     "strokes without alpha": ("edit-color", {"--strokes": "rgb"}),

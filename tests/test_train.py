@@ -28,6 +28,7 @@ from facestyle.train.common import (
     Distributed,
     EpochSampler,
     GracefulStop,
+    RunStopped,
     TrainingError,
     flatten_state,
     latest_checkpoint,
@@ -243,11 +244,13 @@ def test_sigint_finishes_the_step_saves_and_resumes(tmp_path: Path, monkeypatch,
     # the run must put back the handler it found; a background job starts with SIGINT ignored, so set one
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
-    train_generator(config, "synthetic:4", tmp_path)
+    with pytest.raises(RunStopped) as stopped:  # the process exits 130 (Ctrl-C), not 0: the run is not finished
+        train_generator(config, "synthetic:4", tmp_path)
+    assert stopped.value.code == 130
     assert [s for s, _ in list_checkpoints(tmp_path)] == [3]  # step 3 finished, then saved
     assert not (tmp_path / "final").exists()
     err = capsys.readouterr().err
-    assert "SIGINT received" in err and "interrupted: saved" in err
+    assert "SIGINT received" in err and "stopped by Ctrl-C (SIGINT) at step 3 (exit status 130): saved" in err, err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
     monkeypatch.undo()

@@ -403,7 +403,7 @@ def test_without_style_networks_those_controls_are_off(tmp_path, files):
     from facestyle.errors import InputError
 
     checkpoint = tiny_checkpoint(tmp_path / "ckpt")
-    app = _App(Editor.from_pretrained(checkpoint), ServerLimits())
+    app = _App(Editor.from_pretrained(checkpoint, parser="none"), ServerLimits())  # no parser: labels must come
     assert app.mapping_regions == [] and app.flow_regions == []
     with pytest.raises(InputError, match="upload a target photo first"):
         app.transfer({}, {}, ["hair"], True, progress=_no_progress)
