@@ -4,8 +4,8 @@ Seanseattle/SMIS; ``../shared/docs/baselines.md`` section 7), and SEAN + GroupDN
 Encoder: for every class c, the image masked by class c, cropped to the class's bounding box and resized
 (nearest) to S x S; zeros for an absent class. The C crops (3C channels) go through SPADE's encoder
 with every convolution grouped by class (groups = C, so a class's code sees only its own crop):
-six stride-2 3x3 convs (ndf, 2, 4, 8, 8, 8 ndf), then two grouped 3x3 convs give mu and log-variance,
-``latent`` channels per class at S/64 x S/64 (8 x 4 x 4 = 128 numbers per class at 256).
+six stride-2 3x3 convs (ndf, 2, 4, 8, 8, 8 ndf; ``encoder_layers``), then two grouped 3x3 convs give mu and
+log-variance, ``latent`` channels per class at S/64 x S/64 (8 x 4 x 4 = 128 numbers per class at 256).
 
 Generator (group-decreasing): a grouped 3x3 conv (groups = C) from the (B, latent C, S/64, S/64) code
 map to 16 ngf channels, then SPADE's seven residual blocks with every convolution grouped (conditional
@@ -51,7 +51,7 @@ from .synthesis import (
 __all__ = ["GroupDNetConfig", "GROUPDNET_PRESETS", "GroupDNet", "GroupedEncoder", "SEANGroupDNetConfig",
            "SEAN_GROUPDNET_PRESETS", "SEANGroupDNet", "class_crops", "face_config"]
 
-ENCODER_LAYERS = 6  # the code map is image_size / 64 on a side, as SMIS's 4 x 4 at 256
+ENCODER_LAYERS = 6  # the code map is image_size / 64 on a side, as SMIS's 4 x 4 at 256 (the default)
 
 
 def class_crops(image: Tensor, labels: Tensor, num_classes: int, size: int) -> Tensor:
@@ -85,11 +85,12 @@ class GroupedEncoder(nn.Module):
     """GroupDNet's encoder: ``forward(image, labels)`` -> (mu, logvar), each (B, C, latent * s * s) with
     s = image_size / 64, over the ``group_classes`` classes (padded ones included)."""
 
-    def __init__(self, group_classes: int, image_size: int = 256, ndf: int = 256, latent: int = 8) -> None:
+    def __init__(self, group_classes: int, image_size: int = 256, ndf: int = 256, latent: int = 8,
+                 layers: int = ENCODER_LAYERS) -> None:
         super().__init__()
         c = self.group_classes = group_classes
         self.image_size, self.latent = image_size, latent
-        self.trunk = ConvEncoder(3 * c, ndf, ENCODER_LAYERS, groups=c)
+        self.trunk = ConvEncoder(3 * c, ndf, layers, groups=c)
         self.fc_mu = xavier(nn.Conv2d(self.trunk.out_channels, latent * c, 3, padding=1, groups=c))
         self.fc_var = xavier(nn.Conv2d(self.trunk.out_channels, latent * c, 3, padding=1, groups=c))
 
@@ -120,13 +121,15 @@ class GroupDNetConfig:
     latent: int = 8
     norm: str = "batch"
     spectral: bool = True
+    encoder_layers: int = ENCODER_LAYERS
 
     def __post_init__(self) -> None:
         get_label_set(self.label_set)
+        _check_layers(self.image_size, self.encoder_layers)
         for name in ("classes", "group_classes", "fc_groups", "ngf", "hidden", "ndf", "latent"):
             check_size(f"model.{name}", getattr(self, name), 0 if name == "classes" else 1, MAX_WIDTH)
-        if self.image_size < 64 or self.image_size % 64 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"model.image_size must be a multiple of 64 from 64 to {MAX_IMAGE_SIZE}, "
+        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
+            raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, "
                              f"got {self.image_size}")
         if self.norm not in ("batch", "instance"):
             raise InputError(f"model.norm must be batch or instance, got {self.norm!r}")
@@ -154,7 +157,15 @@ class GroupDNetConfig:
 
     @property
     def code_dim(self) -> int:
-        return self.latent * (self.image_size // 64) ** 2
+        return self.latent * (self.image_size // 2 ** self.encoder_layers) ** 2
+
+
+def _check_layers(image_size: int, layers: int) -> None:
+    """The code map is image_size / 2**layers on a side; the generator doubles it once after each of the
+    first ``layers`` blocks (SMIS: 6, 'more' upsampling)."""
+    check_size("model.encoder_layers", layers, 1, len(BLOCKS) - 1)
+    if image_size % 2 ** layers:
+        raise InputError(f"model.image_size {image_size} must be a multiple of 2**encoder_layers ({2 ** layers})")
 
 
 def _round_up(value: int, step: int) -> int:
@@ -187,7 +198,8 @@ GROUPDNET_PRESETS: dict[str, GroupDNetConfig] = {
     "deepfashion": GroupDNetConfig(classes=8, group_classes=8, block_groups=(8, 8, 4, 4, 2, 2, 1), fc_groups=8,
                                    ngf=160, hidden=128, ndf=256),
     # Seconds-long tests (19 classes padded to 20).
-    "tiny": face_config("celebamask-hq", image_size=64, ngf=10, hidden=20, ndf=20, latent=4, norm="instance"),
+    "tiny": face_config("celebamask-hq", image_size=64, ngf=10, hidden=20, ndf=20, latent=4, norm="instance",
+                        encoder_layers=4),
 }
 
 
@@ -197,13 +209,15 @@ class GroupDecreasingGenerator(nn.Module):
     def __init__(self, cfg: GroupDNetConfig) -> None:
         super().__init__()
         c = cfg.group_classes
-        self.group_classes, self.latent, self.start = c, cfg.latent, cfg.image_size // 64
+        self.group_classes, self.latent = c, cfg.latent
+        self.start = cfg.image_size // 2 ** cfg.encoder_layers
         self.fc = xavier(nn.Conv2d(cfg.latent * c, 16 * cfg.ngf, 3, padding=1, groups=cfg.fc_groups))
 
         def make_norm(channels: int, groups: int) -> nn.Module:
             return SPADENorm(channels, c, cfg.hidden, cfg.norm, groups)  # type: ignore[arg-type]
 
-        self.trunk = SPADETrunk(cfg.ngf, make_norm, cfg.spectral, cfg.block_groups, upsample_after=BLOCKS[:6])
+        self.trunk = SPADETrunk(cfg.ngf, make_norm, cfg.spectral, cfg.block_groups,
+                                upsample_after=BLOCKS[:cfg.encoder_layers])
 
     def condition(self, labels: Tensor, dtype: torch.dtype) -> Callable[[tuple[int, int]], Any]:
         return lambda size: one_hot(resize_labels_floor(labels, size), self.group_classes, dtype)
@@ -262,7 +276,7 @@ class GroupDNet(_PerClassVAE, Pretrained, nn.Module):
     def __init__(self, config: GroupDNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or GROUPDNET_PRESETS["paper"]
-        self.encoder = GroupedEncoder(cfg.group_classes, cfg.image_size, cfg.ndf, cfg.latent)
+        self.encoder = GroupedEncoder(cfg.group_classes, cfg.image_size, cfg.ndf, cfg.latent, cfg.encoder_layers)
         self.generator = GroupDecreasingGenerator(cfg)
 
     def decode(self, labels: Tensor, codes: Tensor) -> Tensor:
@@ -287,13 +301,15 @@ class SEANGroupDNetConfig:
     norm: str = "batch"
     noise: str = "train"
     spectral: bool = True
+    encoder_layers: int = ENCODER_LAYERS
 
     def __post_init__(self) -> None:
         get_label_set(self.label_set)
+        _check_layers(self.image_size, self.encoder_layers)
         for name in ("group_classes", "ndf", "latent", "ngf", "style_dim", "hidden"):
             check_size(f"model.{name}", getattr(self, name), 1, MAX_WIDTH)
-        if self.image_size < 64 or self.image_size % 64 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"model.image_size must be a multiple of 64 from 64 to {MAX_IMAGE_SIZE}, "
+        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
+            raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, "
                              f"got {self.image_size}")
         if self.group_classes < self.num_classes or self.ndf % self.group_classes:
             raise InputError(f"model.group_classes must be at least {self.num_classes} and divide model.ndf "
@@ -307,12 +323,13 @@ class SEANGroupDNetConfig:
 
     @property
     def code_dim(self) -> int:
-        return self.latent * (self.image_size // 64) ** 2
+        return self.latent * (self.image_size // 2 ** self.encoder_layers) ** 2
 
 
 SEAN_GROUPDNET_PRESETS: dict[str, SEANGroupDNetConfig] = {
     "paper": SEANGroupDNetConfig(),
-    "tiny": SEANGroupDNetConfig(image_size=64, ndf=20, latent=4, ngf=8, style_dim=16, hidden=16, norm="instance"),
+    "tiny": SEANGroupDNetConfig(image_size=64, ndf=20, latent=4, ngf=8, style_dim=16, hidden=16, norm="instance",
+                                encoder_layers=4),
 }
 
 
@@ -327,7 +344,7 @@ class SEANGroupDNet(_PerClassVAE, Pretrained, nn.Module):
     def __init__(self, config: SEANGroupDNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or SEANGroupDNetConfig()
-        self.encoder = GroupedEncoder(cfg.group_classes, cfg.image_size, cfg.ndf, cfg.latent)
+        self.encoder = GroupedEncoder(cfg.group_classes, cfg.image_size, cfg.ndf, cfg.latent, cfg.encoder_layers)
         self.lift = StackedLinear(cfg.num_classes, cfg.code_dim, cfg.style_dim)
         options = NormOptions(cfg.num_classes, cfg.style_dim, cfg.hidden, cfg.norm, cfg.noise)  # type: ignore[arg-type]
         self.generator = SEANGenerator(options, cfg.image_size, cfg.ngf, cfg.spectral)
