@@ -25,11 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoint import Pretrained
-from ..config import MAX_IMAGE_SIZE, MAX_WIDTH, check_size
-from ..errors import InputError
 from ..labels import get_label_set
 from .pooling import resize_labels_floor
-from .spade import GlobalVAE, Norm, SPADEGenerator, param_free_norm, xavier
+from .spade import GlobalVAE, Norm, SPADEGenerator, check_family_config, param_free_norm, xavier
 
 __all__ = ["CLADEConfig", "CLADE_PRESETS", "CLADENet", "ClassAffineNorm", "positional_map", "connected_components"]
 
@@ -132,18 +130,7 @@ class CLADEConfig:
     positional: bool = False
 
     def __post_init__(self) -> None:
-        get_label_set(self.label_set)
-        for name in ("ngf", "ndf", "z_dim"):
-            check_size(f"model.{name}", getattr(self, name), 1, MAX_WIDTH)
-        check_size("model.encoder_layers", self.encoder_layers, 1, 12)
-        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, "
-                             f"got {self.image_size}")
-        if self.image_size % 2 ** self.encoder_layers:
-            raise InputError(f"model.image_size {self.image_size} must be a multiple of 2**encoder_layers "
-                             f"({2 ** self.encoder_layers})")
-        if self.norm not in ("batch", "instance"):
-            raise InputError(f"model.norm must be batch or instance, got {self.norm!r}")
+        check_family_config(self, ("ngf", "ndf", "z_dim"))
 
     @property
     def num_classes(self) -> int:

@@ -31,12 +31,11 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from ..checkpoint import Pretrained
-from ..config import MAX_IMAGE_SIZE, MAX_WIDTH, check_size
 from ..errors import InputError
 from ..labels import get_label_set
 from .pooling import one_hot, resize_labels_floor
 from .sean import NormOptions, SEANGenerator, StackedLinear
-from .spade import BLOCKS, WIDTHS, ConvEncoder, SPADENorm, SPADETrunk, xavier
+from .spade import BLOCKS, WIDTHS, ConvEncoder, SPADENorm, SPADETrunk, check_family_config, xavier
 from .synthesis import (
     RANDOM_REGIONAL,
     RECONSTRUCTION,
@@ -52,6 +51,8 @@ __all__ = ["GroupDNetConfig", "GROUPDNET_PRESETS", "GroupDNet", "GroupedEncoder"
            "SEAN_GROUPDNET_PRESETS", "SEANGroupDNet", "class_crops", "face_config"]
 
 ENCODER_LAYERS = 6  # the code map is image_size / 64 on a side, as SMIS's 4 x 4 at 256 (the default)
+# the generator doubles the code map once after each of the first encoder_layers blocks (SMIS: 6, 'more' upsampling)
+MAX_ENCODER_LAYERS = len(BLOCKS) - 1
 
 
 def class_crops(image: Tensor, labels: Tensor, num_classes: int, size: int) -> Tensor:
@@ -124,15 +125,8 @@ class GroupDNetConfig:
     encoder_layers: int = ENCODER_LAYERS
 
     def __post_init__(self) -> None:
-        get_label_set(self.label_set)
-        _check_layers(self.image_size, self.encoder_layers)
-        for name in ("classes", "group_classes", "fc_groups", "ngf", "hidden", "ndf", "latent"):
-            check_size(f"model.{name}", getattr(self, name), 0 if name == "classes" else 1, MAX_WIDTH)
-        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, "
-                             f"got {self.image_size}")
-        if self.norm not in ("batch", "instance"):
-            raise InputError(f"model.norm must be batch or instance, got {self.norm!r}")
+        check_family_config(self, ("classes", "group_classes", "fc_groups", "ngf", "hidden", "ndf", "latent"),
+                            MAX_ENCODER_LAYERS, zero_ok=("classes",))
         c = self.group_classes
         if c < self.num_classes:
             raise InputError(f"model.group_classes ({c}) must be at least the number of classes ({self.num_classes})")
@@ -158,14 +152,6 @@ class GroupDNetConfig:
     @property
     def code_dim(self) -> int:
         return self.latent * (self.image_size // 2 ** self.encoder_layers) ** 2
-
-
-def _check_layers(image_size: int, layers: int) -> None:
-    """The code map is image_size / 2**layers on a side; the generator doubles it once after each of the
-    first ``layers`` blocks (SMIS: 6, 'more' upsampling)."""
-    check_size("model.encoder_layers", layers, 1, len(BLOCKS) - 1)
-    if image_size % 2 ** layers:
-        raise InputError(f"model.image_size {image_size} must be a multiple of 2**encoder_layers ({2 ** layers})")
 
 
 def _round_up(value: int, step: int) -> int:
@@ -304,18 +290,12 @@ class SEANGroupDNetConfig:
     encoder_layers: int = ENCODER_LAYERS
 
     def __post_init__(self) -> None:
-        get_label_set(self.label_set)
-        _check_layers(self.image_size, self.encoder_layers)
-        for name in ("group_classes", "ndf", "latent", "ngf", "style_dim", "hidden"):
-            check_size(f"model.{name}", getattr(self, name), 1, MAX_WIDTH)
-        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, "
-                             f"got {self.image_size}")
+        check_family_config(self, ("group_classes", "ndf", "latent", "ngf", "style_dim", "hidden"), MAX_ENCODER_LAYERS)
         if self.group_classes < self.num_classes or self.ndf % self.group_classes:
             raise InputError(f"model.group_classes must be at least {self.num_classes} and divide model.ndf "
                              f"({self.ndf})")
-        if self.norm not in ("batch", "instance") or self.noise not in ("train", "always", "off"):
-            raise InputError("model.norm must be batch or instance and model.noise train, always or off")
+        if self.noise not in ("train", "always", "off"):
+            raise InputError(f"model.noise must be train, always or off, got {self.noise!r}")
 
     @property
     def num_classes(self) -> int:

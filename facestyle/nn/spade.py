@@ -170,22 +170,28 @@ class SPADEConfig:
     encoder_layers: int = 6
 
     def __post_init__(self) -> None:
-        get_label_set(self.label_set)
-        for name in ("ngf", "hidden", "ndf", "z_dim"):
-            check_size(f"model.{name}", getattr(self, name), 1, MAX_WIDTH)
-        check_size("model.encoder_layers", self.encoder_layers, 1, 12)
-        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, "
-                             f"got {self.image_size}")
-        if self.image_size % 2 ** self.encoder_layers:
-            raise InputError(f"model.image_size {self.image_size} must be a multiple of 2**encoder_layers "
-                             f"({2 ** self.encoder_layers})")
-        if self.norm not in ("batch", "instance"):
-            raise InputError(f"model.norm must be batch or instance, got {self.norm!r}")
+        check_family_config(self, ("ngf", "hidden", "ndf", "z_dim"))
 
     @property
     def num_classes(self) -> int:
         return get_label_set(self.label_set).num_classes
+
+
+def check_family_config(cfg: Any, widths: tuple[str, ...], max_layers: int = 12, zero_ok: tuple[str, ...] = ()) -> None:
+    """The checks the SPADE family's configs share (SPADE, CLADE, GroupDNet): a known label set, each of
+    ``widths`` from 1 (0 for ``zero_ok``) to MAX_WIDTH, ``encoder_layers`` from 1 to ``max_layers``, an image
+    size that is a multiple of 32 and of 2**encoder_layers, and a batch or instance parameter-free norm."""
+    get_label_set(cfg.label_set)
+    for name in widths:
+        check_size(f"model.{name}", getattr(cfg, name), 0 if name in zero_ok else 1, MAX_WIDTH)
+    check_size("model.encoder_layers", cfg.encoder_layers, 1, max_layers)
+    if cfg.image_size < 32 or cfg.image_size % 32 or cfg.image_size > MAX_IMAGE_SIZE:
+        raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {cfg.image_size}")
+    if cfg.image_size % 2 ** cfg.encoder_layers:
+        raise InputError(f"model.image_size {cfg.image_size} must be a multiple of 2**encoder_layers "
+                         f"({2 ** cfg.encoder_layers})")
+    if cfg.norm not in ("batch", "instance"):
+        raise InputError(f"model.norm must be batch or instance, got {cfg.norm!r}")
 
 
 SPADE_PRESETS: dict[str, SPADEConfig] = {
