@@ -73,3 +73,16 @@ def test_two_processes_train_in_step_and_resume_exactly(tmp_path):
     assert Path(f"{log}.rank1").read_text() == ""
     a, b = tensors(final), tensors(latest_checkpoint(runs / "split"))
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_a_refused_out_stops_every_rank_with_one_line(tmp_path):
+    """Rank 0 validates --out (the other ranks follow it): a folder holding the user's files is refused with
+    one line before any write, and torchrun stops the other rank instead of leaving it waiting."""
+    mine = tmp_path / "runs" / "thesis"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("mine")
+    done, _ = torchrun(tmp_path, *TRAIN, "--steps", "2", "--out", mine, probe=False)
+    assert done.returncode != 0
+    said = [line for line in done.stderr.splitlines() if line.startswith("facestyle train: error:")]
+    assert len(said) == 1 and str(mine) in said[0], done.stderr[-3000:]
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"] and (mine / "thesis.tex").read_text() == "mine"
