@@ -241,20 +241,26 @@ def _stack(arrays: Sequence[np.ndarray], device: torch.device) -> Tensor:
     return torch.from_numpy(np.stack(arrays)).to(device)
 
 
+def report_folder_and_device(out: str | os.PathLike, device: str) -> tuple[Path, torch.device]:
+    """The benchmarks' report folder (refused when it names a file, before any work) and their device."""
+    from ..editor.editor import resolve_device
+
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder")
+    return out_dir, resolve_device(device)
+
+
 def bench_harmony(options: BenchOptions) -> Report:
     """Run the benchmark and write its report (see the module docstring) into ``options.out``."""
     from tqdm import tqdm
 
-    from ..editor.editor import resolve_device
     from ..metrics import harmony_score, to_unit_range
 
     options.check()
-    out_dir = Path(options.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
+    out_dir, device = report_folder_and_device(options.out, options.device)
     regions = list(options.regions)
     classes_of = {r: CELEBAMASK_HQ.region_classes(r) for r in regions}  # unknown names fail here
-    device = resolve_device(options.device)
     model = _load_model(options.checkpoint, device, "--checkpoint")
     other = None
     if options.attention_off_checkpoint:

@@ -42,7 +42,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,7 +53,7 @@ from ..errors import InputError
 from ..labels import get_label_set
 from ..model import FaceStyleNet
 from . import harmonizer as harmonizers
-from .bench_harmony import masked_errors
+from .bench_harmony import masked_errors, report_folder_and_device
 from .labels_map import region_label
 from .report import Column, Report, Table, add_measured_rows, format_value, run_info, write_report
 
@@ -125,14 +124,10 @@ def bench_relit(options: RelitOptions) -> Report:
     """Run the relit benchmark (see the module docstring) and write its report into ``options.out``."""
     from tqdm import tqdm
 
-    from ..editor.editor import resolve_device
     from .evaluate import _collate, dataset_label_set, load_dataset, model_dtype
 
     options.check()
-    out_dir = Path(options.out)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a folder")
-    device = resolve_device(options.device)
+    out_dir, device = report_folder_and_device(options.out, options.device)
     model = FaceStyleNet.from_pretrained(options.checkpoint, device=device)
     cfg = model.config
     label_set = get_label_set(cfg.label_set)
