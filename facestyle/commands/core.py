@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from tqdm import tqdm
 
+from ..accel import DEVICE_HELP
 from ..data.folder import files_by_stem
 from ..errors import InputError
 from ..labels import LABEL_SETS
@@ -73,7 +74,7 @@ def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> No
     parser.add_argument("--label-set", choices=sorted(LABEL_SETS), default=None,
                         help="label set of your label maps; refuses a checkpoint made for another one "
                              "(default: the checkpoint's own, which validates every label map)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     if batch:
         parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                             help="photos per forward pass in the folder form "
@@ -84,7 +85,8 @@ def load_editor(args: argparse.Namespace, parser: str | None = None) -> Editor:
     """The Editor of ``--checkpoint``/``--device``/``--label-set`` (with a face parser from ``parser``)."""
     from ..editor.editor import Editor
 
-    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=parser)
+    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=parser,
+                                  precision=getattr(args, "precision", None) or "fp32")
 
 
 def save_images(images: Sequence, paths: Sequence[Path]) -> None:
