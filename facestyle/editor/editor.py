@@ -99,8 +99,9 @@ class Editor:
     editor puts it in eval mode and runs on the model's device and dtype).
 
     ``precision``: ``fp32`` (default), or ``bf16`` / ``fp16`` to run the networks under autocast (mixed
-    precision, :mod:`facestyle.accel`: about 1.6-2x faster on a CPU with AVX512-BF16 and on GPUs; results
-    within about 40 dB PSNR of float32's); the weights stay as they are.
+    precision, :mod:`facestyle.accel`: faster on GPUs and on CPUs with AVX512-BF16; results close to
+    float32's); the weights stay as they are. ``compile=True`` compiles the SEAN generator's forward pass
+    with ``torch.compile`` (in place; the first call of each batch size compiles, tens of seconds).
 
     With a model on the CPU, the editor calls :func:`facestyle.runtime.keep_freed_memory`: glibc then
     keeps the process's freed memory for reuse (a forward pass is faster; the process no
@@ -108,9 +109,12 @@ class Editor:
     """
 
     def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None,
-                 parser: FaceParser | str | os.PathLike | None = None, precision: str = DEFAULT_PRECISION) -> None:
+                 parser: FaceParser | str | os.PathLike | None = None, precision: str = DEFAULT_PRECISION,
+                 compile: bool = False) -> None:
         self.model = model.eval()
         self.precision = Precision(precision)
+        if compile:  # in place: the model's weights and state dict keys stay as they are
+            self.model.generator.compile(dynamic=False)
         param = next(model.parameters())
         if param.device.type == "cpu":
             keep_freed_memory()  # large activations reused rather than re-mapped: see facestyle.runtime
@@ -131,7 +135,7 @@ class Editor:
     def from_pretrained(cls, path: str | os.PathLike = "demo", device: str | torch.device = "auto",
                         dtype: torch.dtype = torch.float32, label_set: str | None = None,
                         parser: FaceParser | str | os.PathLike | None = None,
-                        precision: str = DEFAULT_PRECISION) -> Editor:
+                        precision: str = DEFAULT_PRECISION, compile: bool = False) -> Editor:
         """Load a checkpoint directory (``"demo"`` is the bundled model) onto ``device`` (``auto``: CUDA
         when torch sees it, else the CPU; the choice is logged at INFO level).
 
@@ -147,7 +151,7 @@ class Editor:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
         model = FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set)
         directory = resolve(path)
-        return cls(model, directory, parser if parser is not None else find_parser(directory), precision)
+        return cls(model, directory, parser if parser is not None else find_parser(directory), precision, compile)
 
     def __repr__(self) -> str:
         return (f"Editor(label_set={self.label_set.name!r}, image_size={self.image_size}, "
