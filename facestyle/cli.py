@@ -62,12 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_auto_device(args: argparse.Namespace) -> None:
-    """``--device auto`` -> ``cuda`` or ``cpu``, said in one line on stderr (by rank 0 under torchrun)."""
+    """``--device auto`` -> ``cuda`` or ``cpu``. A GPU is said in one line on stderr (by rank 0 under
+    torchrun); the CPU, what every command used before ``auto``, only in the trainers' first line, so that
+    a command's output stays quiet and bad input stays one line."""
     if getattr(args, "device", None) != "auto":
         return
     args.device = auto_device()
-    if os.environ.get("RANK", "0") == "0":
-        print(f"facestyle {args.command}: device auto: {args.device}", file=sys.stderr)
+    if args.device != "cpu" and os.environ.get("RANK", "0") == "0":
+        print(f"facestyle {args.command}: device auto: {args.device} (--device cpu to stay on the CPU)",
+              file=sys.stderr)
 
 
 def precision_scope(args: argparse.Namespace) -> contextlib.AbstractContextManager:

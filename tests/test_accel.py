@@ -106,13 +106,17 @@ def test_device_auto_is_cuda_when_present_else_cpu(monkeypatch, capsys):
     assert Distributed().device("auto") == torch.device("cpu")
     args = argparse.Namespace(command="reconstruct", device="auto")
     resolve_auto_device(args)
-    assert args.device == "cpu"
-    assert "device auto: cpu" in capsys.readouterr().err
-    args = argparse.Namespace(command="reconstruct", device="cpu")  # an explicit choice is kept, silently
+    assert args.device == "cpu" and capsys.readouterr().err == ""  # the CPU, as before auto: quiet
+    args = argparse.Namespace(command="reconstruct", device="cuda:1")  # an explicit choice is kept, silently
     resolve_auto_device(args)
-    assert args.device == "cpu" and capsys.readouterr().err == ""
+    assert args.device == "cuda:1" and capsys.readouterr().err == ""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert auto_device() == "cuda"
+    args = argparse.Namespace(command="reconstruct", device="auto")
+    resolve_auto_device(args)
+    assert args.device == "cuda"
+    said = capsys.readouterr().err.strip()
+    assert said == "facestyle reconstruct: device auto: cuda (--device cpu to stay on the CPU)"
 
 
 def test_every_command_that_runs_a_model_defaults_to_auto_and_takes_precision():
