@@ -99,8 +99,8 @@ class Editor:
     editor puts it in eval mode and runs on the model's device and dtype).
 
     ``precision``: ``fp32`` (default), or ``bf16`` / ``fp16`` to run the networks under autocast (mixed
-    precision, :mod:`facestyle.accel`: faster on GPUs and on CPUs with AVX512-BF16; results close to
-    float32's); the weights stay as they are. ``compile=True`` compiles the SEAN generator's forward pass
+    precision, :mod:`facestyle.accel`: for GPUs; measured far slower than float32 on this project's CPU;
+    results close to float32's); the weights stay as they are. ``compile=True`` compiles the SEAN generator's forward pass
     with ``torch.compile`` (in place; the first call of each batch size compiles, tens of seconds).
 
     With a model on the CPU, the editor calls :func:`facestyle.runtime.keep_freed_memory`: glibc then
