@@ -98,10 +98,11 @@ class Editor:
     Build one with :meth:`from_pretrained`, or wrap a model you already have: ``Editor(model)`` (the
     editor puts it in eval mode and runs on the model's device and dtype).
 
-    ``precision``: ``fp32`` (default), or ``bf16`` / ``fp16`` to run the networks under autocast (mixed
-    precision, :mod:`facestyle.accel`: for GPUs; measured far slower than float32 on this project's CPU;
-    results close to float32's); the weights stay as they are. ``compile=True`` compiles the SEAN generator's forward pass
-    with ``torch.compile`` (in place; the first call of each batch size compiles, tens of seconds).
+    ``precision``: ``fp32`` (default), or ``bf16`` / ``fp16`` to run the networks under autocast
+    (mixed precision, :mod:`facestyle.accel`: for GPUs; measured far slower than float32 on this project's CPU;
+    results close to float32's); the weights stay as they are. ``compile=True`` compiles the SEAN
+    generator's forward pass with ``torch.compile`` (in place; the first call of each batch size compiles,
+    tens of seconds).
 
     With a model on the CPU, the editor calls :func:`facestyle.runtime.keep_freed_memory`: glibc then
     keeps the process's freed memory for reuse (a forward pass is faster; the process no
