@@ -9,6 +9,11 @@ setting `facestyle train` uses (:func:`facestyle.runtime.keep_freed_memory`).
 
     python benchmarks/train_speed.py                         # tiny, demo, paper@128; batch 1 and 4
     python benchmarks/train_speed.py --paper-size 256 --device cuda --batches 8   # the GPU figure
+    python benchmarks/train_speed.py --presets demo --batches 4 --precisions fp32,bf16   # mixed precision
+
+With several ``--precisions`` each (preset, batch) runs in each (autocast, float32 master weights, a
+gradient scaler for fp16), and the last line adds ``demo_bf16_speedup_vs_fp32`` (bf16 / fp32 steps per
+second of the demo preset at the largest batch).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import torch
 
 
 def worker(args: argparse.Namespace) -> None:
+    from facestyle.accel import Precision
     from facestyle.config import get_preset
     from facestyle.data.synthetic import SyntheticFaces
     from facestyle.losses import GeneratorLosses, hinge_d_loss
@@ -52,17 +58,23 @@ def worker(args: argparse.Namespace) -> None:
     images = torch.stack([faces[i][0] for i in range(args.batch)]).to(device)
     labels = torch.stack([faces[i][1] for i in range(args.batch)]).to(device)
 
+    precision = Precision(args.precision)
+    scaler = precision.grad_scaler(device)
+
     def step() -> None:
-        fake = generator(images, labels)
-        fake_out, real_out = discriminator(fake, labels), discriminator(images, labels)
-        loss_g = sum(losses(fake, images, fake_out, real_out).values())
+        with precision.autocast(device):
+            fake = generator(images, labels)
+            fake_out, real_out = discriminator(fake, labels), discriminator(images, labels)
+            loss_g = sum(losses(fake, images, fake_out, real_out).values())
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        loss_d = hinge_d_loss(discriminator(images, labels), discriminator(fake.detach(), labels))
+        scaler.scale(loss_g).backward()
+        scaler.step(opt_g)
+        with precision.autocast(device):
+            loss_d = hinge_d_loss(discriminator(images, labels), discriminator(fake.detach(), labels))
         opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        scaler.scale(loss_d).backward()
+        scaler.step(opt_d)
+        scaler.update()
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -86,6 +98,8 @@ def main() -> None:
     parser.add_argument("--paper-size", type=int, default=128, help="image size for the paper preset")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up step")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16, fp16 (default fp32)")
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--preset", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
@@ -96,26 +110,35 @@ def main() -> None:
     rows = []
     print(f"one training step (G + D, both Adam steps), {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
+    precisions = args.precisions.split(",")
     for preset in args.presets.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
-            cmd = [sys.executable, __file__, "--worker", "--preset", preset, "--batch", str(batch),
-                   "--paper-size", str(args.paper_size), "--steps", str(args.steps), "--device", args.device]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode:
-                sys.exit(f"worker failed ({preset}, batch {batch}):\n{result.stderr}")
-            r = json.loads(result.stdout.strip().splitlines()[-1])
-            rows.append((preset, batch, r))
-            print(f"  measured {preset} batch {batch}: {r['seconds_per_step']:.3f} s/step", flush=True)
+            for precision in precisions:
+                cmd = [sys.executable, __file__, "--worker", "--preset", preset, "--batch", str(batch),
+                       "--paper-size", str(args.paper_size), "--steps", str(args.steps), "--device", args.device,
+                       "--precision", precision]
+                result = subprocess.run(cmd, capture_output=True, text=True)
+                if result.returncode:
+                    sys.exit(f"worker failed ({preset}, batch {batch}, {precision}):\n{result.stderr}")
+                r = json.loads(result.stdout.strip().splitlines()[-1])
+                rows.append((preset, batch, precision, r))
+                print(f"  measured {preset} batch {batch} {precision}: {r['seconds_per_step']:.3f} s/step", flush=True)
     print()
-    print("| preset | size | G params (M) | batch | steps / s | images / s | peak memory (MB) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for preset, batch, r in rows:
-        print(f"| {preset} | {r['size']} | {r['params_m']:.1f} | {batch} | {1 / r['seconds_per_step']:.2f} | "
-              f"{batch / r['seconds_per_step']:.2f} | {r['peak_mb']:.0f} |")
+    print("| preset | size | G params (M) | batch | precision | steps / s | images / s | peak memory (MB) |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    for preset, batch, precision, r in rows:
+        print(f"| {preset} | {r['size']} | {r['params_m']:.1f} | {batch} | {precision} | "
+              f"{1 / r['seconds_per_step']:.2f} | {batch / r['seconds_per_step']:.2f} | {r['peak_mb']:.0f} |")
     print()
-    demo = [r for p, b, r in rows if p == "demo" and b == max(b for _, b, _ in rows)]
+    top = max(b for _, b, _, _ in rows)
+    demo = {p: r for name, b, p, r in rows if name == "demo" and b == top}
     if demo:
-        print(f"demo_steps_per_second={1 / demo[0]['seconds_per_step']:.2f}")
+        first = demo.get("fp32", next(iter(demo.values())))
+        line = f"demo_steps_per_second={1 / first['seconds_per_step']:.2f}"
+        if "fp32" in demo and "bf16" in demo:
+            speedup = demo["fp32"]["seconds_per_step"] / demo["bf16"]["seconds_per_step"]
+            line += f" demo_bf16_speedup_vs_fp32={speedup:.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

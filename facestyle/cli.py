@@ -8,13 +8,21 @@ which adds its parser and sets ``func`` to a callable taking the parsed argument
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 
 from . import __version__
+from .accel import PRECISION_HELP, PRECISIONS, Precision, auto_device, autocast_everywhere
 from .errors import FacestyleError
 from .io import DEFAULT_MAX_SIDE, MAX_SIDE
 from .runtime import keep_freed_memory
+
+# No --precision: serve runs the networks on worker threads, which the main thread's autocast does not reach;
+# the mapping networks and flows are small MLPs over style codes (autocast gains nothing; the flows' ODE solver
+# and log-densities want float32).
+NO_PRECISION = frozenset({"serve", "train-mapping", "train-flow"})
 
 # Modules that register subcommands, in the order they are listed by --help.
 COMMAND_MODULES = (
@@ -44,7 +52,32 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # serve has its own, for uploads
         command.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, metavar="PIXELS",
                              help=f"refuse images larger than this a side (default {DEFAULT_MAX_SIDE}; 0: no limit)")
+    for name, command in subparsers.choices.items():
+        options = {o for action in command._actions for o in action.option_strings}
+        if "--device" in options and "--precision" not in options and name not in NO_PRECISION:
+            # a command that runs networks: every one of them under autocast (the trainers have their own
+            # --precision, recorded in the run folder)
+            command.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32", help=PRECISION_HELP)
     return parser
+
+
+def resolve_auto_device(args: argparse.Namespace) -> None:
+    """``--device auto`` -> ``cuda`` or ``cpu``. A GPU is said in one line on stderr (by rank 0 under
+    torchrun); the CPU, what every command used before ``auto``, only in the trainers' first line, so that
+    a command's output stays quiet and bad input stays one line."""
+    if getattr(args, "device", None) != "auto":
+        return
+    args.device = auto_device()
+    if args.device != "cpu" and os.environ.get("RANK", "0") == "0":
+        print(f"facestyle {args.command}: device auto: {args.device} (--device cpu to stay on the CPU)",
+              file=sys.stderr)
+
+
+def precision_scope(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """Autocast for the whole command when its --precision is the command line's (a trainer's is its own)."""
+    if getattr(args, "run_precision", False) or getattr(args, "precision", None) is None:
+        return contextlib.nullcontext()
+    return autocast_everywhere(Precision(args.precision))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     limit = MAX_SIDE.set(args.max_side or None)
     try:
-        result = args.func(args)
+        resolve_auto_device(args)
+        with precision_scope(args):
+            result = args.func(args)
     except FacestyleError as exc:
         print(f"facestyle {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -405,7 +405,7 @@ def test_bad_checkpoints(tiny_checkpoint, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu(tiny_checkpoint, faces):
     (target, target_labels), (reference, reference_labels) = faces[:2]
-    cpu = Editor.from_pretrained(tiny_checkpoint)
+    cpu = Editor.from_pretrained(tiny_checkpoint, device="cpu")  # the default (auto) would pick the GPU
     gpu = Editor.from_pretrained(tiny_checkpoint, device="cuda")
     expected = cpu.transfer(target, target_labels, reference, reference_labels, return_tensors=True)
     out = gpu.transfer(target, target_labels, reference, reference_labels, return_tensors=True)

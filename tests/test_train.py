@@ -170,6 +170,22 @@ def test_resume_is_bit_identical(tmp_path: Path, harmony: str) -> None:
     assert state["step"] == 6 and state["data"] == {"epoch": 1, "position": 4}  # 9 faces: 4 batches of 2
 
 
+def test_bf16_run_records_its_precision_and_resumes_in_it_bit_identically(tmp_path: Path) -> None:
+    """--precision bf16: recorded in run.json and the checkpoints; a resume without --precision continues in
+    bf16, and ends where an uninterrupted bf16 run ends."""
+    config = tiny("train.steps=2", "train.deterministic=true", *FAST)
+    train_generator(config, "synthetic:6", tmp_path / "straight", precision="bf16")
+    train_generator(config, "synthetic:6", tmp_path / "resumed", stop_at=1, precision="bf16")
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["precision"] == "bf16"
+    train_generator(config, None, tmp_path / "resumed", resume=True)  # no precision: the run's own
+    final = "checkpoints/step_0000002"
+    state = load_trainer_state(tmp_path / "resumed" / final / "trainer")
+    assert state["precision"] == "bf16"
+    a, b = (load_file(str(tmp_path / run / final / "model.safetensors")) for run in ("straight", "resumed"))
+    assert all(v.dtype == torch.float32 for v in a.values())  # float32 master weights
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
     count_calls_then(monkeypatch, after=4, action=lambda loss: loss * float("nan"))
     run = tmp_path / "run"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from tqdm import tqdm
 
+from ..accel import DEVICE_HELP
 from ..data.folder import files_by_stem
 from ..errors import InputError
 from ..labels import LABEL_SETS
@@ -73,7 +74,10 @@ def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> No
     parser.add_argument("--label-set", choices=sorted(LABEL_SETS), default=None,
                         help="label set of your label maps; refuses a checkpoint made for another one "
                              "(default: the checkpoint's own, which validates every label map)")
-    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the generator (the first batch of each size compiles: tens of seconds; "
+                             "worth it for folders of photos, on GPUs)")
     if batch:
         parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
                             help="photos per forward pass in the folder form "
@@ -94,7 +98,9 @@ def load_editor(args: argparse.Namespace, parser: str | None = None) -> Editor:
     from ..editor.editor import Editor
 
     parser = parser if parser is not None else getattr(args, "parser", None)
-    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=parser)
+    return Editor.from_pretrained(args.checkpoint, device=args.device, label_set=args.label_set, parser=parser,
+                                  precision=getattr(args, "precision", None) or "fp32",
+                                  compile=getattr(args, "compile", False))
 
 
 def save_images(images: Sequence, paths: Sequence[Path]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..accel import DEVICE_HELP
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "a contact sheet.")
     parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     parser.add_argument("--checkpoint", default="demo", help="checkpoint directory (default: the bundled demo)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..accel import DEVICE_HELP
 from ..data.spec import DATA_FORMS, SPLITS
 from ..labels import LABEL_SETS
 from .core import check_output_dir, nonnegative_int, positive_int
@@ -142,7 +143,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", metavar="DIR",
                    help="folder of the standard weight files (default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
     p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default: alex)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per forward (default: 8)")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..accel import DEVICE_HELP
 from ..errors import InputError
 from .core import (
     add_model_options,
@@ -225,7 +226,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the landmark parser's face when a photo has several: 0 the largest (default), then by size")
     p.add_argument("--no-preview", action="store_true", help="do not write colour previews")
     p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="photos per pass (default: 8)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.set_defaults(func=run_parse)
 
     from ..train.parser import register as register_train_parser
@@ -276,7 +277,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="synthetic face stream (default: 0)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="encode only the first N images")
     p.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="images per pass (default: 16)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace the checkpoint's existing style mean")
     p.set_defaults(func=run_style_mean)
 
@@ -291,7 +292,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1; 0.0.0.0 exposes the editor to your network)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N, mps (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--max-upload-mb", type=positive_float, default=10.0, metavar="MB",
                    help="largest upload accepted, in megabytes (default: 10)")
     p.add_argument("--max-side", type=positive_int, default=4096, metavar="PX",

@@ -7,7 +7,9 @@ import math
 import os
 from pathlib import Path
 
+from ..accel import DEVICE_HELP
 from ..errors import InputError
+from ..train.common import add_precision_arguments
 from .core import positive_float, positive_int
 
 WEIGHTS_DESCRIPTION = """\
@@ -66,6 +68,7 @@ def run_train_harmony(args: argparse.Namespace) -> int:
         args.data, args.out, steps=args.steps, batch_size=args.batch_size, image_size=args.image_size, lr=args.lr,
         device=args.device, resume=args.resume, seed=args.seed, save_every=args.save_every,
         held_out_fraction=args.held_out, num_workers=args.workers, overwrite=args.overwrite,
+        precision=args.precision, compile=args.compile,
     )
     held = result.held_out
     accuracy = "no held-out split" if held is None or math.isnan(held.accuracy) else \
@@ -95,7 +98,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=positive_int, default=None, metavar="PX",
                    help="square input size of the classifier (default: 256, or the run's)")
     p.add_argument("--lr", type=positive_float, default=None, help="Adam learning rate (default: 2e-4)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_precision_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in --out although it holds a harmony run (its checkpoints and logs are "

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..accel import DEVICE_HELP
 from ..errors import InputError
 from .core import (
     add_model_options,
@@ -91,7 +92,7 @@ def _add_training_options(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help=f"replace a network already installed in DIR/{kind}/REGION, and start afresh in an --out "
                         f"that holds a run of train-{kind} (both are refused without it)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -223,7 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="BANK.safetensors", help="the bank to write")
     p.add_argument("--batch-size", type=positive_int, default=16, metavar="N", help="images per pass (default: 16)")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="encode only the first N images")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing bank")
     p.set_defaults(func=run_encode_styles)
 

@@ -28,6 +28,7 @@ input was one stacked array or tensor).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..accel import DEFAULT_PRECISION, Precision
 from ..checkpoint import demo_dir, resolve
 from ..data.transforms import resize_image
 from ..errors import CheckpointError, InputError
@@ -98,14 +100,24 @@ class Editor:
     Build one with :meth:`from_pretrained`, or wrap a model you already have: ``Editor(model)`` (the
     editor puts it in eval mode and runs on the model's device and dtype).
 
+    ``precision``: ``fp32`` (default), or ``bf16`` / ``fp16`` to run the networks under autocast
+    (mixed precision, :mod:`facestyle.accel`: for GPUs; measured far slower than float32 on this project's CPU;
+    results close to float32's); the weights stay as they are. ``compile=True`` compiles the SEAN
+    generator's forward pass with ``torch.compile`` (in place; the first call of each batch size compiles,
+    tens of seconds).
+
     With a model on the CPU, the editor calls :func:`facestyle.runtime.keep_freed_memory`: glibc then
     keeps the process's freed memory for reuse (a forward pass is faster; the process no
     longer returns its peak memory to the system). ``FACESTYLE_SYSTEM_ALLOCATOR=1`` opts out.
     """
 
     def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None,
-                 parser: AnyParser | str | os.PathLike | None = None) -> None:
+                 parser: AnyParser | str | os.PathLike | None = None, precision: str = DEFAULT_PRECISION,
+                 compile: bool = False) -> None:
         self.model = model.eval()
+        self.precision = Precision(precision)
+        if compile:  # in place: the model's weights and state dict keys stay as they are
+            self.model.generator.compile(dynamic=False)
         param = next(model.parameters())
         if param.device.type == "cpu":
             keep_freed_memory()  # large activations reused rather than re-mapped: see facestyle.runtime
@@ -123,10 +135,12 @@ class Editor:
         self.set_parser(parser)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike = "demo", device: str | torch.device = "cpu",
+    def from_pretrained(cls, path: str | os.PathLike = "demo", device: str | torch.device = "auto",
                         dtype: torch.dtype = torch.float32, label_set: str | None = None,
-                        parser: AnyParser | str | os.PathLike | None = None) -> Editor:
-        """Load a checkpoint directory (``"demo"`` is the bundled model) onto ``device``.
+                        parser: AnyParser | str | os.PathLike | None = None,
+                        precision: str = DEFAULT_PRECISION, compile: bool = False) -> Editor:
+        """Load a checkpoint directory (``"demo"`` is the bundled model) onto ``device`` (``auto``: CUDA
+        when torch sees it, else the CPU; the choice is logged at INFO level).
 
         ``label_set`` (optional) is the label set your label maps use; a checkpoint made for another
         one is a :class:`~facestyle.errors.CheckpointError`. ``parser`` labels photos given without a
@@ -142,17 +156,24 @@ class Editor:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
         model = FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set)
         directory = resolve(path)
-        return cls(model, directory, parser if parser is not None else (find_parser(directory) or LANDMARKS))
+        return cls(model, directory, parser if parser is not None else (find_parser(directory) or LANDMARKS),
+                   precision, compile)
 
     def __repr__(self) -> str:
         return (f"Editor(label_set={self.label_set.name!r}, image_size={self.image_size}, "
-                f"device={str(self.device)!r}, dtype={self.dtype})")
+                f"device={str(self.device)!r}, dtype={self.dtype}, precision={self.precision.name!r})")
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Inference mode, under autocast in the editor's precision."""
+        with torch.inference_mode(), self.precision.autocast(self.device):
+            yield
 
     # ------------------------------------------------------------------------------ reconstruct, transfer
 
     def reconstruct(self, image: ImageInput, labels: ImageInput | None = None, return_tensors: bool = False) -> Output:
         """Encode a face and decode it again with its own style (the training task)."""
-        with torch.inference_mode():
+        with self._inference():
             photos = self._prepare_images(image, "image")
             label_maps = self._prepare_labels(self._labels_or_parse(image, labels, "labels"), photos, "labels")
             return postprocess(self.model(photos.images, label_maps), photos, return_tensors)
@@ -184,7 +205,7 @@ class Editor:
         classes = self.resolve_regions(regions)
         weights = self.region_strengths(classes, strength)
         post = None if harmonizer is None else self.harmonizer(harmonizer)
-        with torch.inference_mode():
+        with self._inference():
             targets = self._prepare_images(target, "target")
             target_labels = self._labels_or_parse(target, target_labels, "target labels")
             target_maps = self._prepare_labels(target_labels, targets, "target labels")
@@ -265,7 +286,7 @@ class Editor:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"n must be a positive whole number, got {n!r}")
         mapping = self.style_network("mapping", region)
-        with torch.inference_mode():
+        with self._inference():
             photos, label_maps, s_t, p_t = self._encode_one(target, labels, "sample")
             warn_region_absent(self.label_set, region, mapping.config.classes, p_t)
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
@@ -299,7 +320,7 @@ class Editor:
             classes = self.label_set.region_classes(region)
         else:
             raise InputError(f"space must be z or style, got {space!r}")
-        with torch.inference_mode():
+        with self._inference():
             photos, label_maps, s_t, p_t = self._encode_one(target, labels, "finetune")
             warn_region_absent(self.label_set, region, classes, p_t)
             group = s_t[:, torch.as_tensor(classes, device=self.device)]
@@ -356,7 +377,7 @@ class Editor:
         result has the photo's size; with ``return_details`` it comes with ``{"sources": {class name:
         source}}`` for the new classes.
         """
-        with torch.inference_mode():
+        with self._inference():
             photos, _, s_t, p_t = self._encode_one(target, labels, "edit_shape", palette=True)
             new_maps = self._prepare_labels(as_label_input(new_labels, self.label_set, "new labels"), photos,
                                             "new labels")
@@ -390,7 +411,7 @@ class Editor:
         """
         if pool not in ("strokes", "region"):
             raise InputError(f"pool must be 'strokes' or 'region', got {pool!r}")
-        with torch.inference_mode():
+        with self._inference():
             photos, label_maps, s_t, p_t = self._encode_one(target, labels, "edit_color", palette=True)
             colour, alpha = stroke_layers(strokes, photos.sizes[0], photos.names[0])
             colour = resize_image(colour.to(self.device), self.image_size)

@@ -4,6 +4,7 @@ each photo's own size (see :mod:`facestyle.editor.editor` for the accepted kinds
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ..accel import auto_device
 from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import InputError
 from ..io import LABEL_MODES, load_image, load_labels, pil_tensor, to_pil
@@ -26,15 +28,21 @@ ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor  # one photo o
 ImageInput = ImageLike | Sequence[ImageLike]  # one, or a batch
 Output = Image.Image | Tensor | list
 
+logger = logging.getLogger(__name__)
 _RANGE_TOLERANCE = 1e-3  # float images may overshoot their range by rounding
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """A torch device from its name (``cpu``, ``cuda``, ``cuda:1``, ``mps``), checked to be available."""
+    """A torch device from its name (``cpu``, ``cuda``, ``cuda:1``, ``mps``, or ``auto``: CUDA when torch
+    sees it, else the CPU), checked to be available."""
+    if str(device) == "auto":
+        dev = torch.device(auto_device())
+        logger.info("device auto: %s", dev)
+        return dev
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
+        raise InputError(f"unknown device {str(device)!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {str(device)!r} asked for, but CUDA is not available")
@@ -99,6 +107,7 @@ def prepare_labels(labels: ImageInput, photos: Prepared, label_set: LabelSet, si
 
 def postprocess(output: Tensor, photos: Prepared, return_tensors: bool = False) -> Output:
     """Generator output -> each result at its photo's own size, as PIL images or tensors."""
+    output = output.to(photos.images.dtype)  # the editor's own dtype, also after a mixed-precision run
     results = [resize_image(out, size) for out, size in zip(output, photos.sizes)]
     if return_tensors:
         if photos.form == "single":

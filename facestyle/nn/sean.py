@@ -133,18 +133,28 @@ class SEANNorm(nn.Module):
         beta = a_b * self.conv_beta(broadcast) + (1 - a_b) * self.spade_beta(hidden)
         return gamma, beta
 
-    def _kernels(self) -> _Kernels:
-        """The blended kernels in the layouts the fast paths use; cached while no gradient is recorded."""
+    def _kernels(self, dtype: torch.dtype) -> _Kernels:
+        """The blended kernels in the layouts the fast paths use, in ``dtype`` (the activations' own: bfloat16
+        under autocast); folded in the parameters' precision, outside autocast, and cached while no gradient
+        is recorded."""
         params = tuple(p for p in self.parameters(recurse=True) if p is not self.noise_var)
         if torch.is_grad_enabled():
             self._cache = None
-            return self._compute_kernels()
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+            return self._cast(self._compute_kernels(), dtype)
+        key = (dtype, *((p.data_ptr(), p._version, p.dtype, p.device) for p in params))
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._compute_kernels())
+            self._cache = (key, self._cast(self._compute_kernels(), dtype))
         return self._cache[1]
 
+    @staticmethod
+    def _cast(k: _Kernels, dtype: torch.dtype) -> _Kernels:
+        return _Kernels(*(None if t is None else t.to(dtype) for t in k))
+
     def _compute_kernels(self) -> _Kernels:
+        with torch.autocast(self.spade_shared.weight.device.type, enabled=False):
+            return self._fold_kernels()
+
+    def _fold_kernels(self) -> _Kernels:
         spade_w = torch.cat([self.spade_gamma.weight, self.spade_beta.weight])  # (2C, hidden, 3, 3)
         bias = torch.cat([self.spade_gamma.bias, self.spade_beta.bias])
         style_w = None
@@ -171,12 +181,12 @@ class SEANNorm(nn.Module):
     def _style_kernels(self, k: _Kernels, mu: Tensor) -> Tensor:
         """Per-sample kernels on the one-hot map, (B, R, 9, 2C): K[b, j, tap] = W[tap] @ mu[b, j]."""
         b, r, _ = mu.shape
-        return (mu.reshape(b * r, -1) @ k.style_taps.T).reshape(b, r, 9, -1)
+        return (mu.reshape(b * r, -1).to(k.style_taps.dtype) @ k.style_taps.T).reshape(b, r, 9, -1)
 
     def _dense(self, segmap: Tensor, hidden: Tensor, codes: Tensor | None) -> tuple[Tensor, Tensor]:
         """(1 + gamma, beta) as :meth:`_naive` computes them, with R (not D) style input channels and one
         grouped convolution."""
-        k = self._kernels()
+        k = self._kernels(hidden.dtype)
         c2 = k.bias.shape[0]
         if not self.use_style:
             return F.conv2d(hidden, k.spade, k.bias, padding=1).split(c2 // 2, dim=1)
@@ -194,12 +204,13 @@ class SEANNorm(nn.Module):
         index = boundary.nonzero().squeeze(1)  # flat (b, y, x) positions of boundary pixels
         if index.numel() > self.SPARSE_MAX_BOUNDARY * boundary.numel():
             return self._dense(segmap, hidden, codes)
-        k = self._kernels()
+        dtype = hidden.dtype  # the activations' (bfloat16 under autocast): tables and patches in it too
+        k = self._kernels(dtype)
         c2 = k.bias.shape[0]
         table = k.interior.expand(b, r, c2)  # (B, R, 2C)
         if self.use_style:
-            mu = F.relu(self.fc_mu(codes))  # (B, R, D)
-            table = table + torch.einsum("cd,brd->brc", k.style_sum, mu)
+            mu = F.relu(self.fc_mu(codes)).to(dtype)  # (B, R, D)
+            table = table + torch.einsum("cd,brd->brc", k.style_sum, mu).to(dtype)
         sample = torch.arange(b, device=labels.device)[:, None, None]
         out = F.embedding((sample * r + labels).flatten(), table.reshape(b * r, c2))  # (B*H*W, 2C)
         # Boundary: 3x3 patches gathered from the zero-padded maps (padding = class r, a zero kernel row).
@@ -208,13 +219,13 @@ class SEANNorm(nn.Module):
         y, x = (index // w) % h, index % w
         patch = ((index // (h * w)) * (h + 2) * (w + 2) + y * (w + 2) + x)[:, None] + taps  # (N, 9)
         hidden_pad = F.pad(hidden.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1)).reshape(-1, hidden.shape[1])
-        exact = torch.addmm(k.bias, F.embedding(patch, hidden_pad).flatten(1), k.spade_rows)
+        exact = torch.addmm(k.bias, F.embedding(patch, hidden_pad).flatten(1), k.spade_rows).to(dtype)
         if self.use_style:
             labels_pad = F.pad(labels, (1, 1, 1, 1), value=r).flatten()
             kernels = F.pad(self._style_kernels(k, mu), (0, 0, 0, 0, 0, 1))  # (B, R + 1, 9, 2C)
             rows = (((index // (h * w))[:, None] * (r + 1) + labels_pad[patch]) * 9
                     + torch.arange(9, device=labels.device))  # (N, 9) rows of the kernel table, one per tap
-            exact = exact + F.embedding_bag(rows, kernels.reshape(-1, c2), mode="sum")
+            exact = exact + F.embedding_bag(rows, kernels.reshape(-1, c2).to(dtype), mode="sum").to(dtype)
         out.index_copy_(0, index, exact)  # out is fresh: embedding's backward does not need it
         return out.reshape(b, h, w, c2).permute(0, 3, 1, 2).split(c2 // 2, dim=1)
 

@@ -61,6 +61,7 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..accel import DEVICE_HELP, PRECISIONS, Precision, auto_device
 from ..checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -160,10 +161,12 @@ class Distributed:
 
     def device(self, requested: str) -> torch.device:
         """The device this process trains on: ``cuda`` becomes ``cuda:LOCAL_RANK`` in a multi-process run."""
+        if requested == "auto":
+            requested = auto_device()
         try:
             device = torch.device(requested)
         except RuntimeError:
-            raise InputError(f"unknown device {requested!r} (use cpu, cuda or cuda:N)") from None
+            raise InputError(f"unknown device {requested!r} (use auto, cpu, cuda or cuda:N)") from None
         if device.type == "cuda":
             if not torch.cuda.is_available():
                 raise InputError("--device cuda was asked for but torch sees no CUDA device")
@@ -564,9 +567,21 @@ def add_run_arguments(p: argparse.ArgumentParser, set_example: str) -> None:
     p.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop after this step (saving), keeping the schedule; resume later")
     p.add_argument("--batch-size", type=int, default=None, help="train.batch_size (per process)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    add_precision_arguments(p)
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms: a resumed run matches an uninterrupted one bit for bit")
+
+
+def add_precision_arguments(p: argparse.ArgumentParser) -> None:
+    """A trainer's ``--precision`` (recorded in its run folder and checkpoints) and ``--compile``."""
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=None,
+                   help="fp32, or bf16/fp16 mixed precision (autocast; float32 master weights; fp16 with a "
+                        "gradient scaler); recorded in the run folder (default: fp32; on --resume: the run's own)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks' forward passes (a slower start, then faster steps where the "
+                        "compiler fuses well: GPUs)")
+    p.set_defaults(run_precision=True)  # the command line does not autocast around the whole command
 
 
 def run_folder(args: argparse.Namespace) -> Path:
@@ -999,11 +1014,39 @@ class CheckpointedRun:
     stop_at: int | None
     train_config: Any
     rng_states: list[tuple[dict[str, Tensor], dict[str, Any]]] | None = None  # every rank's, while saving
+    precision: Precision = Precision()  # set by init_precision
+    scaler: torch.amp.GradScaler | None = None
     nonfinite_advice = "lower train.lr, or check the data"  # the end of a non-finite loss's message
     command = ""  # the CLI subcommand, for "continue with: facestyle COMMAND --resume RUN_DIR"
     network_name = "network"  # what the "done" line calls the trained network
     mismatch_name = "network"  # "... does not match this NAME" when a trainer state does not load
     speed_unit = "images"  # what the data stream yields, for ``speed/UNIT_per_second``
+
+    def init_precision(self, requested: str | None, state: Mapping[str, Any] | None) -> None:
+        """The run's precision: ``requested`` (``--precision``), else the resumed checkpoint's, else fp32;
+        and its gradient scaler (active for fp16; its state is restored with the progress)."""
+        recorded = None if state is None else str(state.get("precision", "fp32"))
+        self.precision = Precision(requested or recorded or "fp32")
+        if recorded is not None and self.precision.name != recorded:
+            log(self.dist, f"note: the run was trained in {recorded} so far; continuing in {self.precision.name}")
+        self.scaler = self.precision.grad_scaler(self.device)
+
+    def autocast(self):
+        """The forward passes' context: autocast in the run's precision (nothing for fp32)."""
+        return self.precision.autocast(self.device)
+
+    def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Gradients of ``loss`` into ``optimizer``'s parameters (cleared first) and one step, through the
+        fp16 gradient scaler when there is one (a step whose gradients overflowed is skipped)."""
+        optimizer.zero_grad(set_to_none=True)
+        scaler = self.scaler
+        if scaler is None or not scaler.is_enabled():
+            loss.backward()
+            optimizer.step()
+            return
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
     def checkpointed_networks(self) -> tuple[nn.Module, ...]:
         """The networks whose weights must be finite to be saved; the first is the one saved and restored."""
@@ -1181,6 +1224,7 @@ class CheckpointedRun:
                     atomic_write_bytes(self.run_dir / RUN_CONFIG,
                                        yaml.safe_dump(dict(config), sort_keys=False).encode())
                 info = {**info, "trainer": self.command} if self.command else dict(info)
+                info["precision"] = self.precision.name
                 atomic_write_bytes(self.run_dir / RUN_INFO, (json.dumps(info, indent=2) + "\n").encode())
         self.dist.barrier()
 
@@ -1250,9 +1294,12 @@ class CheckpointedRun:
         self.rng_states = None
         (tensors, meta), others = states[0], states[1:]
         state = {"step": self.step, "data": self.data.state_dict(), "world_size": self.dist.world_size,
-                 "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta}}
+                 "losses": self.last_losses, "rng": {"tensors": tensors, "meta": meta},
+                 "precision": self.precision.name}
         if others:
             state["rng_ranks"] = [{"tensors": t, "meta": m} for t, m in others]
+        if self.scaler is not None and self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def restore_progress(self, checkpoint: Path, state: Mapping[str, Any]) -> None:
@@ -1269,6 +1316,8 @@ class CheckpointedRun:
         self.last_saved = checkpoint
         ranks = list(state.get("rng_ranks") or [])
         same_world = int(state.get("world_size", 1)) == self.dist.world_size == len(ranks) + 1
+        if self.scaler is not None and self.scaler.is_enabled() and state.get("grad_scaler"):
+            self.scaler.load_state_dict(dict(state["grad_scaler"]))
         if self.dist.rank == 0:
             for warning in set_rng_state(state["rng"]["tensors"], state["rng"]["meta"]):
                 log(self.dist, f"warning: {warning}")

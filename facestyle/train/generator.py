@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..accel import compile_module
 from ..config import PRESETS, Config, TrainConfig, load_config
 from ..data.composites import CompositeBatch, relit_pairs, synthetic_pairs
 from ..data.spec import parse_data_spec
@@ -169,7 +170,8 @@ class GeneratorTrainer(CheckpointedRun):
     def __init__(self, config: Config, data_spec: str, out_dir: Path, *, resume_from: Path | None = None,
                  device: str = "cpu", split: str = "train", resolution: int | None = None, data_seed: int = 0,
                  weights_dir: str | os.PathLike | None = None, stop_at: int | None = None,
-                 dist_env: Distributed | None = None, init: str | None = None) -> None:
+                 dist_env: Distributed | None = None, init: str | None = None, precision: str | None = None,
+                 compile: bool = False) -> None:
         if init is not None and resume_from is not None:
             raise InputError("--init starts a new run; a resumed run continues from its own checkpoint "
                              "(drop --init or --resume)")
@@ -180,6 +182,7 @@ class GeneratorTrainer(CheckpointedRun):
         self.label_set = get_label_set(config.model.label_set)
         cfg = config.train
         state = resume_state(FaceStyleNet, config.model, resume_from)
+        self.init_precision(precision, state)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
@@ -210,6 +213,8 @@ class GeneratorTrainer(CheckpointedRun):
         if resume_from is not None:
             self.load(resume_from, state)
         self.model_ddp, self.discriminator_ddp = self.distribute(self.model, self.discriminator)
+        self.model_ddp = compile_module(self.model_ddp, compile)
+        self.discriminator_ddp = compile_module(self.discriminator_ddp, compile)
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -238,6 +243,24 @@ class GeneratorTrainer(CheckpointedRun):
         """One generator step, then one discriminator step; returns the losses as floats."""
         self.set_learning_rates()
         composites = self.composite_batch(image, labels)
+        with self.autocast():
+            g_losses, fakes, reals, maps = self.generator_losses(image, labels, composites)
+        self.check_finite(g_losses, "generator")
+        g_total = sum(g_losses.values())
+        self.optimize(g_total, self.opt_g)
+
+        # Discriminator: hinge loss, real pairs (and composites' ground truths) up, outputs down.
+        with self.autocast():
+            fake_out, real_out = discriminate(self.discriminator_ddp, fakes, reals, maps)
+            d_real, d_fake = hinge_d_loss_terms(real_out, fake_out)
+        d_losses = {"d_real": d_real, "d_fake": d_fake}
+        self.check_finite(d_losses, "discriminator")
+        self.optimize(d_real + d_fake, self.opt_d)
+
+        return as_floats({**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake})
+
+    def generator_losses(self, image: Tensor, labels: Tensor, composites: CompositeBatch | None):
+        """The generator's losses, and the discriminator's inputs: (losses, fakes, reals, label maps)."""
         fake = self.model_ddp(image, labels)  # reconstruction: the reference is the target
 
         # Generator: fool D, match D's features of the real image, reconstruct (VGG19 or pixel L1).
@@ -257,24 +280,9 @@ class GeneratorTrainer(CheckpointedRun):
             weight = self.config.train.harmony_weight
             terms = self.criterion(harmonized, composites.truth, fake_out, real_out)
             g_losses.update({f"harmony_{name}": weight * value for name, value in terms.items()})
-            fakes, reals = torch.cat([fakes, harmonized.detach()]), torch.cat([image, composites.truth])
+            fakes, reals = torch.cat([fakes, harmonized.detach().to(fakes.dtype)]), torch.cat([image, composites.truth])
             maps = torch.cat([labels, composites.target_labels])
-        self.check_finite(g_losses, "generator")
-        g_total = sum(g_losses.values())
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        self.opt_g.step()
-
-        # Discriminator: hinge loss, real pairs (and composites' ground truths) up, outputs down.
-        fake_out, real_out = discriminate(self.discriminator_ddp, fakes, reals, maps)
-        d_real, d_fake = hinge_d_loss_terms(real_out, fake_out)
-        d_losses = {"d_real": d_real, "d_fake": d_fake}
-        self.check_finite(d_losses, "discriminator")
-        self.opt_d.zero_grad(set_to_none=True)
-        (d_real + d_fake).backward()
-        self.opt_d.step()
-
-        return as_floats({**g_losses, "G": g_total, **d_losses, "D": d_real + d_fake})
+        return g_losses, fakes, reals, maps
 
     def composite_batch(self, image: Tensor, labels: Tensor) -> CompositeBatch | None:
         """This step's harmony composites on the trainer's device (None when ``train.harmony`` is off):
@@ -315,7 +323,7 @@ class GeneratorTrainer(CheckpointedRun):
         harmony = (f", harmony {t.harmony}: {composite_count(t)} composite(s) a step, weight {t.harmony_weight:g}"
                    if t.harmony != "off" else "")
         return (f"{m.image_size}x{m.image_size} {m.label_set} generator ({n:.1f} M parameters, "
-                f"{loss}, batch {t.batch_size} x {self.dist.world_size} process(es){harmony})")
+                f"{loss}, batch {t.batch_size} x {self.dist.world_size} process(es){harmony}, {self.precision.name})")
 
     # ------------------------------------------------------------------------------------------ saving
 
@@ -352,7 +360,7 @@ class GeneratorTrainer(CheckpointedRun):
         devices = [self.device] if self.device.type == "cuda" else []
         self.model.eval()
         try:
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices), self.autocast():
                 reconstruction = self.model(image, labels)
                 reference = image.roll(-1, 0), labels.roll(-1, 0)
                 transfer = self.model.transfer(image, labels, *reference, classes)
@@ -381,7 +389,7 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
                     resume: bool | str | os.PathLike = False, device: str = "cpu", split: str = "train",
                     resolution: int | None = None, data_seed: int = 0,
                     weights_dir: str | os.PathLike | None = None, stop_at: int | None = None,
-                    init: str | None = None) -> Path:
+                    init: str | None = None, precision: str | None = None, compile: bool = False) -> Path:
     """Train the generator by reconstruction and return the run folder.
 
     Args:
@@ -399,13 +407,16 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
             runs to ``train.steps``; for time-limited jobs and tests.
         init: a new run's starting weights: ``sean:PATH`` (SEAN's ``latest_net_G.pth`` or an imported SEAN
             checkpoint folder; see :mod:`facestyle.convert.warm_start`). Not with ``resume``.
+        precision: ``fp32``, ``bf16`` or ``fp16`` (mixed precision, :mod:`facestyle.accel`); None: the
+            resumed run's own, else fp32. Recorded in ``run.json`` and every checkpoint's trainer state.
+        compile: ``torch.compile`` the generator's and discriminator's forward passes.
     """
     given = {"spec": data_spec, "split": split, "resolution": resolution, "seed": data_seed}
     resume_from, data = resumed_data(Path(out_dir), resume, given, *given)
     return run_trainer(config.train.deterministic, lambda: GeneratorTrainer(
         config, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
         resolution=data["resolution"], data_seed=data["seed"], weights_dir=weights_dir, stop_at=stop_at,
-        init=init))
+        init=init, precision=precision, compile=compile))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -438,7 +449,7 @@ def run_cli(args: argparse.Namespace) -> int:
     out = run_folder(args)
     train_generator(resolve_cli_config(args), args.data, out, resume=args.resume or False, device=args.device,
                     split=args.split, resolution=args.resolution, data_seed=args.seed, weights_dir=args.weights_dir,
-                    stop_at=args.stop_at, init=args.init)
+                    stop_at=args.stop_at, init=args.init, precision=args.precision, compile=args.compile)
     return 0
 
 

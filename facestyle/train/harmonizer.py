@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..accel import compile_module
 from ..checkpoint import check_writable, read_config, resolve
 from ..config import apply_overrides, config_to_dict
 from ..data.composites import DEFAULT_MIN_LIGHT_DIFFERENCE, relit_pairs, synthetic_pairs
@@ -221,7 +222,7 @@ class HarmonizerTrainer(CheckpointedRun):
     def __init__(self, model_config: DoveNetConfig, train_config: HarmonizerTrainConfig, data_spec: str | None,
                  out_dir: str | os.PathLike, *, resume_from: Path | None = None, device: str = "cpu",
                  split: str = "train", data_seed: int = 0, stop_at: int | None = None,
-                 dist_env: Distributed | None = None) -> None:
+                 dist_env: Distributed | None = None, precision: str | None = None, compile: bool = False) -> None:
         train_config.check()
         self.model_config, self.train_config = model_config, train_config
         self.run_dir, self.stop_at = Path(out_dir), stop_at
@@ -229,6 +230,7 @@ class HarmonizerTrainer(CheckpointedRun):
         self.device = self.dist.device(device)
         cfg = train_config
         state = resume_state(DoveNet, model_config, resume_from)
+        self.init_precision(precision, state)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "seed": data_seed}
@@ -254,6 +256,8 @@ class HarmonizerTrainer(CheckpointedRun):
         if resume_from is not None:
             self.load(resume_from, state)
         self.model_ddp, self.discriminator_ddp = self.distribute(self.model, self.discriminator)
+        self.model_ddp = compile_module(self.model_ddp, compile)
+        self.discriminator_ddp = compile_module(self.discriminator_ddp, compile)
 
     # ------------------------------------------------------------------------------------- training
 
@@ -269,30 +273,28 @@ class HarmonizerTrainer(CheckpointedRun):
         """One discriminator step, then one generator step on the same output (DoveNet's order)."""
         cfg = self.train_config
         self.set_learning_rates()
-        output = self.model_ddp(dovenet_input(composite, mask))
+        with self.autocast():
+            output = self.model_ddp(dovenet_input(composite, mask))
 
-        # Discriminator: hinge on the global and the verification head, plus the gradient penalty.
-        s_fake, v_fake = self.discriminator_ddp(output.detach(), mask)
-        s_real, v_real = self.discriminator_ddp(truth, mask)
+            # Discriminator: hinge on the global and the verification head, plus the gradient penalty.
+            s_fake, v_fake = self.discriminator_ddp(output.detach(), mask)
+            s_real, v_real = self.discriminator_ddp(truth, mask)
         d_losses = {"d_global": F.relu(1 + s_fake).mean() + F.relu(1 - s_real).mean(),
                     "d_verification": F.relu(1 + v_fake).mean() + F.relu(1 - v_real).mean(),
-                    "d_gp": cfg.lambda_gp * gradient_penalty(self.discriminator, truth, output.detach(), mask)}
+                    # in float32: a second-order gradient, which the fp16 scaler does not see
+                    "d_gp": cfg.lambda_gp * gradient_penalty(self.discriminator, truth, output.detach().float(), mask)}
         self.check_finite(d_losses, "discriminator")
         d_total = sum(d_losses.values())
-        self.opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.opt_d.step()
+        self.optimize(d_total, self.opt_d)
 
         # Generator: raise both scores, and L1 to the ground truth.
-        with frozen(self.discriminator):
+        with self.autocast(), frozen(self.discriminator):
             s_fake, v_fake = self.discriminator_ddp(output, mask)
         g_losses = {"g_global": -cfg.lambda_global * s_fake.mean(), "g_verification": -cfg.lambda_verification *
-                    v_fake.mean(), "l1": cfg.lambda_l1 * F.l1_loss(output, truth)}
+                    v_fake.mean(), "l1": cfg.lambda_l1 * F.l1_loss(output.float(), truth)}
         self.check_finite(g_losses, "generator")
         g_total = sum(g_losses.values())
-        self.opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        self.opt_g.step()
+        self.optimize(g_total, self.opt_g)
         return as_floats({**g_losses, "G": g_total, **d_losses, "D": d_total})
 
     def set_learning_rates(self) -> None:
@@ -418,7 +420,8 @@ def train_harmonizer(data_spec: str | None, out_dir: str | os.PathLike, *, prese
                      overrides: list[str] | None = None, steps: int | None = None, batch_size: int | None = None,
                      resume: bool | str | os.PathLike = False, device: str = "cpu", split: str = "train",
                      data_seed: int = 0, stop_at: int | None = None,
-                     install_to: str | os.PathLike | None = None) -> Path:
+                     install_to: str | os.PathLike | None = None, precision: str | None = None,
+                     compile: bool = False) -> Path:
     """Train DoveNet and return the run folder.
 
     Args:
@@ -432,6 +435,7 @@ def train_harmonizer(data_spec: str | None, out_dir: str | os.PathLike, *, prese
         stop_at: stop after this step (saving), keeping the schedule.
         install_to: a generator checkpoint: once the run is finished, its ``final/`` is copied to
             ``CHECKPOINT/harmonizer``.
+        precision, compile: mixed precision (None: the resumed run's, else fp32) and ``torch.compile``.
     """
     if install_to is not None:  # a writable generator checkpoint without a harmonizer, checked before any training
         read_config(install_to)
@@ -449,7 +453,7 @@ def train_harmonizer(data_spec: str | None, out_dir: str | os.PathLike, *, prese
                                    resume_from.parent.parent if resume_from is not None else None)
     run_dir = run_trainer(train.deterministic, lambda: HarmonizerTrainer(
         model, train, data["spec"], out, resume_from=resume_from, device=device, split=data["split"],
-        data_seed=data["seed"], stop_at=stop_at))
+        data_seed=data["seed"], stop_at=stop_at, precision=precision, compile=compile))
     if install_to is not None:
         final = run_dir / FINAL_DIR
         if not final.is_dir():
@@ -495,7 +499,8 @@ def run_cli(args: argparse.Namespace) -> int:
     overrides = list(args.overrides) + (["train.deterministic=true"] if args.deterministic else [])
     train_harmonizer(args.data, out, preset=args.preset, overrides=overrides, steps=args.steps,
                      batch_size=args.batch_size, resume=args.resume or False, device=args.device, split=args.split,
-                     data_seed=args.seed, stop_at=args.stop_at, install_to=args.install_to)
+                     data_seed=args.seed, stop_at=args.stop_at, install_to=args.install_to, precision=args.precision,
+                     compile=args.compile)
     return 0
 
 

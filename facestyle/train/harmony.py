@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..accel import compile_module
 from ..config import config_to_dict
 from ..data.harmony import HarmonyDataset, find_harmony_samples, random_flip
 from ..errors import CheckpointError, InputError
@@ -104,9 +105,10 @@ class HarmonyTrainer(CheckpointedRun):
 
     def __init__(self, model: HarmonyClassifier, train_config: HarmonyTrainConfig, data_root: str | os.PathLike[str],
                  out_dir: Path, device: torch.device, dist_env: Distributed, resume_from: Path | None = None,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None, precision: str | None = None, compile: bool = False) -> None:
         cfg = self.train_config = train_config
         self.dist, self.device, self.run_dir, self.data_root = dist_env, device, out_dir, data_root
+        self.init_precision(precision, state)
         self.nonfinite_advice = f"lower --lr (now {cfg.lr})"
         # Data: everything that can fail on the user's input fails before a step runs or a file is written.
         size = model.config.image_size
@@ -120,6 +122,7 @@ class HarmonyTrainer(CheckpointedRun):
                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
 
         self.model = model.to(device).train()
+        self.forward = compile_module(self.model, compile)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
         self.step, self.last_saved, self.last_losses = 0, None, {}
         self.held: HarmonyEvaluation | None = None
@@ -194,12 +197,12 @@ class HarmonyTrainer(CheckpointedRun):
 
             def step() -> None:
                 image, mask, target = next(batches)
-                logits = self.model(image.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True))
+                with self.autocast():
+                    logits = self.forward(image.to(self.device, non_blocking=True),
+                                          mask.to(self.device, non_blocking=True)).float()
                 loss = F.binary_cross_entropy_with_logits(logits, target.to(self.device, logits.dtype))
                 self.check_finite({"loss": loss})
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                self.optimize(loss, self.optimizer)
                 self.step += 1
                 losses.append(float(loss.detach()))
                 bar.update(1)
@@ -228,7 +231,8 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
                   device: str = "cpu", resume: bool = False, *, seed: int = 0, save_every: int = 1000,
                   keep_last: int = 2, held_out_fraction: float = 0.1, width: int = 32, depth: int = 5,
                   num_workers: int = 0, eval_samples: int = 2000, probe_samples: int = 64,
-                  log_every: int = 50, overwrite: bool = False) -> HarmonyTrainResult:
+                  log_every: int = 50, overwrite: bool = False, precision: str | None = None,
+                  compile: bool = False) -> HarmonyTrainResult:
     """Train the harmony classifier on an iHarmony4-style folder (HAdobe5k for the paper).
 
     The folder's ``*_train.txt`` / ``*_test.txt`` give the training and held-out composites, or a fixed
@@ -241,7 +245,9 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
     all; ``batch_size`` (default 32), ``image_size`` (default 256) and ``lr`` (default 2e-4) then default to
     the run's own. SIGINT / SIGTERM save a checkpoint and stop, then raise
     :class:`~facestyle.train.common.RunStopped` (exit status 130 / 143). ``out_dir`` must be a new or empty
-    folder, or a harmony run folder with ``resume`` (or ``overwrite``: start it afresh).
+    folder, or a harmony run folder with ``resume`` (or ``overwrite``: start it afresh). ``precision``
+    (``fp32``, ``bf16``, ``fp16``; None: the resumed run's, else fp32) and ``compile`` as for
+    :func:`facestyle.train.generator.train_generator`.
     """
     out = Path(out_dir)
     for name, value in (("steps", steps), ("save_every", save_every), ("log_every", log_every)):
@@ -281,7 +287,7 @@ def train_harmony(data_root: str | os.PathLike[str], out_dir: str | os.PathLike[
     train_config = HarmonyTrainConfig(steps, batch_size, lr, seed, save_every, keep_last, held_out_fraction,
                                       num_workers, eval_samples, probe_samples, log_every)
     trainer = HarmonyTrainer(model, train_config, data_root, out, torch_device, dist,
-                             previous if resume else None, state)
+                             previous if resume else None, state, precision=precision, compile=compile)
     try:
         return trainer.train()
     finally:

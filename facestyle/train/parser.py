@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ..accel import compile_module
 from ..config import apply_overrides, config_to_dict
 from ..data.spec import parse_data_spec
 from ..data.transforms import Compose, RandomCrop, RandomHorizontalFlip, Resize
@@ -311,7 +312,7 @@ class ParserTrainer(CheckpointedRun):
     def __init__(self, model_config: ParserConfig, train_config: ParserTrainConfig, data_spec: str,
                  out_dir: str | os.PathLike, *, resume_from: Path | None = None, device: str = "cpu",
                  split: str = "train", eval_split: str = "test", data_seed: int = 0, stop_at: int | None = None,
-                 dist_env: Distributed | None = None) -> None:
+                 dist_env: Distributed | None = None, precision: str | None = None, compile: bool = False) -> None:
         train_config.check()
         self.model_config, self.train_config = model_config, train_config
         self.run_dir, self.stop_at = Path(out_dir), stop_at
@@ -320,6 +321,7 @@ class ParserTrainer(CheckpointedRun):
         self.label_set = get_label_set(model_config.label_set)
         cfg = train_config
         state = resume_state(FaceParserNet, model_config, resume_from)
+        self.init_precision(precision, state)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
         self.data_info = {"spec": data_spec, "split": split, "eval_split": eval_split, "seed": data_seed}
@@ -343,6 +345,7 @@ class ParserTrainer(CheckpointedRun):
         if resume_from is not None:
             self.load(resume_from, state)
         (self.model_ddp,) = self.distribute(self.model)
+        self.model_ddp = compile_module(self.model_ddp, compile)
 
     # ------------------------------------------------------------------------------------- training
 
@@ -366,12 +369,11 @@ class ParserTrainer(CheckpointedRun):
     def train_step(self, image: Tensor, labels: Tensor) -> dict[str, float]:
         """One optimisation step of the per-pixel cross-entropy; returns the losses as floats."""
         self.set_learning_rate()
-        logits = self.model_ddp(image)
-        loss = F.cross_entropy(logits, labels)
+        with self.autocast():
+            logits = self.model_ddp(image)
+            loss = F.cross_entropy(logits, labels)
         self.check_finite({"cross_entropy": loss})
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.optimize(loss, self.optimizer)
         with torch.no_grad():
             accuracy = (logits.argmax(1) == labels).float().mean()
         return as_floats({"cross_entropy": loss, "pixel_accuracy": accuracy})
@@ -489,7 +491,8 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
                  overrides: list[str] | None = None, image_size: int | None = None, steps: int | None = None,
                  batch_size: int | None = None, resume: bool | str | os.PathLike = False, device: str = "cpu",
                  split: str = "train", eval_split: str = "test", data_seed: int = 0,
-                 stop_at: int | None = None, overwrite: bool = False) -> Path:
+                 stop_at: int | None = None, overwrite: bool = False, precision: str | None = None,
+                 compile: bool = False) -> Path:
     """Train a face parser and return the run folder.
 
     Args:
@@ -503,6 +506,8 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
         split, eval_split: the training and held-out splits (see the module docstring for flat folders).
         stop_at: stop after this step (saving), keeping the schedule.
         overwrite: start afresh in an ``out_dir`` that holds a parser run (else refused).
+        precision, compile: mixed precision (None: the resumed run's, else fp32) and ``torch.compile``, as
+            :func:`facestyle.train.generator.train_generator` takes them.
     """
     resume_from, data = resumed_data(Path(out_dir), resume, {"spec": data_spec, "split": split,
                                                              "eval_split": eval_split, "seed": data_seed},
@@ -511,7 +516,8 @@ def train_parser(data_spec: str | None, out_dir: str | os.PathLike, *, preset: s
                                    resume_from.parent.parent if resume_from is not None else None)
     return run_trainer(train.deterministic, lambda: ParserTrainer(
         model, train, data["spec"], out_dir, resume_from=resume_from, device=device, split=data["split"],
-        eval_split=data["eval_split"], data_seed=data["seed"], stop_at=stop_at))
+        eval_split=data["eval_split"], data_seed=data["seed"], stop_at=stop_at, precision=precision,
+        compile=compile))
 
 
 # ------------------------------------------------------------------------------------------------- CLI
@@ -544,7 +550,8 @@ def run_cli(args: argparse.Namespace) -> int:
     run_dir = train_parser(args.data, out, preset=args.preset, overrides=overrides, image_size=args.image_size,
                            steps=args.steps, batch_size=args.batch_size, resume=args.resume or False,
                            device=args.device, split=args.split, eval_split=args.eval_split, data_seed=args.seed,
-                           stop_at=args.stop_at, overwrite=args.overwrite)
+                           stop_at=args.stop_at, overwrite=args.overwrite, precision=args.precision,
+                           compile=args.compile)
     metrics = run_dir / METRICS_FILE
     if metrics.is_file():
         data = json.loads(metrics.read_text())
