@@ -166,13 +166,17 @@ class BiSeNetParser(FaceParser):
     >>> labels = parser.parse("me.jpg")                     # (H, W) int64 CelebAMask-HQ class indices
     """
 
+    default_image_size = 512  # what face-parsing.PyTorch's test.py parses at
+
     @classmethod
     def from_file(cls, path: str | os.PathLike | None = None, label_set: LabelSet | str = "celebamask-hq",
                   device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                  image_size: int = 512) -> BiSeNetParser:
+                  image_size: int | None = None) -> BiSeNetParser:
         """Load the published file (read without unpickling code); ``path=None`` finds ``79999_iter.pth`` in
-        the weights folder (``$FACESTYLE_WEIGHTS``, else torch's hub cache; see :mod:`facestyle.weights`)."""
+        the weights folder (``$FACESTYLE_WEIGHTS``, else torch's hub cache; see :mod:`facestyle.weights`).
+        ``image_size``: the square the network sees (default :attr:`default_image_size`, 512)."""
         label_set = get_label_set(label_set) if isinstance(label_set, str) else label_set
+        image_size = cls.default_image_size if image_size is None else image_size
         file = find_weight(BISENET_FILE) if path is None else Path(path).expanduser()
         net = BiSeNetParserNet.from_file(file, label_set.classes, label_set=label_set.name, image_size=image_size)
         parser = cls(net.to(resolve_device(device), dtype))  # type: ignore[arg-type]
