@@ -9,6 +9,7 @@ test faces and MaskGAN's demo faces, 256x256, CelebAMask-HQ classes). Two means 
 
     python benchmarks/parsers.py                                  # the landmark parser (photo extra)
     python benchmarks/parsers.py --parser runs/parser/final       # ... and a trained parser beside it
+    python benchmarks/parsers.py --bisenet 79999_iter.pth         # ... and face-parsing.PyTorch's BiSeNet
 
 The landmark parser needs ``pip install 'facestyle[photo]'`` (it is skipped, with a note, without it).
 """
@@ -26,7 +27,7 @@ import torch
 from PIL import Image
 
 from facestyle.editor.landmarks import LandmarkParser, mediapipe_available
-from facestyle.editor.parser import FaceParser
+from facestyle.editor.parser import BiSeNetParser, FaceParser
 from facestyle.io import shared_root
 from facestyle.labels import CELEBAMASK_HQ
 from facestyle.train.parser import confusion_matrix, face_iou, iou_from_confusion
@@ -62,6 +63,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parser", action="append", default=[], metavar="DIR",
                     help="a trained parser checkpoint to score beside the landmark parser (repeatable)")
+    ap.add_argument("--bisenet", default=None, metavar="PATH",
+                    help="face-parsing.PyTorch's 79999_iter.pth, to score its BiSeNet (at 512 x 512) beside them")
     ap.add_argument("--shared", default=None, help="the shared data folder (default: $FACESTYLE_SHARED)")
     args = ap.parse_args()
     root = Path(args.shared) if args.shared else shared_root()
@@ -76,6 +79,8 @@ def main() -> int:
         print("note: mediapipe is not installed (pip install 'facestyle[photo]'): the landmark parser is skipped")
     for path in args.parser:
         parsers[f"trained ({Path(path).name})"] = FaceParser.from_pretrained(path)
+    if args.bisenet:
+        parsers["bisenet"] = BiSeNetParser.from_file(args.bisenet)
     results = {name: score(parser, faces) for name, parser in parsers.items()}
 
     names = list(results)

@@ -90,6 +90,10 @@ WEIGHT_FILES: dict[str, WeightFile] = {
             bundled=(("lpips", "weights/v0.1/vgg.pth"),
                      ("torchmetrics", "functional/image/lpips_models/vgg.pth")),
         ),
+        WeightFile(
+            "79999_iter.pth", "BiSeNet face parser (face-parsing.PyTorch, CelebAMask-HQ), for --parser bisenet",
+            "https://drive.google.com/open?id=154JgKpzCPW82qINcVieuPH3fZ2e0P812",
+        ),
     )
 }
 

@@ -86,10 +86,12 @@ def add_model_options(parser: argparse.ArgumentParser, batch: bool = True) -> No
 
 def add_parser_option(parser: argparse.ArgumentParser) -> None:
     """--parser: what labels a photo given without its label map."""
-    parser.add_argument("--parser", metavar="DIR|landmarks|none", default=None,
+    parser.add_argument("--parser", metavar="DIR|landmarks|bisenet:PATH|none", default=None,
                         help="face parser for photos given without a label map: a parser checkpoint, landmarks "
-                             "(MediaPipe's face mesh; pip install 'facestyle[photo]') or none (default: "
-                             "CHECKPOINT/parser/ when there is one, else landmarks)")
+                             "(MediaPipe's face mesh; pip install 'facestyle[photo]'), bisenet:PATH "
+                             "(face-parsing.PyTorch's 79999_iter.pth; bisenet alone: the one in the weights "
+                             "folder, see facestyle weights) or none (default: CHECKPOINT/parser/ when there is "
+                             "one, else landmarks)")
 
 
 def load_editor(args: argparse.Namespace, parser: str | None = None) -> Editor:

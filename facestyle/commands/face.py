@@ -4,6 +4,7 @@
     facestyle train-parser --data celebamask-hq:ROOT --out runs/parser --preset base --device cuda
     facestyle parse photo1.jpg photo2.jpg --out-dir labels/          # the landmark parser (photo extra)
     facestyle parse --checkpoint runs/parser photo1.jpg photo2.jpg --out-dir labels/
+    facestyle parse --parser bisenet:79999_iter.pth photo1.jpg --out-dir labels/   # face-parsing.PyTorch's
     facestyle edit-shape --checkpoint CKPT --image me.png --labels me.png --new-labels edited.png --out out.png
     facestyle edit-color --checkpoint CKPT --image me.png --labels me.png --strokes strokes.png --out out.png
     facestyle style-mean --checkpoint CKPT --data celebamask-hq:ROOT
@@ -62,7 +63,7 @@ def run_parse(args: argparse.Namespace) -> int:
 
     parser = load_parser(args.checkpoint or LANDMARKS, device=args.device)
     if parser is None:
-        raise InputError("--checkpoint none: parse needs a parser (a checkpoint, or landmarks)")
+        raise InputError("--checkpoint none: parse needs a parser (a checkpoint, landmarks or bisenet:PATH)")
     if isinstance(parser, FaceParser):
         parser.batch_size = args.batch_size
     else:
@@ -207,16 +208,19 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "parse", help="label face photos (the landmark parser, or a trained face parser)",
+        "parse", help="label face photos (the landmark parser, a trained face parser, or BiSeNet)",
         description="Parse photos into label maps: OUT_DIR/{stem}.png (single-channel class indices) and "
                     "OUT_DIR/previews/{stem}.png (palette colours). Without --checkpoint the landmark parser "
                     "(MediaPipe's face mesh and selfie segmentation, no training; pip install "
-                    "'facestyle[photo]') finds the face itself (--face). With a trained parser, a photo that is "
-                    "not square is centre-cropped to a square (or to --crop), parsed, and mapped back to its "
-                    "own size (background outside the crop).")
-    p.add_argument("--checkpoint", default=None, metavar="DIR|landmarks",
-                   help="a parser checkpoint (facestyle train-parser), a generator checkpoint with parser/, or "
-                        "landmarks (the default)")
+                    "'facestyle[photo]') finds the face itself (--face). With a trained parser or BiSeNet "
+                    "(--parser bisenet:PATH, face-parsing.PyTorch's 79999_iter.pth), a photo that is not square "
+                    "is centre-cropped to a square (or to --crop), parsed, and mapped back to its own size "
+                    "(background outside the crop).")
+    p.add_argument("--checkpoint", "--parser", dest="checkpoint", default=None,
+                   metavar="DIR|landmarks|bisenet:PATH",
+                   help="a parser checkpoint (facestyle train-parser), a generator checkpoint with parser/, "
+                        "bisenet:PATH (face-parsing.PyTorch's 79999_iter.pth; bisenet alone: the one in the "
+                        "weights folder) or landmarks (the default)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos to parse")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the label maps")
     p.add_argument("--crop", default="center", metavar="center|none|L,T,S",

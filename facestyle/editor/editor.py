@@ -145,8 +145,9 @@ class Editor:
         ``label_set`` (optional) is the label set your label maps use; a checkpoint made for another
         one is a :class:`~facestyle.errors.CheckpointError`. ``parser`` labels photos given without a
         label map: a face-parser checkpoint, ``"landmarks"`` (MediaPipe's face mesh, the photo extra:
-        ``pip install 'facestyle[photo]'``) or ``"none"``; default ``CHECKPOINT/parser`` when there is
-        one, else ``"landmarks"``.
+        ``pip install 'facestyle[photo]'``), ``"bisenet:PATH"`` (face-parsing.PyTorch's ``79999_iter.pth``;
+        ``"bisenet"`` alone: the one in the weights folder) or ``"none"``; default ``CHECKPOINT/parser``
+        when there is one, else ``"landmarks"``.
         """
         dev = resolve_device(device)
         if str(path) == "demo" and not (demo_dir() / "config.json").is_file():
@@ -445,7 +446,8 @@ class Editor:
     def set_parser(self, parser: AnyParser | str | os.PathLike | None) -> None:
         """Configure the face parser used when a label map is not given: a :class:`FaceParser` or
         :class:`~facestyle.editor.landmarks.LandmarkParser`, a parser checkpoint directory, ``"landmarks"``
-        (the landmark parser), or None (or ``"none"``) to turn parsing off. It must label the classes of
+        (the landmark parser), ``"bisenet:PATH"`` (:class:`~facestyle.editor.parser.BiSeNetParser`), or None
+        (or ``"none"``) to turn parsing off. It must label the classes of
         this editor's label set."""
         parser = load_parser(parser, self.label_set, self.device)
         if parser is not None and parser.label_set.name != self.label_set.name:

@@ -16,7 +16,10 @@ Photos may be paths, PIL images, (H, W, 3) arrays (uint8, or float in [0, 1]) or
 A parser sits beside a generator checkpoint as ``CHECKPOINT/parser/`` (where the Editor looks for it), or
 anywhere as its own checkpoint directory (``facestyle train-parser`` writes one). Without one, the
 default is the :class:`~facestyle.editor.landmarks.LandmarkParser` (MediaPipe's face mesh, no training;
-the photo extra): :func:`load_parser` resolves the names ``landmarks`` and ``none`` and directories.
+the photo extra). :class:`BiSeNetParser` runs face-parsing.PyTorch's published BiSeNet (``79999_iter.pth``)
+with the same pre- and post-processing as a trained parser. :func:`load_parser` resolves the names
+``landmarks``, ``bisenet:PATH`` (``bisenet`` alone: the file in the weights folder) and ``none``, and
+directories.
 """
 
 from __future__ import annotations
@@ -35,16 +38,20 @@ from ..checkpoint import CONFIG_NAME, read_config, resolve
 from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
+from ..nn.bisenet import WEIGHT_FILE as BISENET_FILE
+from ..nn.bisenet import BiSeNetParserNet
 from ..nn.parser import FaceParserNet
+from ..weights import find_weight
 from .inputs import Crop, ImageInput, crop_box, item_name, photo_tensor, resolve_device, split_batch
 from .landmarks import LandmarkParser
 
 __all__ = ["FaceParser", "Crop", "find_parser", "parser_dir", "crop_box", "colorize", "overlay", "PARSER_DIR",
-           "load_parser", "AnyParser", "LANDMARKS", "NO_PARSER"]
+           "load_parser", "AnyParser", "LANDMARKS", "NO_PARSER", "BiSeNetParser", "BISENET"]
 
 PARSER_DIR = "parser"  # the parser's folder inside a generator checkpoint
 _MAX_UPSAMPLE = 1024  # logits are upsampled to at most this size before the argmax, then nearest-resized
 LANDMARKS, NO_PARSER = "landmarks", "none"  # parser names: the landmark parser; no parsing
+BISENET = "bisenet"  # "bisenet:PATH": face-parsing.PyTorch's BiSeNet file; "bisenet" alone: the weights folder's
 
 
 def parser_dir(path: str | os.PathLike) -> Path:
@@ -150,6 +157,37 @@ class FaceParser:
         return self.model(images.to(self.device, self.dtype))
 
 
+class BiSeNetParser(FaceParser):
+    """face-parsing.PyTorch's BiSeNet (``79999_iter.pth``) as a face parser: the photo's square view at 512 x
+    512 (as its ``test.py``), the classes renamed into ``label_set``'s order
+    (:class:`~facestyle.nn.bisenet.BiSeNetParserNet`); cropping and mapping back as :class:`FaceParser`.
+
+    >>> parser = BiSeNetParser.from_file("79999_iter.pth")
+    >>> labels = parser.parse("me.jpg")                     # (H, W) int64 CelebAMask-HQ class indices
+    """
+
+    default_image_size = 512  # what face-parsing.PyTorch's test.py parses at
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike | None = None, label_set: LabelSet | str = "celebamask-hq",
+                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                  image_size: int | None = None) -> BiSeNetParser:
+        """Load the published file (read without unpickling code); ``path=None`` finds ``79999_iter.pth`` in
+        the weights folder (``$FACESTYLE_WEIGHTS``, else torch's hub cache; see :mod:`facestyle.weights`).
+        ``image_size``: the square the network sees (default :attr:`default_image_size`, 512)."""
+        label_set = get_label_set(label_set) if isinstance(label_set, str) else label_set
+        image_size = cls.default_image_size if image_size is None else image_size
+        file = find_weight(BISENET_FILE) if path is None else Path(path).expanduser()
+        net = BiSeNetParserNet.from_file(file, label_set.classes, label_set=label_set.name, image_size=image_size)
+        parser = cls(net.to(resolve_device(device), dtype))  # type: ignore[arg-type]
+        parser.path = file
+        return parser
+
+    def __repr__(self) -> str:
+        return (f"BiSeNetParser({str(self.path)!r}, label_set={self.label_set.name!r}, "
+                f"image_size={self.image_size}, device={str(self.device)!r})")
+
+
 def _labels_at(logits: Tensor, height: int, width: int) -> Tensor:
     """Class indices (height, width) from logits (R, S, S): bilinear logits (up to 1024 px), argmax, nearest."""
     scale = min(1.0, _MAX_UPSAMPLE / max(height, width))
@@ -173,14 +211,22 @@ AnyParser = FaceParser | LandmarkParser
 def load_parser(parser: AnyParser | str | os.PathLike | None, label_set: LabelSet | str = "celebamask-hq",
                 device: str | torch.device = "cpu") -> AnyParser | None:
     """A parser from what a user names: a parser object (returned as it is), ``"landmarks"`` (the
-    :class:`~facestyle.editor.landmarks.LandmarkParser` writing ``label_set``'s classes), ``"none"`` or
-    None (no parser), or a parser checkpoint directory (or a generator checkpoint with ``parser/``)."""
+    :class:`~facestyle.editor.landmarks.LandmarkParser` writing ``label_set``'s classes), ``"bisenet:PATH"``
+    (:class:`BiSeNetParser`, ``label_set``'s classes; ``"bisenet"`` alone finds ``79999_iter.pth`` in the
+    weights folder), ``"none"`` or None (no parser), or a parser checkpoint directory (or a generator
+    checkpoint with ``parser/``)."""
     if parser is None or isinstance(parser, (FaceParser, LandmarkParser)):
         return parser
-    if str(parser) == NO_PARSER:
+    text = str(parser)
+    if text == NO_PARSER:
         return None
-    if str(parser) == LANDMARKS:
+    if text == LANDMARKS:
         return LandmarkParser(label_set)
+    if text == BISENET or text.startswith(BISENET + ":"):
+        path = text[len(BISENET) + 1:]
+        if text != BISENET and not path:
+            raise InputError("bisenet:PATH needs a path: face-parsing.PyTorch's 79999_iter.pth")
+        return BiSeNetParser.from_file(path or None, label_set, device=device)
     return FaceParser.from_pretrained(parser, device=device)
 
 
