@@ -17,9 +17,10 @@ can call it, or set ``FACESTYLE_SYSTEM_ALLOCATOR=1`` to keep glibc's defaults ev
 Threads: glibc gives a thread that allocates while another holds the main arena an arena of its own,
 whose heaps are at most 64 MB and which serves larger blocks with a fresh ``mmap`` whatever the settings
 above say; a worker thread running the network (``facestyle serve`` runs each request on one of Gradio's
-worker threads) then pays the page faults again, about 1.7x slower per edit. So the function also sets
-glibc's arena count to one (``M_ARENA_MAX``, as ``GLIBC_TUNABLES=glibc.malloc.arena_max=1`` does): every
-thread allocates from the main arena and reuses its freed blocks. The setting takes effect for threads that
+worker threads) then pays the page faults again for each such block (a 128-channel 256x256 map of a batch
+of 4 is 134 MB). So the function also sets glibc's arena count to one (``M_ARENA_MAX``, as
+``GLIBC_TUNABLES=glibc.malloc.arena_max=1`` does): every thread allocates from the main arena and reuses
+its freed blocks. The setting takes effect for threads that
 have no arena yet, so it must come before other threads allocate (the ``facestyle`` command calls it first
 thing; importing torch or Gradio creates no arena, and torch's OpenMP threads do not allocate):
 :func:`worker_thread_hint` says when it came too late. One arena means the threads take turns on the
@@ -73,8 +74,8 @@ def worker_thread_hint() -> str | None:
     if arenas is None or arenas <= 1:
         return None
     return (f"the memory setting came after other threads allocated ({arenas} malloc arenas), so requests on "
-            "worker threads may not reuse freed memory: start with GLIBC_TUNABLES=glibc.malloc.arena_max=1 "
-            "for about 1.7x faster edits on the CPU")
+            "worker threads may map and unmap their large blocks again: start with "
+            "GLIBC_TUNABLES=glibc.malloc.arena_max=1 for the command line's speed on the CPU")
 
 
 def malloc_arenas() -> int | None:
