@@ -17,7 +17,9 @@ With ``--precision fp32,bf16`` every (path, batch) also runs under bf16 autocast
 with ``bf16_speedup_vs_fp32=X.XX`` (fp32 / bf16 seconds per image of the default style path at the largest
 batch) and ``bf16_psnr_db=Y.Y``: the lowest PSNR of bf16's output images against fp32's over the models
 measured: this random paper-size network and, when present, the bundled demo model on the shared real faces
-(``$FACESTYLE_SHARED/data/faces``).
+(``$FACESTYLE_SHARED/data/faces``). The header says whether the CPU has bf16 arithmetic (AVX512-BF16 or AMX,
+:func:`facestyle.accel.cpu_has_native`): without it bf16 cannot be faster than fp32 on the CPU (this
+project's AVX2 CPU: 0.03x, see the README's Speed section).
 """
 
 from __future__ import annotations
@@ -218,8 +220,14 @@ def mixed_precision_main(args: argparse.Namespace) -> None:
     batches = [int(b) for b in args.batches.split(",")]
     paths, precisions = args.paths.split(","), args.precision.split(",")
     tmp = tempfile.mkdtemp(prefix="facestyle-bench-")
+    from facestyle.accel import cpu_has_native
+
     print(f"paper-size network (ngf 64, D 512, 19 classes, random weights), {args.size}x{args.size}, {args.device}, "
           f"{', '.join(precisions)}, torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    if torch.device(args.device).type == "cpu":
+        print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, bf16 arithmetic (AVX512-BF16 or AMX): "
+              f"{'yes' if cpu_has_native('bf16') else 'no: bf16 runs through float32 conversions or reference loops'}",
+              flush=True)
     rows, outputs = {}, {}
     for batch in batches:
         for path in paths:

@@ -111,6 +111,11 @@ def main() -> None:
     print(f"one training step (G + D, both Adam steps), {args.device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads", flush=True)
     precisions = args.precisions.split(",")
+    if torch.device(args.device).type == "cpu" and "bf16" in precisions:
+        from facestyle.accel import cpu_has_native
+
+        print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, bf16 arithmetic (AVX512-BF16 or AMX): "
+              f"{'yes' if cpu_has_native('bf16') else 'no (bf16 cannot beat fp32 on this CPU)'}", flush=True)
     for preset in args.presets.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             for precision in precisions:

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from facestyle.accel import Precision, auto_device
+from facestyle.accel import Precision, auto_device, cpu_has_native
 from facestyle.cli import build_parser, resolve_auto_device
 from facestyle.config import get_preset
 from facestyle.editor.editor import Editor
@@ -72,6 +72,24 @@ def test_editor_precision_runs_in_bf16_and_returns_float32():
     assert "bf16" in repr(mixed_editor)
     with pytest.raises(InputError, match="unknown precision"):
         Editor(model, precision="fp8")
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_its_arithmetic_warns_once(monkeypatch, caplog, native):
+    import facestyle.accel as accel
+
+    monkeypatch.setattr(accel, "_warned", set())
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+    assert cpu_has_native("bf16") is native and cpu_has_native("fp32")
+    with caplog.at_level("WARNING", logger="facestyle.accel"):
+        for _ in range(2):
+            with Precision("bf16").autocast("cpu"):
+                assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+            with Precision("fp32").autocast("cpu"):
+                pass
+    said = [r.getMessage() for r in caplog.records if r.name == "facestyle.accel"]
+    assert said == ([] if native else [said[0]]) and all("no bf16 arithmetic" in m for m in said)
 
 
 def test_fp16_training_steps_through_a_gradient_scaler():

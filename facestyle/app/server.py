@@ -57,7 +57,7 @@ from ..editor.parser import overlay
 from ..errors import FacestyleError, InputError
 from ..io import save_image
 from ..labels import LabelSet
-from ..runtime import worker_thread_hint
+from ..runtime import keep_freed_memory, worker_thread_hint
 from .sessions import WORKING_SIDE, Photo, Session, SessionStore, trim_memory
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local tool
@@ -755,9 +755,13 @@ def serve(checkpoint: str | os.PathLike, parser: str | os.PathLike | None = None
     demo = build_app(editor, limits, sessions=sessions)
     if host not in ("127.0.0.1", "localhost", "::1") and not quiet:
         logger.warning("binding to %s: anyone who can reach this machine can use the editor", host)
-    hint = worker_thread_hint()
-    if hint and editor.device.type == "cpu" and not quiet:
-        logger.warning("note: %s", hint)
+    if editor.device.type == "cpu":
+        # Before Gradio starts its worker threads: they then allocate from the main arena and reuse freed
+        # blocks as the command line does (the Editor has called it already; see facestyle.runtime).
+        keep_freed_memory()
+        hint = worker_thread_hint()  # only when some thread allocated before the setting
+        if hint and not quiet:
+            logger.warning("note: %s", hint)
     sessions: SessionStore = demo.facestyle_sessions
     # Gradio keeps a little state per tab too: bound it with the editing sessions.
     launch = {"server_name": host, "server_port": port, "max_file_size": limits.max_upload_bytes,
