@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from ..accel import DEVICE_HELP
 from ..errors import InputError
 from .core import (
+    FACE_HELP,
+    add_face_options,
     add_model_options,
     add_parser_option,
     batched,
@@ -28,6 +30,7 @@ from .core import (
     check_output_dir,
     check_output_file,
     cli_warnings,
+    face_of,
     load_editor,
     nonnegative_int,
     positive_float,
@@ -126,7 +129,9 @@ def run_edit_shape(args: argparse.Namespace) -> int:
         raise InputError("--reference-labels needs --reference (the reference photo)")
     out, details = _write_edit(
         args, "edit-shape", [image, labels, new_labels, reference, reference_labels],
-        lambda editor: editor.edit_shape(image, labels, new_labels, reference=reference,
+        lambda editor: editor.edit_shape(face_of(editor, args, image, labels), labels, new_labels,
+                                         reference=reference if reference is None else
+                                         face_of(editor, args, reference, reference_labels, reference=True),
                                          reference_labels=reference_labels, seed=args.seed,
                                          harmonize=not args.no_harmonize, return_details=True),
         NewClassWarning)
@@ -144,7 +149,8 @@ def run_edit_color(args: argparse.Namespace) -> int:
     def edit(editor: Editor) -> tuple[Image.Image, dict]:
         if args.regions is not None:
             editor.resolve_regions(args.regions)  # an unknown name fails before any work
-        return editor.edit_color(image, labels, (strokes, mask) if mask is not None else strokes,
+        return editor.edit_color(face_of(editor, args, image, labels), labels,
+                                 (strokes, mask) if mask is not None else strokes,
                                  regions=args.regions, pool=args.pool, harmonize=not args.no_harmonize,
                                  return_details=True)
 
@@ -240,7 +246,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "else from the region's mapping network (CHECKPOINT/mapping/REGION), else from the "
                     "dataset mean (CHECKPOINT/style_mean.safetensors, see facestyle style-mean). Label maps "
                     "are class-index PNGs or images drawn in the label set's palette colours. --labels may be "
-                    "left out: the photo is then parsed (see --parser).")
+                    "left out: the photo is then parsed (see --parser). With a full-size photo, --new-labels is "
+                    "drawn at the photo's size (edit the map facestyle parse wrote). "
+                    + FACE_HELP.replace("\n", " "))
     _add_editing_options(p)
     p.add_argument("--new-labels", required=True, metavar="PNG", help="the edited label map")
     p.add_argument("--reference", metavar="IMG", help="a photo to take the styles of new classes from")
@@ -254,7 +262,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "harmonized with the rest of the face (paper Fig. 10b). --strokes is an RGBA PNG, "
                     "transparent where nothing is painted (or give --stroke-mask for an RGB stroke image). "
                     "The regions holding at least 10% of the painted area are recoloured, or those of "
-                    "--regions.")
+                    "--regions. The strokes are painted at the photo's size." + " " + FACE_HELP.replace("\n", " "))
     _add_editing_options(p)
     p.add_argument("--strokes", required=True, metavar="RGBA.png", help="the painted strokes")
     p.add_argument("--stroke-mask", metavar="PNG", help="where --strokes is painted (white), for strokes "
@@ -314,6 +322,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_editing_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p, batch=False)  # --checkpoint, --label-set, --device
     add_parser_option(p)
+    add_face_options(p)
     p.add_argument("--image", required=True, metavar="IMG", help="the photo to edit")
     p.add_argument("--labels", metavar="PNG", help="its label map (parsed when left out)")
     p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the result")
