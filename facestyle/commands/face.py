@@ -70,17 +70,37 @@ def run_parse(args: argparse.Namespace) -> int:
         parser.batch_size = args.batch_size
     else:
         parser.face = args.face
+    found: list[str] = []  # the landmark parser's faces in each photo, printed at the end
     with progress(len(images), "parse") as bar:
         for chunk in batched(list(zip(images, outputs, previews)), args.batch_size):
-            maps = parser.parse([str(path) for path, _, _ in chunk], crop=crop)
+            if isinstance(parser, FaceParser) or not isinstance(crop, str):
+                maps = parser.parse([str(path) for path, _, _ in chunk], crop=crop)
+            else:
+                maps = [_parse_listing_faces(parser, path, args.face, found) for path, _, _ in chunk]
             for labels, (_, out, preview) in zip(maps, chunk):
                 save_labels(labels, out)
                 if not args.no_preview:
                     save_image(colorize(labels, parser.label_set), preview)
             bar.update(len(chunk))
+    for line in found:
+        print(line)
     extra = "" if args.no_preview else f" (colour previews in {out_dir / 'previews'})"
     print(f"wrote {len(images)} label map(s) to {out_dir}{extra}")
     return 0
+
+
+def _parse_listing_faces(parser, path: Path, face: int, found: list[str]):
+    """The landmark parser's label map of face ``face`` of one photo, its faces listed in ``found``."""
+    from ..editor.align import choose_face, face_boxes
+    from ..editor.inputs import photo_tensor
+    from ..editor.landmarks import _uint8
+
+    rgb = _uint8(photo_tensor(str(path), str(path)))
+    faces, person = parser.detect(rgb)
+    boxes = face_boxes(faces)
+    found.append(f"{path}: {len(faces)} face(s)" + "".join(
+        f"\n  {box}{' (labelled)' if box.index == face else ''}" for box in boxes))
+    return parser.labels_of(rgb, faces[choose_face(faces, face, str(path))], person)
 
 
 def _crop(text: str):

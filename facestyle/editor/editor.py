@@ -537,7 +537,7 @@ class Editor:
         view = face.alignment.resized(max(self.image_size, PARSE_SIZE))
         crop = view.crop(face.photo)
         if isinstance(self.parser, LandmarkParser):
-            person_crop = view.crop(torch.from_numpy(np.ascontiguousarray(person))[None])[0].clamp(0, 1)
+            person_crop = view.crop(torch.tensor(person, dtype=torch.float32)[None])[0].clamp(0, 1)
             labels = self.parser.labels_of(_uint8(crop), FaceLandmarks(view.to_crop(landmarks.points)),
                                            person_crop.numpy())
         else:
