@@ -64,23 +64,28 @@ def stub_face(t: np.ndarray, scale: float = 1.0) -> FaceLandmarks:
     return FaceLandmarks(apply(t, points))
 
 
-@pytest.fixture
-def big_photo(tmp_path):
-    """A 1600x1200 photo (smooth noise) with a drawn face warped into it off-centre, its label map, and the
-    transform; plus a 64 px reference face."""
+def make_photo(tmp_path, scale: float = 1.0) -> tuple:
+    """A 1600x1200 photo (times ``scale``; smooth noise) with a drawn face warped into it off-centre, its
+    label map, and the transform; plus a 64 px reference face."""
     rng = np.random.default_rng(0)
     small = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
-    canvas = np.asarray(Image.fromarray(small).resize((PHOTO_W, PHOTO_H), Image.BICUBIC))
+    w, h = round(PHOTO_W * scale), round(PHOTO_H * scale)
+    canvas = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC))
     face, labels = drawn_face(0, FACE)
-    t = similarity(2.2, 12.0, (1050.0, 260.0))
+    t = similarity(2.2 * scale, 12.0, (1050.0 * scale, 260.0 * scale))
     photo = warp_into(face, t, canvas, Image.BICUBIC)
-    photo_labels = warp_into(labels, t, np.zeros((PHOTO_H, PHOTO_W), np.uint8), Image.NEAREST)
+    photo_labels = warp_into(labels, t, np.zeros((h, w), np.uint8), Image.NEAREST)
     Image.fromarray(photo).save(tmp_path / "big.png", compress_level=1)
     Image.fromarray(photo_labels).save(tmp_path / "big_labels.png", compress_level=1)
     ref, ref_labels = drawn_face(5, 64, colours=(120, 250))
     Image.fromarray(ref).save(tmp_path / "ref.png")
     Image.fromarray(ref_labels).save(tmp_path / "ref_labels.png")
     return tmp_path, t
+
+
+@pytest.fixture
+def big_photo(tmp_path):
+    return make_photo(tmp_path)
 
 
 @pytest.fixture
@@ -225,3 +230,32 @@ def test_the_landmark_parser_finds_aligns_and_pastes_back_a_real_face(real_faces
     margin = 0.1 * 256 * 2.0
     assert xs.min() >= corners[:, 0].min() - margin and xs.max() <= corners[:, 0].max() + margin
     assert ys.min() >= corners[:, 1].min() - margin and ys.max() <= corners[:, 1].max() + margin
+
+
+def test_the_web_editor_lists_the_faces_and_returns_the_full_size_photo(stub_finder, tmp_path, monkeypatch):
+    pytest.importorskip("gradio", reason="the web extra is not installed")
+    from facestyle.app.server import ServerLimits, _App
+
+    folder, t = make_photo(tmp_path, 0.5)  # 800x600: the web editor's path, at a quarter of the pixels
+    stub_finder.faces = [stub_face(similarity(0.25, 0.0, (50.0, 350.0))), stub_face(t)]
+    monkeypatch.setattr(LandmarkParser, "available", staticmethod(lambda: True))  # the stub stands in for MediaPipe
+    app = _App(Editor.from_pretrained(tiny_checkpoint(tmp_path / "ckpt"), device="cpu"), ServerLimits())
+
+    def no_progress(*args, **kwargs):
+        return None
+
+    target, *_, note = app.load(str(folder / "big.png"), None, "target", no_progress, session="s")
+    assert "face 0 of 2" in note
+    menu = app.face_menu(target)
+    assert menu["visible"] and [value for _, value in menu["choices"]] == [0, 1] and menu["value"] == 0
+    reference, *_ = app.load(str(folder / "ref.png"), str(folder / "ref_labels.png"), "reference", no_progress,
+                             session="s")
+    path, result, _ = app.transfer(target, reference, ["hair", "skin"], True, progress=no_progress)
+    before = np.asarray(Image.open(folder / "big.png")).astype(int)
+    after = np.asarray(Image.open(path)).astype(int)
+    assert after.shape == before.shape == (PHOTO_H // 2, PHOTO_W // 2, 3)  # the download is the whole photo
+    diff = np.abs(after - before).max(-1) > 0
+    ys, xs = np.nonzero(diff)
+    assert len(xs) and xs.min() > 450 and ys.max() < 500  # only the large face on the right changed
+    target, *_, note = app.load(str(folder / "big.png"), None, "target", no_progress, session="s", face=1)
+    assert "face 1 of 2" in note and app.face_menu(target)["value"] == 1
