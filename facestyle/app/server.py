@@ -737,7 +737,7 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
         queued = {"concurrency_limit": limits.concurrency, "concurrency_id": "facestyle"}
         face_menu = _errors_as_messages(app.face_menu)
         gr.on([target_photo.change, target_labels.change], load_target, [target_photo, target_labels], loaded,
-              api_name="load_target", **queued).then(face_menu, [target_state], [target_face])
+              api_name="load_target", **queued).then(face_menu, [target_state], [target_face], api_visibility="private")
         target_face.input(choose_target_face, [target_photo, target_labels, target_face], loaded,
                           api_name="choose_face", **queued)
         gr.on([reference_photo.change, reference_labels.change], load_reference, [reference_photo, reference_labels],
@@ -751,7 +751,7 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
                            api_name="shape", **queued)
         color_button.click(color, [target_state, color_editor, color_regions], outputs, api_name="color", **queued)
         continue_button.click(continue_from, [result_state], loaded, api_name="continue_from", **queued).then(
-            face_menu, [target_state], [target_face])
+            face_menu, [target_state], [target_face], api_visibility="private")
 
         @_errors_as_messages
         def undo(target, request: gr.Request):
