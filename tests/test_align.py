@@ -175,6 +175,15 @@ def test_a_large_photo_comes_back_whole_with_only_the_edited_face_changed(big_ph
     assert xs.min() >= corners[:, 0].min() - 1 and xs.max() <= corners[:, 0].max() + 1
     assert ys.min() >= corners[:, 1].min() - 1 and ys.max() <= corners[:, 1].max() + 1
 
+    # a shape edit drawn at the photo's size: only where the map changed (hair -> background), feathered
+    big_labels = np.asarray(Image.open(folder / "big_labels.png"))
+    Image.fromarray(np.where(big_labels == HAIR, 0, big_labels).astype(np.uint8)).save(folder / "new.png")
+    out = editor.edit_shape(face, str(folder / "big_labels.png"), str(folder / "new.png"))
+    diff = np.abs(np.asarray(out).astype(int) - before).max(-1) > 0
+    new_labels = face.crop_labels(torch.from_numpy(np.where(big_labels == HAIR, 0, big_labels).astype(np.int64)))
+    mask = face.alignment.mask_in_photo(feather(new_labels != labels)).numpy()
+    assert out.size == (PHOTO_W, PHOTO_H) and diff.any() and not diff[mask == 0].any()
+
 
 def test_several_faces_are_ranked_by_size_and_face_n_picks_one(big_photo, stub_finder, tmp_path, capsys):
     folder, t = big_photo
