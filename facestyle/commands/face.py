@@ -267,7 +267,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "dataset mean (CHECKPOINT/style_mean.safetensors, see facestyle style-mean). Label maps "
                     "are class-index PNGs or images drawn in the label set's palette colours. --labels may be "
                     "left out: the photo is then parsed (see --parser). With a full-size photo, --new-labels is "
-                    "drawn at the photo's size (edit the map facestyle parse wrote). "
+                    "drawn at the photo's size: edit the map facestyle parse wrote and give it as --labels too, "
+                    "with --face N. "
                     + FACE_HELP.replace("\n", " "))
     _add_editing_options(p)
     p.add_argument("--new-labels", required=True, metavar="PNG", help="the edited label map")
