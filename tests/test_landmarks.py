@@ -75,7 +75,8 @@ def test_without_mediapipe_the_parser_says_what_to_install(no_mediapipe, tmp_pat
 
 
 def test_commands_take_photos_without_label_maps(tmp_path, photo_file, capsys, monkeypatch):
-    """transfer, reconstruct and sample parse a photo whose label map is left out (a stand-in parser here)."""
+    """transfer, reconstruct and sample parse a photo whose label map is left out (a stand-in parser here; with
+    --no-align, as the stand-in finds no face: tests/test_align.py covers the aligned path)."""
     photo, labels = photo_file
     truth = torch.from_numpy(np.asarray(Image.open(labels)).astype(np.int64))
     seen = []
@@ -87,10 +88,11 @@ def test_commands_take_photos_without_label_maps(tmp_path, photo_file, capsys, m
     monkeypatch.setattr(LandmarkParser, "parse", parse)
     ckpt = tiny_checkpoint(tmp_path / "ckpt")
     code, out, err = run(capsys, "transfer", "--checkpoint", ckpt, "--target", photo, "--reference", photo,
-                         "--regions", "hair", "--out", tmp_path / "t.png")
+                         "--regions", "hair", "--no-align", "--out", tmp_path / "t.png")
     assert code == 0, err
     assert Image.open(tmp_path / "t.png").size == (64, 64) and len(seen) == 2
-    code, _, err = run(capsys, "reconstruct", "--checkpoint", ckpt, "--image", photo, "--out", tmp_path / "r.png")
+    code, _, err = run(capsys, "reconstruct", "--checkpoint", ckpt, "--image", photo, "--no-align",
+                       "--out", tmp_path / "r.png")
     assert code == 0, err
     given = Editor.from_pretrained(ckpt, parser="none").reconstruct(str(photo), str(labels))
     assert np.array_equal(np.asarray(Image.open(tmp_path / "r.png")), np.asarray(given))

@@ -1,7 +1,10 @@
 """The web editor (``facestyle serve``): a Gradio page over the Editor.
 
 Upload a target photo (and a reference photo); their label maps are parsed (when a face parser is
-configured) or uploaded, and shown as a colour overlay. Then:
+configured) or uploaded, and shown as a colour overlay. A photo the landmark parser labels may be any
+size with the face anywhere: the faces it finds are listed (the largest is chosen; the "Face" menu picks
+another), and every edit aligns that face, edits it at the model's size and pastes it back into the
+full-size photo (:mod:`facestyle.editor.align`), so the result, and its download, is the whole photo. Then:
 
 - **Transfer**: choose regions and give the target the reference's style there (MRSA-harmonized);
 - **Random style**: a region's style drawn from its mapping network, with a seed (when the checkpoint has
@@ -50,6 +53,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..data.transforms import resize_labels_centered
+from ..editor.align import choose_face, face_boxes
 from ..editor.editor import Editor
 from ..editor.edits import decolorize_nearest, load_label_map
 from ..editor.landmarks import INSTALL_HINT, LandmarkParser
@@ -273,10 +277,16 @@ class _App:
 
     # --------------------------------------------------------------------------------- photos and labels
 
+    @property
+    def aligns(self) -> bool:
+        """Whether photos labelled here are found and aligned (the landmark parser labels them)."""
+        return isinstance(self.editor.parser, LandmarkParser) and self.editor.can_parse
+
     def load(self, photo: str | None, labels: str | None, role: str, progress: gr.Progress,
-             session: str | None = None) -> tuple:
+             session: str | None = None, face: int | None = None) -> tuple:
         """(handle, overlay, shape canvas, colour canvas, note) for an uploaded photo and its label map, kept
-        in the editing session ``session`` (opened when missing; a fresh one when None)."""
+        in the editing session ``session`` (opened when missing; a fresh one when None). A photo the landmark
+        parser labels is edited on face ``face`` (default 0, the largest), aligned and pasted back."""
         if photo is None:
             if session is not None and session in self.sessions:
                 self.sessions.session(session).put(role, None)  # cleared on the page: its files go now
@@ -285,8 +295,15 @@ class _App:
         image = _decode(_open_checked(Path(photo), self.limits, what), what)
         size = (image.height, image.width)
         label_map = read_label_upload(labels, self.label_set, size, self.limits, f"the {role} label map")
+        chosen, boxes = None, []
         if label_map is not None:
             note = f"{role}: label map uploaded"
+        elif self.aligns:
+            progress(0.2, desc=f"Finding the faces of the {role} photo")
+            with self.model_lock:
+                label_map, chosen, boxes = self._parse_face(np.asarray(image), face or 0, what)
+            note = (f"{role}: face {chosen} of {len(boxes)} found, parsed by the landmark parser; edits are pasted "
+                    f"back into the {size[1]}x{size[0]} photo")
         elif self.editor.can_parse:
             progress(0.2, desc=f"Parsing the {role} photo")
             with self.model_lock:
@@ -300,9 +317,33 @@ class _App:
         kept = self.sessions.session(session, create=True)
         uploads = tuple(Path(p) for p in (photo, labels) if p is not None)
         item = kept.new_photo(Path(photo), preview, size, label_map, uploads=uploads)
+        item.face, item.faces = chosen, [str(box) for box in boxes]
         views = self._show(kept, item)
         kept.put(role, item)
         return (item.handle(kept, role), *views, note)
+
+    def _parse_face(self, rgb: np.ndarray, face: int, what: str) -> tuple[np.ndarray, int, list]:
+        """(label map at the photo's size, the face's index, the boxes of all faces found) by the landmark
+        parser, for face ``face`` of a photo."""
+        parser: LandmarkParser = self.editor.parser
+        faces, person = parser.detect(rgb)
+        index = choose_face(faces, int(face), what)
+        labels = parser.labels_of(rgb, faces[index], person).numpy().astype(self.label_dtype)
+        return labels, index, face_boxes(faces)
+
+    def face_menu(self, handle: dict | None, role: str = "target") -> Any:
+        """The "Face" menu of a loaded photo: its faces, the edited one chosen (hidden without faces)."""
+        found = self.sessions.lookup(handle, role)
+        if found is None or not found[1].faces:
+            return gr.update(choices=[], value=None, visible=False)
+        photo = found[1]
+        return gr.update(choices=[(text, i) for i, text in enumerate(photo.faces)], value=photo.face, visible=True)
+
+    def _input(self, photo: Photo, role: str) -> Any:
+        """What the editor is given for a loaded photo: its full-size pixels, or, when a face is chosen, that
+        face aligned (the edit's result is then the whole photo with the face pasted back)."""
+        image = self._full(photo, role)
+        return image if photo.face is None else self.editor.align(image, face=photo.face)
 
     def views(self, photo: dict) -> tuple:
         """The overlay and the two painting canvases (arrays) of a photo (``image``, any size: shown at most
@@ -372,6 +413,8 @@ class _App:
                                   np.asarray(labels).astype(self.label_dtype, copy=False))
         photo.output = out
         photo.before = None if before is None else before.path
+        if before is not None:  # continuing from the result edits the same face of the same photo
+            photo.face, photo.faces = before.face, before.faces
         session.remember("result")
         session.put("result", photo)
         text = message + "".join(f"\n\n*note:* {n}" for n in notes)
@@ -385,28 +428,25 @@ class _App:
         _, ref = self._loaded(reference, "reference")
         if not chosen:
             raise InputError("choose at least one region to transfer")
-        image, ref_image = self._full(photo, "target"), self._full(ref, "reference")
         result, notes = self._run(progress, "Transferring", lambda: self.editor.transfer(
-            image, photo.labels, ref_image, ref.labels, regions=list(chosen), harmonize=harmonized,
-            strength=float(strength)))
+            self._input(photo, "target"), photo.labels, self._input(ref, "reference"), ref.labels,
+            regions=list(chosen), harmonize=harmonized, strength=float(strength)))
         how = "" if float(strength) == 1 else f" at strength {float(strength):g}"
         return self._result(session, result, photo.labels,
                             f"Transferred {', '.join(chosen)} from the reference{how}.", notes, before=photo)
 
     def sample(self, target: dict, region: str, seed: float, progress: gr.Progress = LIVE_PROGRESS) -> tuple:
         session, photo, seed = self._target_region(target, region, seed)
-        image = self._full(photo, "target")
         result, notes = self._run(progress, f"Drawing a {region} style", lambda: self.editor.sample(
-            image, photo.labels, region=region, n=1, seed=seed)[0])
+            self._input(photo, "target"), photo.labels, region=region, n=1, seed=seed)[0])
         return self._result(session, result, photo.labels, f"A random {region} style (seed {seed}).", notes,
                             before=photo)
 
     def finetune(self, target: dict, region: str, step: float, seed: float,
                  progress: gr.Progress = LIVE_PROGRESS) -> tuple:
         session, photo, seed = self._target_region(target, region, seed)
-        image = self._full(photo, "target")
         result, notes = self._run(progress, f"Fine-tuning the {region} style", lambda: self.editor.finetune(
-            image, photo.labels, region=region, step=float(step), seed=seed)[0])
+            self._input(photo, "target"), photo.labels, region=region, step=float(step), seed=seed)[0])
         return self._result(session, result, photo.labels,
                             f"{region} style moved by {float(step):g} along direction {seed}.", notes, before=photo)
 
@@ -416,14 +456,14 @@ class _App:
         if not painting:
             raise InputError("paint on the label map first")
         new_labels = self._painted_labels(photo.labels, painting)
-        ref_image = ref_labels = None
+        ref = ref_labels = None
         found = self.sessions.lookup(reference, "reference")
         if found is not None and found[1].labels is not None:
-            ref_image, ref_labels = self._full(found[1], "reference"), found[1].labels
-        image = self._full(photo, "target")
+            ref, ref_labels = found[1], found[1].labels
         (result, details), notes = self._run(progress, "Redrawing the face", lambda: self.editor.edit_shape(
-            image, photo.labels, new_labels, reference=ref_image, reference_labels=ref_labels, seed=int(seed or 0),
-            return_details=True))
+            self._input(photo, "target"), photo.labels, new_labels,
+            reference=None if ref is None else self._input(ref, "reference"), reference_labels=ref_labels,
+            seed=int(seed or 0), return_details=True))
         sources = details["sources"]
         new = ("; new classes: " + ", ".join(f"{k} (style from {v})" for k, v in sources.items())) if sources else ""
         return self._result(session, result, new_labels, f"Redrawn on the edited label map{new}.", notes,
@@ -456,9 +496,8 @@ class _App:
         strokes = strokes_from_layers((painting or {}).get("layers"))
         if strokes is None:
             raise InputError("paint colour strokes on the photo first")
-        image = self._full(photo, "target")
         (result, details), notes = self._run(progress, "Recolouring", lambda: self.editor.edit_color(
-            image, photo.labels, strokes, regions=list(chosen) or None, return_details=True))
+            self._input(photo, "target"), photo.labels, strokes, regions=list(chosen) or None, return_details=True))
         return self._result(session, result, photo.labels, f"Recoloured {', '.join(details['classes'])}.", notes,
                             before=photo)
 
@@ -604,6 +643,9 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
                                          sources=["upload"], elem_id="target-labels", height=140)
                 target_overlay = gr.Image(label="Target labels", interactive=False, elem_id="target-overlay",
                                           height=256, format="png", buttons=["fullscreen"])
+                target_face = gr.Dropdown([], value=None, label="Face (0 the largest; edits are pasted back into "
+                                          "the full-size photo)", visible=False, interactive=True,
+                                          elem_id="target-face")
             with gr.Column():
                 reference_photo = gr.Image(label="Reference photo", type="filepath", image_mode=None,
                                            sources=["upload", "clipboard"], elem_id="reference-photo", height=256)
@@ -679,6 +721,11 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
             return app.load(photo, labels, "target", progress, session=_session_id(request))
 
         @_errors_as_messages
+        def choose_target_face(photo, labels, face, request: gr.Request, progress=LIVE_PROGRESS):
+            return app.load(photo, labels, "target", progress, session=_session_id(request),
+                            face=None if face is None else int(face))
+
+        @_errors_as_messages
         def load_reference(photo, labels, request: gr.Request, progress=LIVE_PROGRESS):
             state, overlay, _, _, note = app.load(photo, labels, "reference", progress, session=_session_id(request))
             return state, overlay, note
@@ -688,8 +735,11 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
 
         # Every handler shares one concurrency group: at most `concurrency` run at once, the rest queue.
         queued = {"concurrency_limit": limits.concurrency, "concurrency_id": "facestyle"}
+        face_menu = _errors_as_messages(app.face_menu)
         gr.on([target_photo.change, target_labels.change], load_target, [target_photo, target_labels], loaded,
-              api_name="load_target", **queued)
+              api_name="load_target", **queued).then(face_menu, [target_state], [target_face], api_visibility="private")
+        target_face.input(choose_target_face, [target_photo, target_labels, target_face], loaded,
+                          api_name="choose_face", **queued)
         gr.on([reference_photo.change, reference_labels.change], load_reference, [reference_photo, reference_labels],
               [reference_state, reference_overlay, status], api_name="load_reference", **queued)
         transfer_button.click(transfer, [target_state, reference_state, transfer_regions, harmonize,
@@ -700,7 +750,8 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
         shape_button.click(shape, [target_state, reference_state, shape_editor, shape_seed], outputs,
                            api_name="shape", **queued)
         color_button.click(color, [target_state, color_editor, color_regions], outputs, api_name="color", **queued)
-        continue_button.click(continue_from, [result_state], loaded, api_name="continue_from", **queued)
+        continue_button.click(continue_from, [result_state], loaded, api_name="continue_from", **queued).then(
+            face_menu, [target_state], [target_face], api_visibility="private")
 
         @_errors_as_messages
         def undo(target, request: gr.Request):

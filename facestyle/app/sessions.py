@@ -65,6 +65,8 @@ class Photo:
     output: Path | None = None  # the request folder that showed it (kept while the photo is current)
     before: Path | None = None  # a result's: the full-size photo it was made from (the before/after view)
     uploads: list[tuple[Path, tuple[int, int]]] = field(default_factory=list)  # upload-cache files: (path, inode)
+    face: int | None = None  # the face edited (aligned, edited, pasted back into the photo); None: the whole photo
+    faces: list[str] = field(default_factory=list)  # the faces found in the photo, largest first (for the page)
 
     def handle(self, session: Session, role: str) -> dict:
         """What a page keeps (a gr.State value): names the photo, holds none of it."""

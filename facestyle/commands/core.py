@@ -94,6 +94,45 @@ def add_parser_option(parser: argparse.ArgumentParser) -> None:
                              "one, else landmarks)")
 
 
+FACE_HELP = """Full-size photos: a photo whose label map is left out is labelled by the landmark parser, which
+also finds the face: it is aligned and cropped as FFHQ does, edited at the model's size, and pasted back
+into the photo at its own size, blended over the edited regions (the rest of the photo is untouched).
+--face N picks the face when there are several (0 the largest, then by size; facestyle parse lists them)
+and asks for this also with a label map given (at the photo's size); --no-align edits the whole photo
+squeezed to the model's size instead."""
+
+
+def add_face_options(parser: argparse.ArgumentParser) -> None:
+    """--face N and --no-align: which face of a full-size photo is edited, and whether it is aligned."""
+    parser.add_argument("--face", type=nonnegative_int, default=None, metavar="N",
+                        help="the face to edit when the photo has several: 0 the largest (default), then by size; "
+                             "aligns the face also when its label map is given")
+    parser.add_argument("--no-align", action="store_true",
+                        help="do not find and align the face: edit the whole photo resized to the model's size")
+
+
+def aligns_by_default(editor: Editor) -> bool:
+    """Whether photos given without a label map are aligned: the landmark parser labels them (and can run)."""
+    from ..editor.landmarks import LandmarkParser
+
+    return isinstance(editor.parser, LandmarkParser) and editor.can_parse
+
+
+def face_of(editor: Editor, args: argparse.Namespace, image: Path | str, labels: Path | str | None,
+            reference: bool = False):
+    """What to give the editor for a photo: its aligned face (:meth:`Editor.align`, pasted back into the
+    photo by the edit) when --face asks for it, or when its label map is left out and the landmark parser
+    labels it; else the photo itself. A reference is aligned on its largest face, never for --face alone."""
+    if getattr(args, "no_align", False):
+        if getattr(args, "face", None) is not None:
+            raise InputError("--face and --no-align contradict each other: give one")
+        return image
+    face = None if reference else getattr(args, "face", None)
+    if face is None and not (labels is None and aligns_by_default(editor)):
+        return image
+    return editor.align(str(image), face=face or 0)
+
+
 def load_editor(args: argparse.Namespace, parser: str | None = None) -> Editor:
     """The Editor of ``--checkpoint``/``--device``/``--label-set`` (with a face parser from ``parser``, else
     ``--parser`` when the command has it)."""
@@ -312,7 +351,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     jobs = list(zip(pairs, outputs))
     with cli_warnings("reconstruct"), progress(len(jobs), "reconstruct") as bar:
         for chunk in batched(jobs, args.batch_size):
-            save_images(editor.reconstruct([image for (_, image, _), _ in chunk],
+            save_images(editor.reconstruct([face_of(editor, args, image, labels) for (_, image, labels), _ in chunk],
                                            given_labels([labels for (_, _, labels), _ in chunk])),
                         [out for _, out in chunk])
             bar.update(len(chunk))
@@ -383,9 +422,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Reconstruct faces: encode each photo's regional styles and decode them on its label "
                     "map. One photo: --image/--labels/--out. A folder: --image-dir/--label-dir/--out-dir, "
                     "photos and label maps paired by file stem, results written as OUT_DIR/{stem}.png. Label "
-                    "maps left out are drawn by the face parser (see --parser).")
+                    "maps left out are drawn by the face parser (see --parser). " + FACE_HELP.replace("\n", " "))
     add_model_options(p)
     add_parser_option(p)
+    add_face_options(p)
     one = p.add_argument_group("one photo")
     one.add_argument("--image", metavar="IMG", help="the photo")
     one.add_argument("--labels", metavar="PNG", help="its label map (class indices; parsed when left out)")

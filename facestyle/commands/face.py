@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from ..accel import DEVICE_HELP
 from ..errors import InputError
 from .core import (
+    FACE_HELP,
+    add_face_options,
     add_model_options,
     add_parser_option,
     batched,
@@ -29,6 +31,7 @@ from .core import (
     check_output_dir,
     check_output_file,
     cli_warnings,
+    face_of,
     load_editor,
     nonnegative_int,
     positive_float,
@@ -68,17 +71,37 @@ def run_parse(args: argparse.Namespace) -> int:
         parser.batch_size = args.batch_size
     else:
         parser.face = args.face
+    found: list[str] = []  # the landmark parser's faces in each photo, printed at the end
     with progress(len(images), "parse") as bar:
         for chunk in batched(list(zip(images, outputs, previews)), args.batch_size):
-            maps = parser.parse([str(path) for path, _, _ in chunk], crop=crop)
+            if isinstance(parser, FaceParser) or not isinstance(crop, str):
+                maps = parser.parse([str(path) for path, _, _ in chunk], crop=crop)
+            else:
+                maps = [_parse_listing_faces(parser, path, args.face, found) for path, _, _ in chunk]
             for labels, (_, out, preview) in zip(maps, chunk):
                 save_labels(labels, out)
                 if not args.no_preview:
                     save_image(colorize(labels, parser.label_set), preview)
             bar.update(len(chunk))
+    for line in found:
+        print(line)
     extra = "" if args.no_preview else f" (colour previews in {out_dir / 'previews'})"
     print(f"wrote {len(images)} label map(s) to {out_dir}{extra}")
     return 0
+
+
+def _parse_listing_faces(parser, path: Path, face: int, found: list[str]):
+    """The landmark parser's label map of face ``face`` of one photo, its faces listed in ``found``."""
+    from ..editor.align import choose_face, face_boxes
+    from ..editor.inputs import photo_tensor
+    from ..editor.landmarks import _uint8
+
+    rgb = _uint8(photo_tensor(str(path), str(path)))
+    faces, person = parser.detect(rgb)
+    boxes = face_boxes(faces)
+    found.append(f"{path}: {len(faces)} face(s)" + "".join(
+        f"\n  {box}{' (labelled)' if box.index == face else ''}" for box in boxes))
+    return parser.labels_of(rgb, faces[choose_face(faces, face, str(path))], person)
 
 
 def _crop(text: str):
@@ -127,7 +150,9 @@ def run_edit_shape(args: argparse.Namespace) -> int:
         raise InputError("--reference-labels needs --reference (the reference photo)")
     out, details = _write_edit(
         args, "edit-shape", [image, labels, new_labels, reference, reference_labels],
-        lambda editor: editor.edit_shape(image, labels, new_labels, reference=reference,
+        lambda editor: editor.edit_shape(face_of(editor, args, image, labels), labels, new_labels,
+                                         reference=reference if reference is None else
+                                         face_of(editor, args, reference, reference_labels, reference=True),
                                          reference_labels=reference_labels, seed=args.seed,
                                          harmonize=not args.no_harmonize, return_details=True),
         NewClassWarning)
@@ -145,7 +170,8 @@ def run_edit_color(args: argparse.Namespace) -> int:
     def edit(editor: Editor) -> tuple[Image.Image, dict]:
         if args.regions is not None:
             editor.resolve_regions(args.regions)  # an unknown name fails before any work
-        return editor.edit_color(image, labels, (strokes, mask) if mask is not None else strokes,
+        return editor.edit_color(face_of(editor, args, image, labels), labels,
+                                 (strokes, mask) if mask is not None else strokes,
                                  regions=args.regions, pool=args.pool, harmonize=not args.no_harmonize,
                                  return_details=True)
 
@@ -244,7 +270,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "else from the region's mapping network (CHECKPOINT/mapping/REGION), else from the "
                     "dataset mean (CHECKPOINT/style_mean.safetensors, see facestyle style-mean). Label maps "
                     "are class-index PNGs or images drawn in the label set's palette colours. --labels may be "
-                    "left out: the photo is then parsed (see --parser).")
+                    "left out: the photo is then parsed (see --parser). With a full-size photo, --new-labels is "
+                    "drawn at the photo's size: edit the map facestyle parse wrote and give it as --labels too, "
+                    "with --face N. "
+                    + FACE_HELP.replace("\n", " "))
     _add_editing_options(p)
     p.add_argument("--new-labels", required=True, metavar="PNG", help="the edited label map")
     p.add_argument("--reference", metavar="IMG", help="a photo to take the styles of new classes from")
@@ -258,7 +287,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "harmonized with the rest of the face (paper Fig. 10b). --strokes is an RGBA PNG, "
                     "transparent where nothing is painted (or give --stroke-mask for an RGB stroke image). "
                     "The regions holding at least 10% of the painted area are recoloured, or those of "
-                    "--regions.")
+                    "--regions. The strokes are painted at the photo's size." + " " + FACE_HELP.replace("\n", " "))
     _add_editing_options(p)
     p.add_argument("--strokes", required=True, metavar="RGBA.png", help="the painted strokes")
     p.add_argument("--stroke-mask", metavar="PNG", help="where --strokes is painted (white), for strokes "
@@ -318,6 +347,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_editing_options(p: argparse.ArgumentParser) -> None:
     add_model_options(p, batch=False)  # --checkpoint, --label-set, --device
     add_parser_option(p)
+    add_face_options(p)
     p.add_argument("--image", required=True, metavar="IMG", help="the photo to edit")
     p.add_argument("--labels", metavar="PNG", help="its label map (parsed when left out)")
     p.add_argument("--out", required=True, metavar="OUT.png", help="where to write the result")

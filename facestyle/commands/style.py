@@ -22,12 +22,15 @@ from typing import TYPE_CHECKING
 from ..accel import DEVICE_HELP
 from ..errors import InputError
 from .core import (
+    FACE_HELP,
+    add_face_options,
     add_model_options,
     add_parser_option,
     check_input_file,
     check_not_overwriting_inputs,
     check_output_dir,
     cli_warnings,
+    face_of,
     load_editor,
     photo_and_labels,
     positive_int,
@@ -160,8 +163,9 @@ def _edit_target(args: argparse.Namespace, command: str, rows: dict[str, list[st
     editor = load_editor(args)
     sheet_rows = []
     with cli_warnings(command):
+        photo = face_of(editor, args, target, labels)  # found and aligned once for every row
         for key, row in paths.items():
-            images = edit(editor, target, labels, key)
+            images = edit(editor, photo, labels, key)
             save_images(images, row)
             sheet_rows.append([open_image(target), *images])
     save_image(contact_sheet(sheet_rows, columns, row_titles=titles, cell=128), out_dir / sheet)
@@ -202,6 +206,7 @@ def _add_one_target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, metavar="IMG", help="the target photo")
     p.add_argument("--target-labels", metavar="PNG", help="its label map (class indices; parsed when left out)")
     add_parser_option(p)
+    add_face_options(p)
     p.add_argument("--region", default="skin", help="region with a trained network (default: skin)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh draw, printed)")
     p.add_argument("--out-dir", required=True, metavar="DIR", help="folder for the results")
@@ -250,7 +255,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "sample", help="random styles for one region of a face (regional style mapping)",
         description="Write N versions of a face that differ only in one region's style: the region's codes "
                     "come from its mapping network, harmonized by MRSA. Files: OUT_DIR/REGION_00.png ... and "
-                    "sheet.png.")
+                    "sheet.png." + " " + FACE_HELP.replace("\n", " "))
     add_model_options(p, batch=False)
     _add_one_target(p)
     p.add_argument("--n", type=positive_int, default=10, help="how many styles (default: 10)")
@@ -260,7 +265,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "finetune", help="nudge one region's style along a random direction (CNF, paper 3.5)",
         description="Move a region's style codes along a unit direction d by each step size: in the flow's "
                     "latent space (z -> z + step * d, eq. 7-8) or, as the paper's baseline, in the style space. "
-                    "Files: OUT_DIR/{space}_{i}_step{step}.png and sequence.png.")
+                    "Files: OUT_DIR/{space}_{i}_step{step}.png and sequence.png." + " " + FACE_HELP.replace("\n", " "))
     add_model_options(p, batch=False)
     _add_one_target(p)
     p.add_argument("--steps", required=True, metavar="S1,S2,...", help="step sizes, e.g. 0.5,1,2")

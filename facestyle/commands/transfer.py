@@ -8,6 +8,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from .core import (
+    FACE_HELP,
+    add_face_options,
     add_model_options,
     add_parser_option,
     batched,
@@ -16,6 +18,7 @@ from .core import (
     check_output_file,
     cli_warnings,
     distinct_names,
+    face_of,
     given_labels,
     input_paths,
     load_editor,
@@ -52,6 +55,8 @@ one, else the landmark parser (pip install 'facestyle[photo]'); see --parser. Fo
 
 Results have the target photo's size.
 A region absent from a reference keeps the target's style there (with a warning).
+
+""" + FACE_HELP + """ A reference given without its label map is aligned on its largest face.
 """
 
 
@@ -137,9 +142,11 @@ def run_transfer(args: argparse.Namespace) -> int:
         for chunk_start in range(0, len(jobs), len(targets)):  # one reference, all its targets
             per_reference = jobs[chunk_start:chunk_start + len(targets)]
             (_, ref_image, ref_labels) = per_reference[0][1]
+            reference = face_of(editor, args, ref_image, ref_labels, reference=True)
             for chunk in batched(per_reference, args.batch_size):
-                results = editor.transfer([t[1] for t, _, _ in chunk], given_labels([t[2] for t, _, _ in chunk]),
-                                          ref_image, ref_labels, regions=list(regions),
+                results = editor.transfer([face_of(editor, args, t[1], t[2]) for t, _, _ in chunk],
+                                          given_labels([t[2] for t, _, _ in chunk]),
+                                          reference, ref_labels, regions=list(regions),
                                           harmonize=not args.no_harmonize, harmonizer=harmonizer,
                                           strength=strength)
                 save_images(results, [out for _, _, out in chunk])
@@ -153,6 +160,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_options(p)
     add_parser_option(p)
+    add_face_options(p)
     p.add_argument("--regions", default="skin,hair", metavar="R1,R2",
                    help="comma-separated regions to transfer: skin (skin + nose), hair, eyes, brows, lips, "
                         "mouth, nose, ears, neck, cloth, background, or a class name (default: skin,hair)")

@@ -21,7 +21,19 @@ Inputs may be file paths, PIL images, numpy arrays or torch tensors, alone or ba
 
 Images are resized to the model's image size (bicubic), label maps with nearest neighbour (a label map
 at a different size from its photo is first resized to the photo's size), and every result is resized
-back to its photo's own size. Results are PIL images, or (3, H, W) tensors in [-1, 1] on the editor's
+back to its photo's own size.
+
+Any photo, any size, the face anywhere in it: :meth:`Editor.align` finds the face (the landmark parser's
+face mesh; ``face=N`` picks one when there are several, 0 the largest), aligns and crops it at the model's
+size as FFHQ does, and labels the crop with the editor's parser. Give the :class:`~facestyle.editor.align.
+AlignedFace` it returns to any method in place of the photo: the edit runs on the crop, and the result is
+the whole photo at its own size with the edited regions pasted back, feathered; the rest of the photo is
+untouched (see :mod:`facestyle.editor.align`)::
+
+    face = editor.align("group_photo.jpg", face=1)   # the second largest face
+    out = editor.transfer(face, None, editor.align("ref.jpg"), None, regions="hair")
+
+Results are PIL images, or (3, H, W) tensors in [-1, 1] on the editor's
 device with ``return_tensors=True``; batched input gives a list (or a (B, 3, H, W) tensor when the
 input was one stacked array or tensor).
 """
@@ -34,12 +46,13 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..accel import DEFAULT_PRECISION, Precision
 from ..checkpoint import demo_dir, resolve
-from ..data.transforms import resize_image
+from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
 from ..model import FaceStyleNet
@@ -48,6 +61,7 @@ from ..nn.flow import ContinuousNormalizingFlow, Solver
 from ..nn.mapping import MappingNetwork
 from ..nn.pooling import one_hot
 from ..runtime import keep_freed_memory
+from .align import AlignedFace, Alignment, FaceBox, choose_face, face_boxes
 from .edits import (
     Pool,
     Strokes,
@@ -64,11 +78,15 @@ from .inputs import (
     ImageInput,
     Output,
     Prepared,
+    item_name,
+    photo_tensor,
     postprocess,
     prepare_images,
     prepare_labels,
     resolve_device,
+    split_batch,
 )
+from .landmarks import FaceLandmarks, LandmarkParser
 from .parser import LANDMARKS, AnyParser, Crop, find_parser, load_parser
 from .styles import (
     RegionAbsentWarning,
@@ -85,12 +103,13 @@ from .styles import (
     warn_region_absent,
 )
 
-__all__ = ["Editor", "RegionAbsentWarning", "resolve_device"]
+__all__ = ["Editor", "RegionAbsentWarning", "resolve_device", "AlignedFace"]
 
 logger = logging.getLogger(__name__)
 logger.addHandler(logging.NullHandler())  # a library does not print; configure logging to see these
 
 Regions = str | Iterable[str]
+PARSE_SIZE = 256  # an aligned face is labelled at this size (or the model's, when larger)
 DEFAULT_REGIONS = ("skin", "hair")
 
 
@@ -132,6 +151,7 @@ class Editor:
         self._style_mean: StyleMean | None = None  # the dataset mean for new classes of a shape edit...
         self._style_mean_loaded = False  # ...read from checkpoint_dir on first use
         self._harmonizers: dict[str, DoveNet] = {}  # post-hoc harmonizers loaded by path
+        self._face_finder: LandmarkParser | None = None  # finds faces when the parser is not the landmark parser
         self.set_parser(parser)
 
     @classmethod
@@ -177,7 +197,8 @@ class Editor:
         with self._inference():
             photos = self._prepare_images(image, "image")
             label_maps = self._prepare_labels(self._labels_or_parse(image, labels, "labels"), photos, "labels")
-            return postprocess(self.model(photos.images, label_maps), photos, return_tensors)
+            changed = label_maps != 0  # an aligned face: all but its background is redrawn
+            return postprocess(self.model(photos.images, label_maps), photos, return_tensors, changed)
 
     def transfer(self, target: ImageInput, target_labels: ImageInput | None, reference: ImageInput,
                  reference_labels: ImageInput | None, regions: Regions = DEFAULT_REGIONS,
@@ -230,7 +251,7 @@ class Editor:
             if n_t == 1 and n_r > 1:
                 targets = targets.expand(n)
                 targets.form = references.form
-            return postprocess(out, targets, return_tensors)
+            return postprocess(out, targets, return_tensors, mask[target_maps.expand(n, -1, -1)])
 
     def harmonizer(self, harmonizer: str | os.PathLike | DoveNet) -> DoveNet:
         """A post-hoc harmonizer on the editor's device and dtype: one given, or loaded from a folder (a
@@ -379,7 +400,7 @@ class Editor:
         source}}`` for the new classes.
         """
         with self._inference():
-            photos, _, s_t, p_t = self._encode_one(target, labels, "edit_shape", palette=True)
+            photos, old_maps, s_t, p_t = self._encode_one(target, labels, "edit_shape", palette=True)
             new_maps = self._prepare_labels(as_label_input(new_labels, self.label_set, "new labels"), photos,
                                             "new labels")
             p_new = one_hot(new_maps, self.label_set.num_classes, torch.float32).flatten(2).amax(2) > 0
@@ -390,7 +411,8 @@ class Editor:
             elif reference_labels is not None:
                 raise InputError("reference_labels given without a reference photo")
             s_c, sources = self._new_class_codes(s_t, p_t, p_new, s_r, p_r, seed)
-            result = postprocess(self.model.restyle(new_maps, s_c, s_c, p_new, harmonize), photos, return_tensors)
+            result = postprocess(self.model.restyle(new_maps, s_c, s_c, p_new, harmonize), photos, return_tensors,
+                                 new_maps != old_maps)
         return (result, {"sources": sources}) if return_details else result
 
     def edit_color(self, target: ImageInput, labels: ImageInput | None, strokes: Strokes,
@@ -415,6 +437,9 @@ class Editor:
         with self._inference():
             photos, label_maps, s_t, p_t = self._encode_one(target, labels, "edit_color", palette=True)
             colour, alpha = stroke_layers(strokes, photos.sizes[0], photos.names[0])
+            face = photos.face(0)
+            if face is not None:  # strokes painted on the whole photo: aligned as the photo was
+                colour, alpha = face.crop_image(colour), face.crop_image(alpha[None])[0].clamp(0, 1)
             colour = resize_image(colour.to(self.device), self.image_size)
             alpha = resize_alpha(alpha.to(self.device), self.image_size)
             composite = (photos.images.float() * (1 - alpha) + colour * alpha).to(photos.images.dtype)
@@ -423,7 +448,8 @@ class Editor:
                 raise InputError("the strokes cover none of the target's regions asked for; paint over the "
                                  "region to recolour")
             s_c = recoloured_codes(self.model, composite, label_maps, alpha, chosen, s_t, pool)
-            result = postprocess(self.model.restyle(label_maps, s_c, s_t, p_t, harmonize), photos, return_tensors)
+            result = postprocess(self.model.restyle(label_maps, s_c, s_t, p_t, harmonize), photos, return_tensors,
+                                 chosen[label_maps])
         names = [self.label_set.classes[c] for c in chosen.nonzero().flatten().tolist()]
         logger.info("colour edit: recoloured %s", ", ".join(names))
         return (result, {"classes": names}) if return_details else result
@@ -468,6 +494,74 @@ class Editor:
                              "(or Editor.from_pretrained(..., parser=...), or put one in CHECKPOINT/parser/)")
         return self.parser.parse(images, crop=crop)
 
+    # ------------------------------------------------------------------------------- faces in photos
+
+    @property
+    def face_finder(self) -> LandmarkParser:
+        """What finds faces in photos: the landmark parser (the editor's own, when it is its parser)."""
+        if isinstance(self.parser, LandmarkParser):
+            return self.parser
+        if self._face_finder is None:
+            self._face_finder = LandmarkParser(self.label_set)
+        return self._face_finder
+
+    def faces(self, image: ImageInput) -> list[FaceBox]:
+        """The faces of one photo, largest first: each with its index (what ``face=`` takes), its box in
+        the photo's pixels and its size."""
+        photo = self._one_photo(image, "faces")[1]
+        return face_boxes(self.face_finder.detect(_uint8(photo))[0])
+
+    def align(self, image: ImageInput, face: int = 0) -> AlignedFace | list[AlignedFace]:
+        """Find face ``face`` of a photo (0 the largest, then by size; see :meth:`faces`), align and crop it
+        at the model's size as FFHQ does (:mod:`facestyle.editor.align`), and label the crop with the
+        editor's parser (when it has one). Give the result to any method in place of the photo: the result
+        is then the whole photo at its own size, the edited regions pasted back. A list of photos gives a
+        list. Needs the landmark parser's MediaPipe (the photo extra) to find faces."""
+        items, form = split_batch(image, image=True)
+        if not items:
+            raise InputError("no photo given (an empty list)")
+        out = []
+        for i, item in enumerate(items):
+            name, photo = self._one_photo(item, "align", i, len(items))
+            faces, person = self.face_finder.detect(_uint8(photo))
+            index = choose_face(faces, face, name)
+            alignment = Alignment.from_landmarks(faces[index], self.image_size, tuple(photo.shape[-2:]))
+            aligned = AlignedFace(photo, alignment.crop(photo), alignment, index, name,
+                                  box=face_boxes(faces)[index])
+            if self.can_parse:
+                aligned.labels = self._parse_aligned(aligned, faces[index], person)
+            out.append(aligned)
+        return out[0] if form == "single" else out
+
+    def _parse_aligned(self, face: AlignedFace, landmarks: FaceLandmarks, person: np.ndarray) -> Tensor:
+        """The label map (S, S) of an aligned face, drawn at 256 pixels or more: by the landmark parser from
+        the landmarks already found (no second detection), else by the editor's parser on the crop."""
+        view = face.alignment.resized(max(self.image_size, PARSE_SIZE))
+        crop = view.crop(face.photo)
+        if isinstance(self.parser, LandmarkParser):
+            person_crop = view.crop(torch.tensor(person, dtype=torch.float32)[None])[0].clamp(0, 1)
+            labels = self.parser.labels_of(_uint8(crop), FaceLandmarks(view.to_crop(landmarks.points)),
+                                           person_crop.numpy())
+        else:
+            labels = self.parser.parse(crop, crop="none")
+        logger.info("%s: face %d aligned and parsed with %s", face.name, face.index, self.parser)
+        return resize_labels_centered(labels.cpu(), self.image_size)
+
+    def _face_labels(self, face: AlignedFace, role: str) -> Tensor:
+        if face.labels is not None:
+            return face.labels
+        raise InputError(f"no {role} given and the aligned face of {face.name} has none (the editor had no "
+                         "face parser when it was aligned): give a label map")
+
+    def _one_photo(self, image: ImageInput, what: str, index: int = 0, count: int = 1) -> tuple[str, Tensor]:
+        if isinstance(image, AlignedFace):
+            return image.name, image.photo
+        items, _ = split_batch(image, image=True)
+        if len(items) != 1:
+            raise InputError(f"{what} takes one photo at a time, got {len(items)}")
+        name = item_name(items[0], "image", index, count)
+        return name, photo_tensor(items[0], name).cpu()
+
     # ----------------------------------------------------------------------------------------- plumbing
 
     def _prepare_images(self, images: ImageInput, role: str = "image") -> Prepared:
@@ -485,6 +579,11 @@ class Editor:
             return [as_label_input(item, self.label_set, role) for item in labels]
         if labels is not None:
             return as_label_input(labels, self.label_set, role)
+        items, form = split_batch(images, image=True)
+        if any(isinstance(item, AlignedFace) for item in items):
+            maps = [self._face_labels(item, role) if isinstance(item, AlignedFace) else
+                    self._labels_or_parse(item, None, role) for item in items]
+            return maps[0] if form == "single" else maps
         if self.parser is None:
             raise InputError(f"no {role} given and no face parser is configured: give a label map, or load "
                              "a parser (Editor.from_pretrained(..., parser='landmarks' or DIR), or CHECKPOINT/parser/)")
@@ -514,7 +613,8 @@ class Editor:
         out = self.model.restyle(label_maps.expand(n, -1, -1), s_c, s_t, p_t, harmonize)
         batch = photos.expand(n)
         batch.form = "stacked" if return_tensors else "list"
-        return postprocess(out, batch, return_tensors)
+        changed = torch.isin(label_maps, torch.as_tensor(classes, device=label_maps.device)).expand(n, -1, -1)
+        return postprocess(out, batch, return_tensors, changed)
 
     def _new_class_codes(self, s_t: Tensor, p_t: Tensor, p_new: Tensor, s_r: Tensor | None = None,
                          p_r: Tensor | None = None, seed: int | None = 0) -> tuple[Tensor, dict[str, str]]:
@@ -541,3 +641,8 @@ class Editor:
                                                      self.model.config.style_dim, self.device)
             self._style_mean_loaded = True
         return self._style_mean
+
+
+def _uint8(photo: Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 on the CPU."""
+    return ((photo.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -20,11 +20,12 @@ from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import InputError
 from ..io import LABEL_MODES, load_image, load_labels, pil_tensor, to_pil
 from ..labels import LabelSet
+from .align import AlignedFace
 
 __all__ = ["ImageLike", "ImageInput", "Output", "Prepared", "resolve_device", "split_batch", "item_name",
            "photo_tensor", "label_tensor", "prepare_images", "prepare_labels", "postprocess"]
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor  # one photo or one label map
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor | AlignedFace  # one photo or one label map
 ImageInput = ImageLike | Sequence[ImageLike]  # one, or a batch
 Output = Image.Image | Tensor | list
 
@@ -62,13 +63,18 @@ class Prepared:
     sizes: list[tuple[int, int]]  # each photo's own (H, W)
     names: list[str]  # for messages: the file, or "target", "target[2]"...
     form: str  # "single", "list" (a list or tuple of inputs) or "stacked" (one batched array/tensor)
+    faces: list[AlignedFace | None] | None = None  # per photo: the aligned face it was cropped to, if any
 
     def __len__(self) -> int:
         return len(self.sizes)
 
+    def face(self, i: int) -> AlignedFace | None:
+        return None if self.faces is None else self.faces[i]
+
     def expand(self, n: int) -> Prepared:
         """The single photo repeated ``n`` times (to pair one target with several references)."""
-        return Prepared(self.images.expand(n, -1, -1, -1), self.sizes * n, self.names * n, self.form)
+        faces = None if self.faces is None else self.faces * n
+        return Prepared(self.images.expand(n, -1, -1, -1), self.sizes * n, self.names * n, self.form, faces)
 
 
 def prepare_images(images: ImageInput, size: int, device: torch.device, dtype: torch.dtype,
@@ -77,14 +83,21 @@ def prepare_images(images: ImageInput, size: int, device: torch.device, dtype: t
     items, form = split_batch(images, image=True)
     if not items:
         raise InputError(f"no {role} given (an empty list)")
-    resized, sizes, names = [], [], []
+    resized, sizes, names, faces = [], [], [], []
     for i, item in enumerate(items):
         name = item_name(item, role, i, len(items))
-        photo = photo_tensor(item, name)
-        sizes.append((int(photo.shape[-2]), int(photo.shape[-1])))
+        if isinstance(item, AlignedFace):  # an aligned face: edited at the crop, pasted back into its photo
+            photo = item.crop
+            sizes.append(item.photo_size)
+            faces.append(item)
+        else:
+            photo = photo_tensor(item, name)
+            sizes.append((int(photo.shape[-2]), int(photo.shape[-1])))
+            faces.append(None)
         names.append(name)
         resized.append(resize_image(photo.to(device, torch.float32), size))
-    return Prepared(torch.stack(resized).to(dtype), sizes, names, form)
+    return Prepared(torch.stack(resized).to(dtype), sizes, names, form,
+                    faces if any(f is not None for f in faces) else None)
 
 
 def prepare_labels(labels: ImageInput, photos: Prepared, label_set: LabelSet, size: int, device: torch.device,
@@ -98,6 +111,10 @@ def prepare_labels(labels: ImageInput, photos: Prepared, label_set: LabelSet, si
     for i, (item, photo_size) in enumerate(zip(items, photos.sizes)):
         name = item_name(item, role, i, len(items))
         label_map = label_tensor(item, label_set, name).to(device)
+        face = photos.face(i)
+        if face is not None:  # at the crop's size, or at the photo's: aligned as the photo was
+            maps.append(resize_labels_centered(face.crop_labels(label_map, name).to(device), size))
+            continue
         if tuple(label_map.shape) != photo_size:
             _check_aspect(label_map.shape, photo_size, name, photos.names[i])
             label_map = resize_labels_centered(label_map, photo_size)
@@ -105,10 +122,23 @@ def prepare_labels(labels: ImageInput, photos: Prepared, label_set: LabelSet, si
     return torch.stack(maps)
 
 
-def postprocess(output: Tensor, photos: Prepared, return_tensors: bool = False) -> Output:
-    """Generator output -> each result at its photo's own size, as PIL images or tensors."""
+def postprocess(output: Tensor, photos: Prepared, return_tensors: bool = False, changed: Tensor | None = None
+                ) -> Output:
+    """Generator output -> each result at its photo's own size, as PIL images or tensors. An aligned face's
+    result is its whole photo with the output pasted back where ``changed`` ((B, S, S) bool, the edited
+    pixels at the model's size; default all) says, feathered (:func:`facestyle.editor.align.feather`)."""
     output = output.to(photos.images.dtype)  # the editor's own dtype, also after a mixed-precision run
-    results = [resize_image(out, size) for out, size in zip(output, photos.sizes)]
+    results = []
+    for i, (out, size) in enumerate(zip(output, photos.sizes)):
+        face = photos.face(i)
+        if face is None:
+            results.append(resize_image(out, size))
+            continue
+        edited = resize_image(out.float(), face.crop.shape[-1])
+        mask = torch.ones(out.shape[-2:], dtype=torch.bool, device=out.device) if changed is None else changed[i]
+        if tuple(mask.shape) != tuple(face.crop.shape[-2:]):
+            mask = resize_labels_centered(mask.to(torch.int64), face.crop.shape[-1]).bool()
+        results.append(face.paste(edited, mask).to(out.dtype))
     if return_tensors:
         if photos.form == "single":
             return results[0]

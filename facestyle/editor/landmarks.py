@@ -117,6 +117,10 @@ class FaceLandmarks:
             return self.points[list(RIGHT_IRIS)].mean(0), self.points[list(LEFT_IRIS)].mean(0)
         return self.points[list(RIGHT_EYE)].mean(0), self.points[list(LEFT_EYE)].mean(0)
 
+    def mouth_corners(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the person's right, left) mouth corners."""
+        return self.points[MOUTH_RIGHT], self.points[MOUTH_LEFT]
+
     def mouth_centre(self) -> np.ndarray:
         return self.points[[MOUTH_RIGHT, MOUTH_LEFT]].mean(0)
 
@@ -178,8 +182,12 @@ class LandmarkParser:
             raise InputError(f"{name}: no face found by the landmark parser; give a label map")
         if self.face >= len(faces):
             raise InputError(f"{name}: face {self.face} asked for, but {len(faces)} face(s) found (0 is the largest)")
-        labels = draw_labels(rgb, faces[self.face], person)
-        return self._to_set[torch.from_numpy(labels.astype(np.int64))]
+        return self.labels_of(rgb, faces[self.face], person)
+
+    def labels_of(self, rgb: np.ndarray, face: FaceLandmarks, person: np.ndarray) -> Tensor:
+        """The (H, W) label map in this parser's label set of a face already found (:meth:`detect`): its mesh
+        points and the person probability in the frame of ``rgb`` (an aligned crop, for instance)."""
+        return self._to_set[torch.from_numpy(draw_labels(rgb, face, person).astype(np.int64))]
 
     def detect(self, rgb: np.ndarray) -> tuple[list[FaceLandmarks], np.ndarray]:
         """The faces of an (H, W, 3) uint8 photo, largest first, and its person probability (H, W)."""
