@@ -216,6 +216,17 @@ def test_upload_transfer_result(page, files):
     assert np.abs(result.astype(float) - target).mean() > 5  # a new image, not the input shown back
     screenshot(page, "web-transfer")
 
+    # "Show before" shows the photo the result was made from; the next result unticks it and is shown
+    toggle = page.locator("#before-after input")
+    toggle.check()
+    before = wait_for_new_result(page, result_src(page))
+    assert np.abs(before.astype(float) - target).mean() < 3
+    shown = result_src(page)
+    page.click("#transfer-button")
+    after = wait_for_new_result(page, shown)
+    assert np.abs(after.astype(float) - target).mean() > 5
+    page.wait_for_function("() => !document.querySelector('#before-after input').checked")
+
 
 def result_src(page) -> str | None:
     img = page.locator("#result-image img")

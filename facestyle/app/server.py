@@ -742,14 +742,23 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
                           api_name="choose_face", **queued)
         gr.on([reference_photo.change, reference_labels.change], load_reference, [reference_photo, reference_labels],
               [reference_state, reference_overlay, status], api_name="load_reference", **queued)
-        transfer_button.click(transfer, [target_state, reference_state, transfer_regions, harmonize,
-                                         transfer_strength], outputs, api_name="transfer", **queued)
-        sample_button.click(sample, [target_state, sample_region, sample_seed], outputs, api_name="sample", **queued)
-        gr.on([finetune_button.click, finetune_step.release], finetune,
-              [target_state, finetune_region, finetune_step, finetune_seed], outputs, api_name="finetune", **queued)
-        shape_button.click(shape, [target_state, reference_state, shape_editor, shape_seed], outputs,
-                           api_name="shape", **queued)
-        color_button.click(color, [target_state, color_editor, color_regions], outputs, api_name="color", **queued)
+        def show_after() -> bool:  # a new result is shown as the result: "Show before" unticked
+            return False
+
+        def new_result(event) -> None:
+            event.then(show_after, None, [before_toggle], api_visibility="private", queue=False)
+
+        new_result(transfer_button.click(transfer, [target_state, reference_state, transfer_regions, harmonize,
+                                                    transfer_strength], outputs, api_name="transfer", **queued))
+        new_result(sample_button.click(sample, [target_state, sample_region, sample_seed], outputs, api_name="sample",
+                                       **queued))
+        new_result(gr.on([finetune_button.click, finetune_step.release], finetune,
+                         [target_state, finetune_region, finetune_step, finetune_seed], outputs, api_name="finetune",
+                         **queued))
+        new_result(shape_button.click(shape, [target_state, reference_state, shape_editor, shape_seed], outputs,
+                                      api_name="shape", **queued))
+        new_result(color_button.click(color, [target_state, color_editor, color_regions], outputs, api_name="color",
+                                      **queued))
         continue_button.click(continue_from, [result_state], loaded, api_name="continue_from", **queued).then(
             face_menu, [target_state], [target_face], api_visibility="private")
 
@@ -757,9 +766,12 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
         def undo(target, request: gr.Request):
             return app.undo(target, _session_id(request))
 
-        undo_button.click(undo, [target_state], [result_image, result_state, target_state, target_overlay,
-                                                  shape_editor, color_editor, status], api_name="undo", **queued)
-        before_toggle.change(_errors_as_messages(app.before_after), [result_state, before_toggle], [result_image],
+        undone = undo_button.click(undo, [target_state], [result_image, result_state, target_state, target_overlay,
+                                                           shape_editor, color_editor, status], api_name="undo",
+                                   **queued)
+        new_result(undone)
+        undone.then(face_menu, [target_state], [target_face], api_visibility="private")  # the face may differ
+        before_toggle.input(_errors_as_messages(app.before_after), [result_state, before_toggle], [result_image],
                              api_name="before_after", **queued)
 
     demo.queue(default_concurrency_limit=limits.concurrency, max_size=limits.queue_size)  # beyond max_size: refused
