@@ -4,12 +4,14 @@ Editor and ``evaluate``: what each supports works, what it does not is one clear
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from PIL import Image
 
 from facestyle import Editor
 from facestyle.arch import ARCHS, arch_of, load_arch_config, load_network
@@ -168,3 +170,30 @@ def test_train_generator_api_with_an_arch(tmp_path):
     run = train_generator(tiny("groupdnet", "train.steps=1"), "synthetic:2", tmp_path / "run")
     assert arch_of(load_network(run / "final")) == "groupdnet"
     assert load_arch_config(run / "config.yaml").arch == "groupdnet"
+
+
+def test_compare_writes_one_table_with_a_row_per_checkpoint(tmp_path, capsys):
+    checkpoints = []
+    for arch in ("pix2pixhd", "spade"):
+        trainer = GeneratorTrainer(tiny(arch), "synthetic:4", tmp_path / f"run-{arch}")
+        trainer.model.eval()
+        trainer.save_network(tmp_path / arch)
+        checkpoints.append(str(tmp_path / arch))
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    args = ["compare", "--checkpoints", ",".join(checkpoints), "--data", "synthetic:4", "--split", "train",
+            "--limit", "2", "--weights-dir", str(empty), "--regions", "skin", "--sheet-images", "2"]
+    assert main([*args, "--task", "reconstruction", "--paper-rows", "celebamask-hq", "--out",
+                 str(tmp_path / "rec")]) == 0
+    results = json.loads((tmp_path / "rec" / "results.json").read_text())
+    rows = results["tables"][0]["rows"]
+    measured = [r["method"] for r in rows if r["source"] == "measured"]
+    assert measured == ["pix2pixhd (pix2pixhd)", "spade (spade)"]
+    assert [r for r in rows if r["source"].startswith("published")]
+    assert (tmp_path / "rec" / "contact_sheet.png").is_file()
+    sheet = Image.open(tmp_path / "rec" / "contact_sheet.png")
+    assert sheet.width > 3 * sheet.height / 2  # 4 columns (input, labels, 2 systems) of 2 rows
+    capsys.readouterr()
+    assert main([*args, "--task", "transfer", "--out", str(tmp_path / "transfer")]) == 2
+    assert "spade cannot do regional transfer" in capsys.readouterr().err
+    assert not (tmp_path / "transfer").exists()
