@@ -364,8 +364,8 @@ class Editor:
                 return self._render(photos, label_maps, s_t, p_t, classes, group, False, return_tensors)
         if RANDOM_GLOBAL in tasks:
             if region not in (None, "all"):
-                raise InputError(f"{self.arch} draws random styles of the whole image only (one code per image); "
-                                 f"give region=None or 'all', not {region!r}")
+                raise InputError(f"{self.arch} draws random styles of the whole image only (one code per image): "
+                                 f"region None or 'all' (--region all), not {region!r}")
             with self._inference():
                 photos = self._prepare_images(target, "target")
                 if len(photos) != 1:
