@@ -55,7 +55,7 @@ def train_step_seconds(arch: str, repeats: int) -> float:
 
     config = load_arch_config(preset="tiny", arch=arch, overrides=["train.sample_every=0"])
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = GeneratorTrainer(config, "synthetic:2", Path(tmp) / "run")
+        trainer = GeneratorTrainer(config, "synthetic:4", Path(tmp) / "run")
         image, labels = trainer.sample_batch[0][:2], trainer.sample_batch[1][:2]
         trainer.start_training()
         trainer.train_step(image, labels)
@@ -94,7 +94,7 @@ def main() -> None:
         if not args.no_train:
             row["train"] = train_step_seconds(arch, args.repeats)
         rows.append(row)
-        print(f"measured {arch}", flush=True)
+        print(f"measured {arch}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "arch"), flush=True)
 
     head = ["architecture", "params (M)", *[f"fwd s/img b{b}" for b in batches]] + ([] if args.no_train else
                                                                                     ["tiny train step s"])
