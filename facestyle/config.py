@@ -113,18 +113,30 @@ class TrainConfig:
     harmony: Harmony = "off"
     harmony_weight: float = 1.0  # the composite losses' weight relative to the reconstruction losses
     harmony_share: float = 0.5  # composites per step as a share of batch_size (0.5 with batch 4: 2 pairs)
+    # The compared systems (--arch other than facestyle and sean, facestyle.arch): the VAE encoders' KL weight
+    # (SPADE's lambda_kld, on its KL summed over the batch) and their discriminator, SPADE's multi-scale
+    # PatchGAN (facestyle and sean read theirs from model.ndf, model.discriminator_layers, ...).
+    kl_weight: float = 0.05
+    baseline_ndf: int = 64
+    baseline_d_layers: int = 4
+    baseline_num_d: int = 2
 
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    """A run's settings: the model (a :class:`ModelConfig` for the ``facestyle`` and ``sean`` architectures,
+    the compared system's config dataclass for the others, :mod:`facestyle.arch`) and the training."""
+
+    model: Any = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    arch: str = "facestyle"  # facestyle.arch.ARCHS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
+        """A ``facestyle`` or ``sean`` run's config (other architectures: :func:`facestyle.arch.load_arch_config`)."""
         return cls(model=config_from_dict(ModelConfig, data.get("model", {}), "model."),
                    train=config_from_dict(TrainConfig, data.get("train", {}), "train."))
 
@@ -139,7 +151,7 @@ PRESETS: dict[str, Config] = {
             norm="instance", num_discriminators=2, discriminator_layers=2,
         ),
         TrainConfig(batch_size=2, steps=20, decay_start=10, use_vgg=False, load_size=72, num_workers=0,
-                    log_every=5, sample_every=10, save_every=10, keep_last=2),
+                    log_every=5, sample_every=10, save_every=10, keep_last=2, baseline_ndf=8, baseline_d_layers=2),
     ),
     # The bundled default model, trained on synthetic faces on a 2-core CPU.
     "demo": Config(
@@ -270,11 +282,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_sections(path: str | Path, base: dict[str, Any]) -> dict[str, Any]:
+def load_sections(path: str | Path, base: dict[str, Any], scalars: tuple[str, ...] = ()) -> dict[str, Any]:
     """The config dataclasses of ``base`` (section name -> dataclass) with a YAML file's sections laid
-    over them, key by key; unknown sections and keys are InputErrors."""
+    over them, key by key; unknown sections and keys are InputErrors (``scalars``: top-level keys read
+    elsewhere, such as a run's ``arch``)."""
     data = read_yaml(path)
-    unknown = sorted(set(data) - set(base))
+    unknown = sorted(set(data) - set(base) - set(scalars))
     if unknown:
         raise InputError(f"{path}: unknown section(s) {', '.join(unknown)}; expected {' and '.join(base)}")
     out = {}
@@ -294,5 +307,8 @@ def load_config(path: str | Path | None = None, preset: str | None = None,
     """A preset, then a YAML file's values, then command-line overrides, each on top of the last."""
     config = get_preset(preset or "paper")
     if path is not None:
-        config = Config(**load_sections(path, {"model": config.model, "train": config.train}))
+        if read_yaml(path).get("arch", "facestyle") != "facestyle":
+            raise InputError(f"{path} is a config of the {read_yaml(path)['arch']} architecture; "
+                             "load it with facestyle.arch.load_arch_config")
+        config = Config(**load_sections(path, {"model": config.model, "train": config.train}, scalars=("arch",)))
     return override(config, overrides)

@@ -132,6 +132,65 @@ def run_bench_harmony(args: argparse.Namespace) -> int:
     return 0
 
 
+COMPARE_DESCRIPTION = """\
+Several checkpoints of any architecture (facestyle train --arch) on one task and the same data: one
+table with a row per checkpoint (ARCH (FOLDER)), and with --paper-rows DATASET the paper's published rows
+beside, marked published. Writes OUT/report.md, results.csv and results.json (evaluate's schema),
+per_image.csv (a system column first), contact_sheet.png (one column per system on the same inputs) and
+each checkpoint's own evaluate report under OUT/systems/. A checkpoint whose architecture cannot do the
+task is refused, naming what it can do, before any is evaluated.
+
+  facestyle compare --checkpoints runs/spade,runs/groupdnet,runs/facestyle --task reconstruction \\
+      --data synthetic:64 --split train --out reports/compare
+"""
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..evaluation.compare import CompareOptions, compare
+    from ..evaluation.evaluate import parse_regions
+    from ..evaluation.report import table_markdown
+
+    out = check_output_dir(args.out)
+    checkpoints = [c.strip() for c in args.checkpoints.split(",") if c.strip()]
+    report = compare(CompareOptions(
+        checkpoints=checkpoints, task=args.task, data=args.data, out=out, paper_rows=args.paper_rows,
+        regions=parse_regions(args.regions), limit=args.limit, batch_size=args.batch_size, device=args.device,
+        split=args.split, seed=args.seed, styles=args.styles, weights_dir=args.weights_dir,
+        harmony_classifier=args.harmony_classifier, lpips_net=args.lpips_net, sheet_images=args.sheet_images))
+    print(table_markdown(report.tables[0]))
+    print(f"\nwrote {Path(out) / 'report.md'} (and results.csv, results.json, per_image.csv, contact_sheet.png)")
+    return 0
+
+
+def _register_compare(subparsers: argparse._SubParsersAction) -> None:
+    from ..evaluation.compare import COMPARED_TASKS
+    from ..evaluation.evaluate import DEFAULT_STYLES
+
+    p = subparsers.add_parser("compare", help="checkpoints of any --arch on one task: one table, a contact sheet",
+                              description=COMPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoints", required=True, metavar="A,B,...", help="checkpoint folders, comma-separated")
+    p.add_argument("--task", required=True, choices=COMPARED_TASKS, help="which table")
+    p.add_argument("--data", required=True, metavar="KIND:ARG", help=f"the test images: {', '.join(DATA_FORMS)}")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for the report (created)")
+    p.add_argument("--paper-rows", type=_paper_rows, metavar="DATASET",
+                   help="add the paper's published rows of DATASET (celebamask-hq, ffhq or lapa)")
+    p.add_argument("--regions", default="skin,hair", metavar="R1,R2", help="transfer / multimodal regions")
+    p.add_argument("--split", choices=SPLITS, default="test", help="split of the dataset (default: test)")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use the first N images")
+    p.add_argument("--seed", type=int, default=0, help="synthetic face stream and sampled styles (default: 0)")
+    p.add_argument("--styles", type=positive_int, default=DEFAULT_STYLES, metavar="N",
+                   help=f"multimodal: random styles per image and region (default: {DEFAULT_STYLES})")
+    p.add_argument("--sheet-images", type=nonnegative_int, default=4, metavar="K",
+                   help="inputs shown in contact_sheet.png (default: 4; 0: no sheet)")
+    p.add_argument("--harmony-classifier", metavar="DIR", help="harmony classifier for HS (default: HS skipped)")
+    p.add_argument("--weights-dir", metavar="DIR",
+                   help="folder of the standard weight files (default: $FACESTYLE_WEIGHTS, then torch's hub cache)")
+    p.add_argument("--lpips-net", choices=("alex", "vgg"), default="alex", help="LPIPS backbone (default: alex)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="images per forward (default: 8)")
+    p.set_defaults(func=run_compare)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR|demo",
                    help="checkpoint directory (config.json + model.safetensors), or 'demo'")
@@ -209,3 +268,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--min-light-difference", type=float, default=None, metavar="D",
                    help="least mean |log light| difference between target and reference lighting (default: 0.15)")
     p.set_defaults(func=run_bench_harmony)
+    _register_compare(subparsers)

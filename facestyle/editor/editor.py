@@ -45,21 +45,23 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..accel import DEFAULT_PRECISION, Precision
+from ..arch import arch_of, describe_tasks, is_facestyle_net, load_network, require
 from ..checkpoint import demo_dir, resolve
 from ..data.transforms import resize_image, resize_labels_centered
 from ..errors import CheckpointError, InputError
 from ..labels import LabelSet, get_label_set
-from ..model import FaceStyleNet
 from ..nn.dovenet import DoveNet
 from ..nn.flow import ContinuousNormalizingFlow, Solver
 from ..nn.mapping import MappingNetwork
 from ..nn.pooling import one_hot
+from ..nn.synthesis import RANDOM_GLOBAL, RANDOM_REGIONAL, TRANSFER
 from ..runtime import keep_freed_memory
 from .align import AlignedFace, Alignment, FaceBox, choose_face, face_boxes
 from .edits import (
@@ -116,6 +118,13 @@ DEFAULT_REGIONS = ("skin", "hair")
 class Editor:
     """Reconstruct faces and transfer regional styles between them with a :class:`FaceStyleNet`.
 
+    It loads the generators of every architecture (``facestyle train --arch``, :mod:`facestyle.arch`) and
+    does with each what it can: reconstruction with all, :meth:`transfer` with those that have per-class
+    codes (facestyle, sean, pix2pixhd, groupdnet, sean-groupdnet), :meth:`sample` from the prior of a VAE
+    (spade, clade, clade-icpe: a style of the whole image; groupdnet, sean-groupdnet: per region) or
+    through the mapping networks of a FaceStyleNet; fine-tuning and shape and colour edits need a
+    FaceStyleNet. Anything else is an InputError naming what the architecture can do.
+
     Build one with :meth:`from_pretrained`, or wrap a model you already have: ``Editor(model)`` (the
     editor puts it in eval mode and runs on the model's device and dtype).
 
@@ -130,10 +139,11 @@ class Editor:
     longer returns its peak memory to the system). ``FACESTYLE_SYSTEM_ALLOCATOR=1`` opts out.
     """
 
-    def __init__(self, model: FaceStyleNet, checkpoint_dir: str | os.PathLike | None = None,
+    def __init__(self, model: Any, checkpoint_dir: str | os.PathLike | None = None,
                  parser: AnyParser | str | os.PathLike | None = None, precision: str = DEFAULT_PRECISION,
                  compile: bool = False) -> None:
         self.model = model.eval()
+        self.arch: str = arch_of(model)  # facestyle.arch.ARCHS
         self.precision = Precision(precision)
         if compile:  # in place: the model's weights and state dict keys stay as they are
             self.model.generator.compile(dynamic=False)
@@ -175,7 +185,7 @@ class Editor:
                                   "pass a checkpoint directory instead")
         if label_set is not None:
             get_label_set(label_set)  # an unknown name is an InputError listing the valid ones
-        model = FaceStyleNet.from_pretrained(path, device=dev, dtype=dtype, label_set=label_set)
+        model = load_network(path, device=dev, dtype=dtype, label_set=label_set)  # any architecture
         directory = resolve(path)
         return cls(model, directory, parser if parser is not None else (find_parser(directory) or LANDMARKS),
                    precision, compile)
@@ -224,6 +234,7 @@ class Editor:
         ``strength``: how far each moved region's code goes from the target's (0) to the reference's (1,
         the default), a number for every region or ``{region: value}`` (regions left out: 1).
         """
+        require(self.model, TRANSFER)
         classes = self.resolve_regions(regions)
         weights = self.region_strengths(classes, strength)
         post = None if harmonizer is None else self.harmonizer(harmonizer)
@@ -293,9 +304,11 @@ class Editor:
 
     # --------------------------------------------------------------------------- random styles, fine-tuning
 
-    def sample(self, target: ImageInput, labels: ImageInput | None, region: str = "skin", n: int = 10,
+    def sample(self, target: ImageInput, labels: ImageInput | None, region: str | None = None, n: int = 10,
                seed: int | None = None, harmonize: bool = True, return_tensors: bool = False) -> list | Tensor:
-        """``n`` versions of one target face that differ only in ``region``'s style (paper 3.1, 4.6).
+        """``n`` versions of one target face that differ only in ``region``'s style (paper 3.1, 4.6);
+        ``region`` None is ``skin``, or for an architecture with one code per image (spade, clade,
+        clade-icpe) the whole image, the only region it can restyle.
 
         The group's codes come from its mapping network, ``M_g(z)`` with z ~ N(0, I) drawn from ``seed``
         (eq. 3); the other classes keep the target's codes; MRSA harmonizes the composite against the
@@ -304,9 +317,16 @@ class Editor:
         images at the photo's size (a (n, 3, H, W) tensor in [-1, 1] with
         ``return_tensors=True``). A region with no mapping network is a :class:`CheckpointError` listing
         the regions that have one.
+
+        The compared systems draw from their VAE's prior instead (z ~ N(0, I) from ``seed``): per class for
+        groupdnet and sean-groupdnet (the region's classes take the random codes, the others keep the
+        target's), one code of the whole image for spade and clade.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"n must be a positive whole number, got {n!r}")
+        if not is_facestyle_net(self.model):
+            return self._sample_prior(target, labels, region, n, seed, return_tensors)
+        region = region or "skin"
         mapping = self.style_network("mapping", region)
         with self._inference():
             photos, label_maps, s_t, p_t = self._encode_one(target, labels, "sample")
@@ -331,6 +351,7 @@ class Editor:
         region's flow), ``style`` moves the codes directly (the paper's baseline of Fig. 9). ``solver``
         overrides the flow's default ODE solver. Returns one image per step, like :meth:`sample`.
         """
+        self._require_facestyle_net("style fine-tuning")
         steps = parse_steps(step)
         if n_steps is not None:
             if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1 or len(steps) != 1:
@@ -348,6 +369,43 @@ class Editor:
             group = s_t[:, torch.as_tensor(classes, device=self.device)]
             tuned = self.finetune_codes(group, region, steps, direction, seed, space, solver)
             return self._render(photos, label_maps, s_t, p_t, classes, tuned, harmonize, return_tensors)
+
+    def _sample_prior(self, target: ImageInput, labels: ImageInput | None, region: str | None, n: int,
+                      seed: int | None, return_tensors: bool) -> list | Tensor:
+        """:meth:`sample` for a compared system: codes from its VAE's prior."""
+        tasks = self.model.tasks
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        if RANDOM_REGIONAL in tasks:
+            region = region or "skin"
+            classes = self.label_set.region_classes(region)
+            with self._inference():
+                photos, label_maps, s_t, p_t = self._encode_one(target, labels, "sample")
+                warn_region_absent(self.label_set, region, classes, p_t)
+                codes = self.model.sample_codes(n, generator=generator).to(self.device)
+                group = codes[:, torch.as_tensor(classes, device=self.device)]
+                return self._render(photos, label_maps, s_t, p_t, classes, group, False, return_tensors)
+        if RANDOM_GLOBAL in tasks:
+            if region not in (None, "all"):
+                raise InputError(f"{self.arch} draws random styles of the whole image only (one code per image): "
+                                 f"region None or 'all' (--region all), not {region!r}")
+            with self._inference():
+                photos = self._prepare_images(target, "target")
+                if len(photos) != 1:
+                    raise InputError(f"sample takes one photo, got {len(photos)}; call it once per photo")
+                given = self._labels_or_parse(target, labels, "target labels")
+                label_maps = self._prepare_labels(given, photos, "target labels")
+                codes = self.model.sample_codes(n, generator=generator).to(self.device)
+                out = self.model.decode(label_maps.expand(n, -1, -1), codes)
+                batch = photos.expand(n)
+                batch.form = "stacked" if return_tensors else "list"
+                return postprocess(out, batch, return_tensors)
+        raise InputError(f"{self.arch} cannot draw random styles; it supports {describe_tasks(self.arch)}")
+
+    def _require_facestyle_net(self, what: str) -> None:
+        """The editing operations written on FaceStyleNet's codes (fine-tuning, shape and colour edits)."""
+        if not is_facestyle_net(self.model):
+            raise InputError(f"{self.arch} cannot do {what} (it needs the facestyle or sean architecture); it "
+                             f"supports {describe_tasks(self.arch)}")
 
     def finetune_codes(self, codes: Tensor, region: str, steps: Sequence[float] | Tensor,
                        direction: Tensor | Sequence[float] | None = None, seed: int | None = None,
@@ -399,6 +457,7 @@ class Editor:
         result has the photo's size; with ``return_details`` it comes with ``{"sources": {class name:
         source}}`` for the new classes.
         """
+        self._require_facestyle_net("shape edits")
         with self._inference():
             photos, old_maps, s_t, p_t = self._encode_one(target, labels, "edit_shape", palette=True)
             new_maps = self._prepare_labels(as_label_input(new_labels, self.label_set, "new labels"), photos,
@@ -432,6 +491,7 @@ class Editor:
         skips it) and the generator redraws the face on its own label map. ``labels`` may be None when a
         parser is configured. With ``return_details`` the result comes with ``{"classes": [names]}``.
         """
+        self._require_facestyle_net("colour edits")
         if pool not in ("strokes", "region"):
             raise InputError(f"pool must be 'strokes' or 'region', got {pool!r}")
         with self._inference():

@@ -48,9 +48,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..arch import arch_of, describe_tasks, load_network, require
 from ..errors import FacestyleError, InputError
 from ..labels import SHARED_CLASSES, LabelSet, get_label_set
 from ..model import FaceStyleNet
+from ..nn.synthesis import RANDOM_GLOBAL, RANDOM_REGIONAL, RECONSTRUCTION, TRANSFER
 from .labels_map import label_lookup, map_labels, region_label, unmapped_classes
 from .metric_networks import FeatureSet, MetricNetworks, RealFeatures, fid_cell, fid_note, load_metric_networks
 from .paper import (
@@ -518,6 +520,7 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
     dataset = _own_dataset(ctx)
     indices = list(range(min(len(dataset), o.limit or len(dataset))))
     editor = Editor.from_pretrained(o.checkpoint, device=ctx.device)
+    whole_image = not isinstance(model, FaceStyleNet) and RANDOM_REGIONAL not in model.tasks  # spade, clade
     real = RealFeatures(nets.inception, dataset, indices, size, o.fid_cache)
     fakes = {r: FeatureSet(nets.inception) for r in regions}
     per_image: list[dict[str, Any]] = []
@@ -528,8 +531,8 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
             for region in regions:
                 seed = int(np.random.SeedSequence([o.seed, index, regions.index(region)]).generate_state(1)[0])
                 try:
-                    results = editor.sample(image.to(ctx.device), labels.to(ctx.device), region, o.styles, seed,
-                                            return_tensors=True)
+                    results = editor.sample(image.to(ctx.device), labels.to(ctx.device),
+                                            None if whole_image else region, o.styles, seed, return_tensors=True)
                 except FacestyleError as exc:
                     raise InputError(f"the multimodal task (Table 4) samples {region} styles with the checkpoint's "
                                      f"regional style mapping networks: {exc}") from None
@@ -577,10 +580,26 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
     ctx.notes.insert(0, f"{o.styles} random styles per image and region (seeded from --seed {o.seed}, the image "
                         f"and the region); mCSD / mOCD with LPIPS ({o.lpips_net}) restricted to the target's region "
                         "/ the rest; FID of all sampled images against the real input images.")
+    if whole_image:
+        ctx.notes.insert(1, f"{arch_of(model)} has one code per image: each random style changes the whole image "
+                            "(mOCD measures how much of it moves outside the region).")
     if dataset_name:
         ctx.notes += PAPER_NOTES["multimodal"]
     return Report(f"facestyle evaluate: regional multi-modal synthesis (paper {TABLE_OF_TASK[o.task]})", ctx.info,
                   [table], ctx.notes, per_image)
+
+
+def check_task(model: Any, task: str) -> None:
+    """An InputError, one line naming what the checkpoint's architecture can do, for a task it cannot do."""
+    if task in ("transfer", "cross-transfer"):
+        require(model, TRANSFER)
+    elif task == "multimodal" and not isinstance(model, FaceStyleNet):
+        if not {RANDOM_GLOBAL, RANDOM_REGIONAL} & model.tasks:
+            arch = arch_of(model)
+            raise InputError(f"{arch} cannot draw random styles (the multimodal task); it supports "
+                             f"{describe_tasks(arch)}")
+    else:
+        require(model, RECONSTRUCTION)
 
 
 _TASK_RUNNERS = {"reconstruction": _evaluate_reconstruction, "transfer": _evaluate_transfer,
@@ -607,7 +626,8 @@ def evaluate(options: EvaluateOptions) -> Report:
     if options.paper_rows not in (None, "auto"):
         paper_dataset(options.paper_rows)
     device = resolve_device(options.device)
-    model = FaceStyleNet.from_pretrained(options.checkpoint, device=device)
+    model = load_network(options.checkpoint, device=device)  # any architecture (facestyle.arch)
+    check_task(model, options.task)
     nets = load_metric_networks(**_NEEDS[options.task], lpips_net=options.lpips_net, weights_dir=options.weights_dir,
                                 harmony_classifier=options.harmony_classifier, device=device)
     torch.manual_seed(options.seed)

@@ -247,12 +247,16 @@ def mean_of(values: Sequence[float]) -> tuple[float, int]:
 
 def run_info(checkpoint: str, model: FaceStyleNet, device: torch.device) -> list[tuple[str, str]]:
     cfg = model.config
-    alpha = None if model.mrsa is None else float(model.mrsa.alpha.detach())
-    attention = "off" if alpha is None else f"on (alpha = {alpha:.4g})"
+    if isinstance(model, FaceStyleNet):
+        alpha = None if model.mrsa is None else float(model.mrsa.alpha.detach())
+        attention = "off" if alpha is None else f"on (alpha = {alpha:.4g})"
+        about = (f"label set {cfg.label_set}, {cfg.image_size}x{cfg.image_size}, style length {cfg.style_dim}, "
+                 f"fusion {cfg.fusion}, MRSA {attention}")
+    else:  # a compared system (facestyle.arch)
+        about = f"{model.arch}, label set {cfg.label_set}, {cfg.image_size}x{cfg.image_size}, {model.code_kind} codes"
     return [
         ("checkpoint", str(resolve(checkpoint))),
-        ("model", f"label set {cfg.label_set}, {cfg.image_size}x{cfg.image_size}, style length {cfg.style_dim}, "
-                  f"fusion {cfg.fusion}, MRSA {attention}"),
+        ("model", about),
         ("device", f"{device} (torch {torch.__version__}, {platform.machine()})"),
         ("date", datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         ("facestyle", __version__),

@@ -67,15 +67,26 @@ class RegionalCodes:
 
     @staticmethod
     def compose(target: Tensor, target_presence: Tensor, reference: Tensor, reference_presence: Tensor,
-                classes: Tensor) -> Tensor:
+                classes: Tensor, strength: float | Tensor = 1.0) -> Tensor:
         """The target's codes with ``classes`` ((R,) or (B, R) bool) from the reference where both have them
-        (:meth:`facestyle.model.FaceStyleNet.compose`'s rule)."""
+        (:meth:`facestyle.model.FaceStyleNet.compose`'s rule); ``strength`` (a number, or (R,) / (B, R)) moves
+        each taken code part of the way (1: all of it)."""
         take = classes.to(torch.bool) & reference_presence & target_presence
-        return torch.where(take[..., None], reference, target)
+        weight = take.to(target.dtype) * torch.as_tensor(strength, dtype=target.dtype, device=target.device)
+        return torch.lerp(target, reference, weight[..., None])
+
+    def restyle(self, labels: Tensor, codes: Tensor, target: Tensor | None = None, presence: Tensor | None = None,
+                harmonize: bool = True) -> Tensor:
+        """:meth:`facestyle.model.FaceStyleNet.restyle` without MRSA (these networks have none): the decoder
+        on ``labels`` with ``codes``; ``target``, ``presence`` and ``harmonize`` are accepted and unused."""
+        return self.decode(labels, codes)  # type: ignore[attr-defined]
 
     def transfer(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
-                 classes: Tensor) -> Tensor:
-        """Draw the target's label map with the codes of ``classes`` taken from the reference."""
+                 classes: Tensor, harmonize: bool = True, decode_labels: Tensor | None = None) -> Tensor:
+        """Draw the target's label map (``decode_labels`` when given: the map without IGNORE pixels, as in
+        :meth:`facestyle.model.FaceStyleNet.transfer`) with the codes of ``classes`` taken from the reference.
+        ``harmonize`` is accepted for FaceStyleNet's signature; there is no MRSA to bypass."""
         s_t, p_t = self.encode(target, target_labels)  # type: ignore[attr-defined]
         s_r, p_r = self.encode(reference, reference_labels)  # type: ignore[attr-defined]
-        return self.decode(target_labels, self.compose(s_t, p_t, s_r, p_r, classes))  # type: ignore[attr-defined]
+        labels = target_labels if decode_labels is None else decode_labels
+        return self.decode(labels, self.compose(s_t, p_t, s_r, p_r, classes))  # type: ignore[attr-defined]

@@ -615,13 +615,18 @@ def _key(path: Path) -> str:
 
 
 def run_kind(run_dir: Path) -> str | None:
-    """The checkpoint kind a run folder's trainer writes (``generator``, ``mapping``...): from its
-    newest checkpoint's ``config.json``, else its ``run.json``; None when neither says."""
+    """The checkpoint kind a run folder's trainer writes (``generator`` for every ``train --arch``,
+    ``mapping``...): from its newest checkpoint's ``config.json``, else its ``run.json``; None when neither
+    says."""
+    from ..arch import ARCHS
+
+    generator_kinds = {arch.network.kind for arch in ARCHS.values()}  # `facestyle train --arch`'s networks
     found = list_checkpoints(run_dir)
     for _, path in reversed(found):
         try:
             data = json.loads((path / CONFIG_NAME).read_text())
-            return str(data.get("kind", "generator"))
+            kind = str(data.get("kind", "generator"))
+            return "generator" if kind in generator_kinds else kind
         except (OSError, ValueError, AttributeError):
             continue
     return TRAINER_KINDS.get(str(read_run_info(run_dir).get("trainer")))

@@ -44,7 +44,8 @@ import torch
 from torch import Tensor, nn
 
 from ..accel import compile_module
-from ..config import PRESETS, Config, TrainConfig, load_config
+from ..arch import ARCHS, DEFAULT_ARCH, check_model_config, describe_tasks, get_arch, is_facestyle_net, load_arch_config
+from ..config import PRESETS, Config, TrainConfig
 from ..data.composites import CompositeBatch, relit_pairs, synthetic_pairs
 from ..data.spec import parse_data_spec
 from ..data.transforms import eval_transform, train_transform
@@ -54,6 +55,7 @@ from ..labels import CELEBAMASK_HQ, LabelSet, get_label_set
 from ..losses import GeneratorLosses, hinge_d_loss_terms
 from ..model import FaceStyleNet
 from ..nn.discriminator import MultiscaleDiscriminator
+from ..nn.synthesis import TRANSFER
 from .common import (
     RUN_CONFIG,
     CheckpointedRun,
@@ -119,11 +121,32 @@ def concat_composites(parts: list[CompositeBatch]) -> CompositeBatch:
     return CompositeBatch(**{name: torch.cat([vars(p)[name] for p in parts]) for name in vars(parts[0])})
 
 
+class ReconstructionPass(nn.Module):
+    """A compared system's training pass (:meth:`~facestyle.nn.synthesis` ``reconstruct``) as a module's
+    forward, so DistributedDataParallel and ``torch.compile`` wrap it: (image, KL term)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        image, kl = self.network.reconstruct(image, labels)  # type: ignore[operator]
+        return image, kl
+
+
 def check_config(cfg: Config) -> None:
     """Values a run cannot start with, caught before anything is built or written."""
     t = cfg.train
+    arch = get_arch(cfg.arch)
+    check_model_config(cfg)
     check_train_values(
         t,
+        (t.harmony == "off" or arch.harmony,
+         f"train.harmony={t.harmony} trains regional transfers, which --arch {arch.name} cannot do (it supports "
+         f"{describe_tasks(arch.name)}); use train.harmony=off"),
+        (t.kl_weight >= 0, f"train.kl_weight must be >= 0, got {t.kl_weight}"),
+        (min(t.baseline_ndf, t.baseline_d_layers, t.baseline_num_d) >= 1,
+         "train.baseline_ndf, train.baseline_d_layers and train.baseline_num_d must be at least 1"),
         (t.decay_start >= 0, f"train.decay_start must be >= 0, got {t.decay_start}"),
         (0 < t.harmony_share <= 1, f"train.harmony_share must be in (0, 1], got {t.harmony_share}"),
         (t.harmony_weight >= 0, f"train.harmony_weight must be >= 0, got {t.harmony_weight}"),
@@ -176,12 +199,16 @@ class GeneratorTrainer(CheckpointedRun):
             raise InputError("--init starts a new run; a resumed run continues from its own checkpoint "
                              "(drop --init or --resume)")
         check_config(config)
+        self.arch = arch = get_arch(config.arch)
+        if init is not None and arch.network is not FaceStyleNet:
+            raise InputError(f"--init sean:PATH warm-starts the facestyle and sean architectures, "
+                             f"not --arch {arch.name}")
         self.config, self.run_dir, self.stop_at = config, Path(out_dir), stop_at
         self.dist = dist_env or Distributed.from_env()
         self.device = self.dist.device(device)
         self.label_set = get_label_set(config.model.label_set)
         cfg = config.train
-        state = resume_state(FaceStyleNet, config.model, resume_from)
+        state = resume_state(arch.network, config.model, resume_from)
         self.init_precision(precision, state)
 
         # Everything that can fail on the user's input fails here, before a step runs or a file is written.
@@ -195,7 +222,7 @@ class GeneratorTrainer(CheckpointedRun):
 
         # Networks and optimizers (TTUR); the seed makes the initial weights reproducible.
         seed_everything(cfg.seed + self.dist.rank)
-        self.model = FaceStyleNet(config.model)
+        self.model = arch.build(config.model)
         if init is not None:  # a warm start, before the model is distributed
             from ..convert.warm_start import warm_start
 
@@ -204,7 +231,12 @@ class GeneratorTrainer(CheckpointedRun):
         if self.dist.enabled and self.device.type == "cuda":  # SEAN synchronizes batch norm across GPUs
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
-        self.discriminator = MultiscaleDiscriminator.from_config(config.model).to(self.device)
+        if is_facestyle_net(self.model):
+            self.discriminator = MultiscaleDiscriminator.from_config(config.model).to(self.device)
+        else:  # SPADE's multi-scale PatchGAN for every compared system
+            self.discriminator = MultiscaleDiscriminator(
+                config.model.num_classes, ndf=cfg.baseline_ndf, num_discriminators=cfg.baseline_num_d,
+                n_layers=cfg.baseline_d_layers).to(self.device)
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
@@ -212,7 +244,9 @@ class GeneratorTrainer(CheckpointedRun):
         self.last_losses: dict[str, float] = {}
         if resume_from is not None:
             self.load(resume_from, state)
-        self.model_ddp, self.discriminator_ddp = self.distribute(self.model, self.discriminator)
+        # FaceStyleNet's forward is its reconstruction; a compared system's pass also returns its KL term
+        trained = self.model if is_facestyle_net(self.model) else ReconstructionPass(self.model)
+        self.model_ddp, self.discriminator_ddp = self.distribute(trained, self.discriminator)
         self.model_ddp = compile_module(self.model_ddp, compile)
         self.discriminator_ddp = compile_module(self.discriminator_ddp, compile)
 
@@ -261,12 +295,18 @@ class GeneratorTrainer(CheckpointedRun):
 
     def generator_losses(self, image: Tensor, labels: Tensor, composites: CompositeBatch | None):
         """The generator's losses, and the discriminator's inputs: (losses, fakes, reals, label maps)."""
-        fake = self.model_ddp(image, labels)  # reconstruction: the reference is the target
+        kl = None
+        if is_facestyle_net(self.model):
+            fake = self.model_ddp(image, labels)  # reconstruction: the reference is the target
+        else:
+            fake, kl = self.model_ddp(image, labels)
 
         # Generator: fool D, match D's features of the real image, reconstruct (VGG19 or pixel L1).
         with frozen(self.discriminator):
             fake_out, real_out = discriminate(self.discriminator, fake, image, labels)
         g_losses = self.criterion(fake, image, fake_out, real_out)
+        if self.arch.vae:  # SPADE's KLD loss: summed over the batch and the code, times lambda_kld
+            g_losses["kl"] = self.config.train.kl_weight * kl
         fakes, reals, maps = fake.detach(), image, labels
         if composites is not None:
             # The same losses on the harmonized transfers against their ground truth. The plain module runs
@@ -320,9 +360,12 @@ class GeneratorTrainer(CheckpointedRun):
         m = self.config.model
         t = self.config.train
         loss = "VGG19 perceptual" if t.use_vgg else "pixel L1 (no VGG)"
+        if self.arch.vae:
+            loss += f", KL weight {t.kl_weight:g}"
         harmony = (f", harmony {t.harmony}: {composite_count(t)} composite(s) a step, weight {t.harmony_weight:g}"
                    if t.harmony != "off" else "")
-        return (f"{m.image_size}x{m.image_size} {m.label_set} generator ({n:.1f} M parameters, "
+        name = "generator" if self.arch.name == DEFAULT_ARCH else f"{self.arch.name} generator"
+        return (f"{m.image_size}x{m.image_size} {m.label_set} {name} ({n:.1f} M parameters, "
                 f"{loss}, batch {t.batch_size} x {self.dist.world_size} process(es){harmony}, {self.precision.name})")
 
     # ------------------------------------------------------------------------------------------ saving
@@ -339,7 +382,7 @@ class GeneratorTrainer(CheckpointedRun):
         return self.model, self.discriminator
 
     def save_network(self, directory: Path) -> None:
-        self.model.save_pretrained(directory, step=self.step)
+        self.model.save_pretrained(directory, step=self.step, arch=self.arch.name)
 
     def load_aux_state(self, state: dict[str, Any]) -> None:
         self.discriminator.load_state_dict(state["discriminator"])
@@ -351,7 +394,8 @@ class GeneratorTrainer(CheckpointedRun):
     @torch.no_grad()
     def save_samples(self) -> Path | None:
         """``samples/step_X.png``: rows input, label colours, reconstruction, and a transfer of skin and
-        hair from each column's right-hand neighbour. Leaves every RNG and the networks' state as it was."""
+        hair from each column's right-hand neighbour (an architecture without regional transfer: a random
+        style of the whole image). Leaves every RNG and the networks' state as it was."""
         if not self.dist.is_main:
             return None
         image, labels = (t.to(self.device) for t in self.sample_batch)
@@ -362,8 +406,12 @@ class GeneratorTrainer(CheckpointedRun):
         try:
             with torch.random.fork_rng(devices=devices), self.autocast():
                 reconstruction = self.model(image, labels)
-                reference = image.roll(-1, 0), labels.roll(-1, 0)
-                transfer = self.model.transfer(image, labels, *reference, classes)
+                if TRANSFER in self.arch.tasks:
+                    reference = image.roll(-1, 0), labels.roll(-1, 0)
+                    transfer = self.model.transfer(image, labels, *reference, classes)
+                else:  # a random style of the whole image (global codes), the same seed at every step
+                    torch.manual_seed(0)
+                    transfer = self.model.decode(labels, self.model.sample_codes(image.shape[0]))
         finally:
             self.model.train()
         colours = torch.from_numpy(self.label_set.colorize(labels.cpu().numpy())).permute(0, 3, 1, 2)
@@ -393,7 +441,8 @@ def train_generator(config: Config, data_spec: str | None, out_dir: str | os.Pat
     """Train the generator by reconstruction and return the run folder.
 
     Args:
-        config: the resolved config (``load_config(preset=..., overrides=[...])``).
+        config: the resolved config (``load_config(preset=..., overrides=[...])``, or for any architecture
+            ``facestyle.arch.load_arch_config(preset=..., arch=...)``).
         data_spec: a dataset spec (``folder:PATH``, ``celebamask-hq:PATH``, ``synthetic:N``, ...); on
             resume, None reads the one the run was started with.
         out_dir: the run folder. It must not hold a run already unless ``resume`` is given.
@@ -434,6 +483,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="named settings (default: paper; on --resume: the run's own config.yaml)")
     p.add_argument("--config", metavar="YAML", help="a YAML file with model: and train: sections")
+    p.add_argument("--arch", choices=list(ARCHS), default=None,
+                   help="the architecture (default facestyle, or on --resume the run's own): facestyle, sean (SEAN's "
+                        "encoder and generator), or a compared system: spade, clade, clade-icpe, pix2pixhd, "
+                        "groupdnet, sean-groupdnet; each has the paper and tiny presets")
     add_run_arguments(p, "train.lr_g=2e-4")
     p.add_argument("--no-vgg", action="store_true",
                    help="pixel L1 instead of the VGG19 perceptual loss (no weight file needed)")
@@ -454,8 +507,9 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def resolve_cli_config(args: argparse.Namespace) -> Config:
-    """The preset (default paper) and --config, or on --resume without either the run's own config.yaml;
-    then --set, then the flags (--steps, --batch-size, --no-vgg, --deterministic)."""
+    """The architecture (--arch, default facestyle) with its preset (default paper) and --config, or on
+    --resume without either the run's own config.yaml (and its architecture); then --set, then the flags
+    (--steps, --batch-size, --no-vgg, --deterministic)."""
     flags = {"steps": args.steps, "batch_size": args.batch_size}
     overrides = list(args.overrides) + [f"train.{k}={v}" for k, v in flags.items() if v is not None]
     if args.no_vgg:
@@ -467,7 +521,7 @@ def resolve_cli_config(args: argparse.Namespace) -> Config:
         saved = resolve_resume(args.resume).parent.parent / RUN_CONFIG
         if saved.is_file():
             config_file = saved
-    return load_config(config_file, preset=preset, overrides=overrides)
+    return load_arch_config(config_file, preset=preset, overrides=overrides, arch=getattr(args, "arch", None))
 
 
 if __name__ == "__main__":  # pragma: no cover
