@@ -103,6 +103,10 @@ def test_arch_trains_saves_loads_and_does_its_tasks(arch, tmp_path):
     if not isinstance(net, FaceStyleNet):
         with pytest.raises(InputError, match=rf"^{arch} cannot do shape edits"):
             editor.edit_shape(image[0], labels[0], labels[1])
+        from facestyle.app.server import build_app  # Gradio: imported only where it is needed
+
+        with pytest.raises(InputError, match=rf"^{arch} cannot do editing in the web editor \(it needs the facestyle"):
+            build_app(editor)
 
 
 @pytest.mark.parametrize("arch", ["spade", "pix2pixhd", "groupdnet"])

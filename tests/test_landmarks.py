@@ -3,6 +3,7 @@ the Editor. Tests that run MediaPipe skip when it is not installed."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -107,3 +108,17 @@ def test_the_landmark_parser_writes_another_label_set_by_class_name():
     assert LAPA.classes[mapping[CELEBAMASK_HQ.classes.index("l_eye")]] == "l_eye"
     assert mapping[CELEBAMASK_HQ.classes.index("neck")] == 0  # LaPa has no neck
     assert LandmarkParser("lapa").label_set is LAPA
+
+
+def test_mediapipes_routine_stderr_chatter_is_dropped_and_its_errors_kept(capfd):
+    """MediaPipe's native code prints a delegate notice and glog-format lines on every first use: a user
+    running `transfer` sees one line, "wrote out.png"; a native error still reaches stderr."""
+    from facestyle.editor.landmarks import _native_stderr_filtered
+
+    with _native_stderr_filtered():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+                    b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+                    b"W0000 00:00:1795995791.198152   15611 inference_feedback_manager.cc:114] Feedback manager\n"
+                    b"E0000 00:00:1795995791.3   15611 calculator_graph.cc:887] a real failure\n")
+    err = capfd.readouterr().err
+    assert err == "E0000 00:00:1795995791.3   15611 calculator_graph.cc:887] a real failure\n"

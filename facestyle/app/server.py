@@ -617,6 +617,7 @@ def build_app(editor: Editor, limits: ServerLimits | None = None, title: str = "
     ``sessions``: where the tabs' photos are kept (default: a store of ``limits``' time to live and capacity,
     whose folders lie in Gradio's cache so that the page is served the files each request writes); the
     returned Blocks carry it as ``facestyle_sessions``."""
+    editor.require_facestyle_net("editing in the web editor")  # its tabs are written on FaceStyleNet's codes
     limits = limits or ServerLimits()
     if sessions is None:
         cache = gradio_utils.get_upload_folder()

@@ -351,7 +351,7 @@ class Editor:
         region's flow), ``style`` moves the codes directly (the paper's baseline of Fig. 9). ``solver``
         overrides the flow's default ODE solver. Returns one image per step, like :meth:`sample`.
         """
-        self._require_facestyle_net("style fine-tuning")
+        self.require_facestyle_net("style fine-tuning")
         steps = parse_steps(step)
         if n_steps is not None:
             if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1 or len(steps) != 1:
@@ -401,7 +401,7 @@ class Editor:
                 return postprocess(out, batch, return_tensors)
         raise InputError(f"{self.arch} cannot draw random styles; it supports {describe_tasks(self.arch)}")
 
-    def _require_facestyle_net(self, what: str) -> None:
+    def require_facestyle_net(self, what: str) -> None:
         """The editing operations written on FaceStyleNet's codes (fine-tuning, shape and colour edits)."""
         if not is_facestyle_net(self.model):
             raise InputError(f"{self.arch} cannot do {what} (it needs the facestyle or sean architecture); it "
@@ -457,7 +457,7 @@ class Editor:
         result has the photo's size; with ``return_details`` it comes with ``{"sources": {class name:
         source}}`` for the new classes.
         """
-        self._require_facestyle_net("shape edits")
+        self.require_facestyle_net("shape edits")
         with self._inference():
             photos, old_maps, s_t, p_t = self._encode_one(target, labels, "edit_shape", palette=True)
             new_maps = self._prepare_labels(as_label_input(new_labels, self.label_set, "new labels"), photos,
@@ -491,7 +491,7 @@ class Editor:
         skips it) and the generator redraws the face on its own label map. ``labels`` may be None when a
         parser is configured. With ``return_details`` the result comes with ``{"classes": [names]}``.
         """
-        self._require_facestyle_net("colour edits")
+        self.require_facestyle_net("colour edits")
         if pool not in ("strokes", "region"):
             raise InputError(f"pool must be 'strokes' or 'region', got {pool!r}")
         with self._inference():

@@ -35,7 +35,12 @@ shared faces is in ``benchmarks/parsers.py`` and the README.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import re
+import sys
+import tempfile
 import threading
 from collections.abc import Sequence
 
@@ -89,6 +94,36 @@ def _solutions():
         raise InputError(f"mediapipe {getattr(mp, '__version__', '?')} has no legacy solutions.face_mesh; "
                          f"install the pinned version: {INSTALL_HINT}")
     return solutions
+
+
+# What MediaPipe's native code prints on stderr when its graphs start and run (TensorFlow Lite's delegate
+# notice, absl's pre-initialisation warning, glog-format info and warning lines): not the user's business.
+_NATIVE_NOISE = re.compile(r"^(INFO: |WARNING: All log messages before absl::InitializeLog|[IW]\d{4} )")
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered():
+    """Run MediaPipe with file descriptor 2 in a temporary file, then write back what is not its routine
+    chatter (errors stay visible). Callers hold ``_lock``."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to speak of
+        yield
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(keepends=True)
+                    if line.strip() and not _NATIVE_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
 
 
 class FaceLandmarks:
@@ -191,7 +226,7 @@ class LandmarkParser:
 
     def detect(self, rgb: np.ndarray) -> tuple[list[FaceLandmarks], np.ndarray]:
         """The faces of an (H, W, 3) uint8 photo, largest first, and its person probability (H, W)."""
-        with _lock:
+        with _lock, _native_stderr_filtered():
             if self._mesh is None:
                 solutions = _solutions()
                 self._mesh = solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=self.max_faces,
