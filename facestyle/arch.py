@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import CONFIG_NAME, FORMAT, Pretrained, read_tagged_json, resolve
+from .checkpoint import Pretrained, read_config, resolve
 from .config import PRESETS, SEAN_MODEL, Config, ModelConfig, apply_overrides, get_preset, load_sections, read_yaml
 from .errors import CheckpointError, InputError
 from .model import FaceStyleNet
@@ -138,17 +138,9 @@ _BY_KIND: dict[str, type[Pretrained]] = {arch.network.kind: arch.network for arc
 
 def checkpoint_class(path: str | os.PathLike) -> type[Pretrained]:
     """The network class of a generator checkpoint directory of any architecture (from its ``kind``)."""
-    directory = resolve(path)
-    if not directory.exists():
-        raise CheckpointError(f"checkpoint not found: {directory}")
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory} is not a checkpoint directory (expected {CONFIG_NAME} + model.safetensors)")
-    data = read_tagged_json(directory / CONFIG_NAME, FORMAT,
-                            f"{directory} is not a facestyle checkpoint: {CONFIG_NAME} is missing",
-                            f"{directory} is not a facestyle checkpoint ({CONFIG_NAME} has no format: {FORMAT})")
-    kind = data.get("kind", "generator")
+    kind = read_config(path, kind=None).get("kind", "generator")
     if kind not in _BY_KIND:
-        raise CheckpointError(f"{directory} holds a {kind} checkpoint, not a generator of one of the architectures "
+        raise CheckpointError(f"{resolve(path)} holds a {kind} checkpoint, not a generator of one of the architectures "
                               f"{', '.join(ARCHS)}")
     return _BY_KIND[kind]
 

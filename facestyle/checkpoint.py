@@ -107,8 +107,9 @@ def read_tagged_json(path: Path, fmt: str, missing: str, wrong: str) -> dict[str
     return data
 
 
-def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint directory, checked for format and kind."""
+def read_config(path: str | os.PathLike, kind: str | None = "generator") -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint directory, checked for format and (unless ``kind`` is None)
+    kind."""
     directory = resolve(path)
     if not directory.exists():
         raise CheckpointError(f"checkpoint not found: {directory}")
@@ -117,7 +118,7 @@ def read_config(path: str | os.PathLike, kind: str = "generator") -> dict[str, A
     data = read_tagged_json(directory / CONFIG_NAME, FORMAT,
                             f"{directory} is not a facestyle checkpoint: {CONFIG_NAME} is missing",
                             f"{directory} is not a facestyle checkpoint ({CONFIG_NAME} has no format: {FORMAT})")
-    if data.get("kind", "generator") != kind:
+    if kind is not None and data.get("kind", "generator") != kind:
         raise CheckpointError(f"{directory} holds a {data.get('kind')} checkpoint, not a {kind}")
     return data
 
