@@ -22,7 +22,12 @@ pairs: ``fastest_arch`` and ``slowest_arch`` (forward seconds per image at the l
 ``slowest_over_fastest``, ``fastest_train_arch``, and where both are measured ``facestyle_vs_sean_forward``
 and ``facestyle_vs_sean_train`` (facestyle's seconds over SEAN's: the cost of the multi-scale encoder and MRSA).
 
+On a machine that other jobs keep busy, wall-clock seconds measure the contention: run with ``--threads 1
+--clock cpu``, which counts the measuring process's own CPU seconds on one thread (what an idle core would
+take); two OpenMP threads that wait on each other there can be 20x slower than one.
+
     python benchmarks/arch_speed.py                              # 256x256, batch 1 and 4 (long on 2 cores)
+    python benchmarks/arch_speed.py --size 128 --threads 1 --clock cpu   # on a busy machine
     python benchmarks/arch_speed.py --size 128                   # the image size halved, same widths
     python benchmarks/arch_speed.py --quick --archs facestyle,sean   # smoke run: 128 px, batch 1, 1 repeat
     python benchmarks/arch_speed.py --device cuda --size 256     # on a GPU
@@ -143,19 +148,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def forward_seconds(net: torch.nn.Module, image: torch.Tensor, labels: torch.Tensor, repeats: int) -> float:
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def forward_seconds(net: torch.nn.Module, image: torch.Tensor, labels: torch.Tensor, repeats: int,
+                    clock: Callable[[], float] = time.perf_counter) -> float:
     """Median seconds per image of ``repeats`` reconstructions (the caller has run a warm-up)."""
     times = []
     with torch.inference_mode():
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             net(image, labels)
             _sync(image.device)
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     return statistics.median(times) / image.shape[0]
 
 
-def train_step_seconds(arch: str, device: torch.device, steps: int) -> tuple[float, int]:
+def train_step_seconds(arch: str, device: torch.device, steps: int,
+                       clock: Callable[[], float] = time.perf_counter) -> tuple[float, int]:
     """Median seconds of ``steps`` generator steps at the tiny preset (after a warm-up step) and the tiny
     network's parameter count."""
     from facestyle.config import TrainConfig
@@ -187,9 +197,9 @@ def train_step_seconds(arch: str, device: torch.device, steps: int) -> tuple[flo
     step()  # warm-up (Adam's state is allocated here)
     times = []
     for _ in range(steps):
-        start = time.perf_counter()
+        start = clock()
         step()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times), sum(p.numel() for p in net.parameters())
 
 
@@ -212,10 +222,12 @@ def worker(args: argparse.Namespace) -> None:
         net(image[:min(batches)], labels[:min(batches)])
         _sync(device)
     for batch in batches:
-        result[f"forward_b{batch}"] = forward_seconds(net, image[:batch], labels[:batch], args.repeats)
+        result[f"forward_b{batch}"] = forward_seconds(net, image[:batch], labels[:batch], args.repeats,
+                                                     CLOCKS[args.clock])
     del net
     if args.train_steps:
-        result["train_step"], result["tiny_params"] = train_step_seconds(args.arch, device, args.train_steps)
+        result["train_step"], result["tiny_params"] = train_step_seconds(args.arch, device, args.train_steps,
+                                                                            CLOCKS[args.clock])
     print(json.dumps(result))
 
 
@@ -249,6 +261,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="the preset of the parameter and forward columns (default paper; tiny: for tests)")
     parser.add_argument("--threads", type=int, help="torch threads in each measuring process (default: torch's, "
                         "one per core); 1 on a machine that other jobs keep busy")
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                        help="wall (default) or cpu: the process's CPU seconds, with one thread what an idle core "
+                        "would take, for a machine that other jobs keep busy (needs --threads 1, the CPU)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --size 128 --batches 1 --repeats 1 "
                         "--train-steps 1 (each can still be given)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -270,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                        f"choose from {', '.join(ARCHS)}\n")
     try:
         batches = [int(b) for b in args.batches.split(",")]
-        if min(batches) < 1 or args.repeats < 1 or args.train_steps < 0 or (args.threads or 1) < 1:
+        threads_ok = args.threads is None or args.threads >= 1
+        if min(batches) < 1 or args.repeats < 1 or args.train_steps < 0 or not threads_ok:
             raise ValueError
     except ValueError:
         parser.exit(2, "arch_speed: --batches must be positive integers, --repeats and --threads at least 1, "
@@ -282,19 +298,22 @@ def main(argv: list[str] | None = None) -> None:
             model_config(arch, args.preset, args.size)
         except InputError as err:
             parser.exit(2, f"arch_speed: --size {args.size} does not suit {arch}: {err}\n")
+    if args.clock == "cpu" and (args.threads != 1 or args.device != "cpu"):
+        parser.exit(2, "arch_speed: --clock cpu needs --threads 1 and --device cpu (it counts one thread's CPU "
+                       "seconds)\n")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.exit(2, "arch_speed: --device cuda, but torch sees no CUDA device\n")
 
     print(f"{args.preset} presets at {args.size}x{args.size} on {args.device}, float32, torch {torch.__version__}, "
-          f"{args.threads or torch.get_num_threads()} threads; forward: median of {args.repeats} after a warm-up "
-          f"at batch {min(batches)}; "
+          f"{args.clock} clock, {args.threads or torch.get_num_threads()} threads; forward: median of "
+          f"{args.repeats} after a warm-up at batch {min(batches)}; "
           f"tiny training step: batch {TRAIN_BATCH}, {TRAIN_SIZE} px, median of {args.train_steps}", flush=True)
     rows: dict[str, dict[str, Any]] = {}
     for arch in archs:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--arch", arch, "--size", str(args.size),
                "--batches", args.batches, "--repeats", str(args.repeats), "--train-steps", str(args.train_steps),
-               "--device", args.device, "--preset", args.preset] + (["--threads", str(args.threads)] if args.threads
-                                                                    else [])
+               "--device", args.device, "--preset", args.preset, "--clock", args.clock]
+        cmd += ["--threads", str(args.threads)] if args.threads else []
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode:
             sys.exit(f"worker failed ({arch}):\n{result.stderr}")

@@ -27,7 +27,8 @@ def test_quick_run_has_a_row_per_arch_and_the_headline(arch_speed, capsys):
     from facestyle.config import get_preset
     from facestyle.model import FaceStyleNet
 
-    arch_speed.main(["--quick", "--archs", "facestyle,sean", "--size", "64", "--preset", "tiny", "--threads", "1"])
+    arch_speed.main(["--quick", "--archs", "facestyle,sean", "--size", "64", "--preset", "tiny", "--threads", "1",
+                     "--clock", "cpu"])
     lines = capsys.readouterr().out.strip().splitlines()
     rows = {cells[0]: cells for cells in (line.strip("|").split("|") for line in lines if line.startswith("| "))}
     rows = {k.strip(): [c.strip() for c in v] for k, v in rows.items()}
@@ -60,6 +61,7 @@ def test_headline_without_sean_or_training(arch_speed):
     (["--archs", "spade", "--size", "96"], "--size 96 does not suit spade"),
     (["--batches", "0"], "--batches must be positive"),
     (["--threads", "0"], "--threads at least 1"),
+    (["--clock", "cpu", "--threads", "2"], "--clock cpu needs --threads 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(arch_speed, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
