@@ -43,88 +43,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 
+from facestyle.arch import ARCHS
+from facestyle.config import TrainConfig
 
-@dataclass(frozen=True)
-class Arch:
-    """One compared system: how to build it from a config, its paper and tiny configs (functions, so that
-    the imports happen in the worker), what its forward includes, and whether it has a VAE encoder."""
-
-    build: Callable[[Any], torch.nn.Module]
-    paper: Callable[[], Any]
-    tiny: Callable[[], Any]
-    forward: str
-    vae: bool
-
-
-def _facestyle(cfg: Any) -> torch.nn.Module:
-    from facestyle.model import FaceStyleNet
-
-    return FaceStyleNet(cfg)
-
-
-def _preset(name: str) -> Any:
-    from facestyle.config import get_preset
-
-    return get_preset(name).model
-
-
-def _sean(preset: str) -> Any:
-    """SEAN's own encoder and generator (what ``import-sean`` builds); at the tiny preset's widths, the
-    encoder's output is the style code (encoder_out = style_dim)."""
-    from facestyle.config import SEAN_MODEL
-
-    if preset == "paper":
-        return SEAN_MODEL
-    tiny = _preset("tiny")
-    return replace(tiny, fusion="last", encoder_projection=False, encoder_out=tiny.style_dim, attention="off",
-                   noise="always", generator_spectral_norm=False, encoder_spectral_norm=False)
-
-
-def _nn(module: str, cls: str, presets: str) -> tuple[Callable[[Any], torch.nn.Module], Callable[[str], Any]]:
-    """A compared system of ``facestyle.nn``: its class and a preset lookup."""
-    import importlib
-
-    def build(cfg: Any) -> torch.nn.Module:
-        return getattr(importlib.import_module(f"facestyle.nn.{module}"), cls)(cfg)
-
-    def preset(name: str) -> Any:
-        return getattr(importlib.import_module(f"facestyle.nn.{module}"), presets)[name]
-
-    return build, preset
-
-
-_SPADE = _nn("spade", "SPADENet", "SPADE_PRESETS")
-_CLADE = _nn("clade", "CLADENet", "CLADE_PRESETS")
-_P2P = _nn("pix2pixhd", "Pix2PixHDNet", "PIX2PIXHD_PRESETS")
-_GROUPD = _nn("groupdnet", "GroupDNet", "GROUPDNET_PRESETS")
-_SEAN_GROUPD = _nn("groupdnet", "SEANGroupDNet", "SEAN_GROUPDNET_PRESETS")
-
+# What each architecture's forward (a reconstruction) includes; the architectures themselves (classes,
+# presets, VAE or not) are facestyle.arch.ARCHS, the registry `facestyle train --arch` builds from.
 VAE_MEAN = "VAE encoder (mean code) + "
-ARCHS: dict[str, Arch] = {
-    "facestyle": Arch(_facestyle, lambda: _preset("paper"), lambda: _preset("tiny"),
-                      "multi-scale encoder + region pooling + MRSA + SEAN generator", vae=False),
-    "sean": Arch(_facestyle, lambda: _sean("paper"), lambda: _sean("tiny"),
-                 "SEAN encoder + region pooling + SEAN generator", vae=False),
-    "spade": Arch(_SPADE[0], lambda: _SPADE[1]("paper"), lambda: _SPADE[1]("tiny"),
-                  VAE_MEAN + "SPADE generator", vae=True),
-    "clade": Arch(_CLADE[0], lambda: _CLADE[1]("paper"), lambda: _CLADE[1]("tiny"),
-                  VAE_MEAN + "CLADE generator", vae=True),
-    "clade-icpe": Arch(_CLADE[0], lambda: _CLADE[1]("paper-icpe"), lambda: _CLADE[1]("tiny-icpe"),
-                       VAE_MEAN + "positional map (connected components) + CLADE generator", vae=True),
-    "pix2pixhd": Arch(_P2P[0], lambda: _P2P[1]("paper"), lambda: _P2P[1]("tiny"),
-                      "feature encoder + per-class average + global generator", vae=False),
-    "groupdnet": Arch(_GROUPD[0], lambda: _GROUPD[1]("paper"), lambda: _GROUPD[1]("tiny"),
-                      "per-class crops + grouped VAE encoder (mean) + group-decreasing generator", vae=True),
-    "sean-groupdnet": Arch(_SEAN_GROUPD[0], lambda: _SEAN_GROUPD[1]("paper"), lambda: _SEAN_GROUPD[1]("tiny"),
-                           "per-class crops + grouped VAE encoder (mean) + per-class lift + SEAN generator",
-                           vae=True),
+FORWARD: dict[str, str] = {
+    "facestyle": "multi-scale encoder + region pooling + MRSA + SEAN generator",
+    "sean": "SEAN encoder + region pooling + SEAN generator",
+    "spade": VAE_MEAN + "SPADE generator",
+    "clade": VAE_MEAN + "CLADE generator",
+    "clade-icpe": VAE_MEAN + "positional map (connected components) + CLADE generator",
+    "pix2pixhd": "feature encoder + per-class average + global generator",
+    "groupdnet": "per-class crops + grouped VAE encoder (mean) + group-decreasing generator",
+    "sean-groupdnet": "per-class crops + grouped VAE encoder (mean) + per-class lift + SEAN generator",
 }
-KL_WEIGHT = 0.05  # SPADE's lambda_kld, on its KL summed over the batch
+KL_WEIGHT = TrainConfig().kl_weight  # SPADE's lambda_kld, on its KL summed over the batch
 TRAIN_BATCH, TRAIN_SIZE = 2, 64  # the tiny presets' batch and image size
 
 
@@ -139,8 +79,7 @@ def faces(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def model_config(arch: str, preset: str, size: int) -> Any:
     """The architecture's ``paper`` or ``tiny`` preset at ``size`` (an InputError when the size does not suit it)."""
-    spec = ARCHS[arch]
-    return replace(spec.paper() if preset == "paper" else spec.tiny(), image_size=size)
+    return replace(ARCHS[arch].model_config(preset), image_size=size)
 
 
 def _sync(device: torch.device) -> None:
@@ -168,12 +107,11 @@ def train_step_seconds(arch: str, device: torch.device, steps: int,
                        clock: Callable[[], float] = time.perf_counter) -> tuple[float, int]:
     """Median seconds of ``steps`` generator steps at the tiny preset (after a warm-up step) and the tiny
     network's parameter count."""
-    from facestyle.config import TrainConfig
     from facestyle.nn.synthesis import Reconstruction
 
     spec = ARCHS[arch]
     torch.manual_seed(0)
-    cfg = spec.tiny()
+    cfg = spec.model_config("tiny")
     net = spec.build(cfg).to(device).train()
     image, labels = faces(TRAIN_BATCH, cfg.image_size)
     image, labels = image.to(device), labels.to(device)
@@ -333,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         cells = [arch, f"{r['params'] / 1e6:.2f}", *[f"{r[f'forward_b{b}']:.3f}" for b in batches]]
         cells += [f"{r[f'forward_b{top}'] / sean:.2f}x"] if sean else []
         cells += [f"{r['train_step']:.3f}", f"{r['tiny_params'] / 1e6:.3f}"] if args.train_steps else []
-        cells += [ARCHS[arch].forward]
+        cells += [FORWARD[arch]]
         print("| " + " | ".join(cells) + " |")
     if args.train_steps:
         print(f"\ntiny G step: the generator's reconstruction forward (training mode), pixel L1 "
