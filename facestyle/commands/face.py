@@ -94,9 +94,9 @@ def _parse_listing_faces(parser, path: Path, face: int, found: list[str]):
     """The landmark parser's label map of face ``face`` of one photo, its faces listed in ``found``."""
     from ..editor.align import choose_face, face_boxes
     from ..editor.inputs import photo_tensor
-    from ..editor.landmarks import _uint8
+    from ..editor.landmarks import rgb_uint8
 
-    rgb = _uint8(photo_tensor(str(path), str(path)))
+    rgb = rgb_uint8(photo_tensor(str(path), str(path)))
     faces, person = parser.detect(rgb)
     boxes = face_boxes(faces)
     found.append(f"{path}: {len(faces)} face(s)" + "".join(

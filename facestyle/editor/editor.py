@@ -88,7 +88,7 @@ from .inputs import (
     resolve_device,
     split_batch,
 )
-from .landmarks import FaceLandmarks, LandmarkParser
+from .landmarks import FaceLandmarks, LandmarkParser, rgb_uint8
 from .parser import LANDMARKS, AnyParser, Crop, find_parser, load_parser
 from .styles import (
     RegionAbsentWarning,
@@ -569,7 +569,7 @@ class Editor:
         """The faces of one photo, largest first: each with its index (what ``face=`` takes), its box in
         the photo's pixels and its size."""
         photo = self._one_photo(image, "faces")[1]
-        return face_boxes(self.face_finder.detect(_uint8(photo))[0])
+        return face_boxes(self.face_finder.detect(rgb_uint8(photo))[0])
 
     def align(self, image: ImageInput, face: int = 0) -> AlignedFace | list[AlignedFace]:
         """Find face ``face`` of a photo (0 the largest, then by size; see :meth:`faces`), align and crop it
@@ -583,7 +583,7 @@ class Editor:
         out = []
         for i, item in enumerate(items):
             name, photo = self._one_photo(item, "align", i, len(items))
-            faces, person = self.face_finder.detect(_uint8(photo))
+            faces, person = self.face_finder.detect(rgb_uint8(photo))
             index = choose_face(faces, face, name)
             alignment = Alignment.from_landmarks(faces[index], self.image_size, tuple(photo.shape[-2:]))
             aligned = AlignedFace(photo, alignment.crop(photo), alignment, index, name,
@@ -600,7 +600,7 @@ class Editor:
         crop = view.crop(face.photo)
         if isinstance(self.parser, LandmarkParser):
             person_crop = view.crop(torch.tensor(person, dtype=torch.float32)[None])[0].clamp(0, 1)
-            labels = self.parser.labels_of(_uint8(crop), FaceLandmarks(view.to_crop(landmarks.points)),
+            labels = self.parser.labels_of(rgb_uint8(crop), FaceLandmarks(view.to_crop(landmarks.points)),
                                            person_crop.numpy())
         else:
             labels = self.parser.parse(crop, crop="none")
@@ -702,7 +702,3 @@ class Editor:
             self._style_mean_loaded = True
         return self._style_mean
 
-
-def _uint8(photo: Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 on the CPU."""
-    return ((photo.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

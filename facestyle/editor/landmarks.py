@@ -199,7 +199,7 @@ class LandmarkParser:
         maps = []
         for i, (item, box) in enumerate(zip(items, crops)):
             name = item_name(item, "image", i, len(items))
-            rgb = _uint8(photo_tensor(item, name))
+            rgb = rgb_uint8(photo_tensor(item, name))
             maps.append(self.parse_array(rgb, name, box))
         return maps[0] if form == "single" else maps
 
@@ -249,9 +249,9 @@ class LandmarkParser:
             self._mesh = self._segmenter = None
 
 
-def _uint8(photo: Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((photo.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+def rgb_uint8(photo: Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8 on the CPU: what MediaPipe takes."""
+    return ((photo.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 # -------------------------------------------------------------------------------------------- drawing
