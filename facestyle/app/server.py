@@ -53,7 +53,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..data.transforms import resize_labels_centered
-from ..editor.align import choose_face, face_boxes
+from ..editor.align import face_boxes
 from ..editor.editor import Editor
 from ..editor.edits import decolorize_nearest, load_label_map
 from ..editor.landmarks import INSTALL_HINT, LandmarkParser
@@ -277,11 +277,6 @@ class _App:
 
     # --------------------------------------------------------------------------------- photos and labels
 
-    @property
-    def aligns(self) -> bool:
-        """Whether photos labelled here are found and aligned (the landmark parser labels them)."""
-        return isinstance(self.editor.parser, LandmarkParser) and self.editor.can_parse
-
     def load(self, photo: str | None, labels: str | None, role: str, progress: gr.Progress,
              session: str | None = None, face: int | None = None) -> tuple:
         """(handle, overlay, shape canvas, colour canvas, note) for an uploaded photo and its label map, kept
@@ -298,7 +293,7 @@ class _App:
         chosen, boxes = None, []
         if label_map is not None:
             note = f"{role}: label map uploaded"
-        elif self.aligns:
+        elif self.editor.finds_faces:
             progress(0.2, desc=f"Finding the faces of the {role} photo")
             with self.model_lock:
                 label_map, chosen, boxes = self._parse_face(np.asarray(image), face or 0, what)
@@ -326,10 +321,8 @@ class _App:
         """(label map at the photo's size, the face's index, the boxes of all faces found) by the landmark
         parser, for face ``face`` of a photo."""
         parser: LandmarkParser = self.editor.parser
-        faces, person = parser.detect(rgb)
-        index = choose_face(faces, int(face), what)
-        labels = parser.labels_of(rgb, faces[index], person).numpy().astype(self.label_dtype)
-        return labels, index, face_boxes(faces)
+        labels, faces = parser.parse_face(rgb, int(face), what)
+        return labels.numpy().astype(self.label_dtype), int(face), face_boxes(faces)
 
     def face_menu(self, handle: dict | None, role: str = "target") -> Any:
         """The "Face" menu of a loaded photo: its faces, the edited one chosen (hidden without faces)."""

@@ -111,13 +111,6 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
                         help="do not find and align the face: edit the whole photo resized to the model's size")
 
 
-def aligns_by_default(editor: Editor) -> bool:
-    """Whether photos given without a label map are aligned: the landmark parser labels them (and can run)."""
-    from ..editor.landmarks import LandmarkParser
-
-    return isinstance(editor.parser, LandmarkParser) and editor.can_parse
-
-
 def face_of(editor: Editor, args: argparse.Namespace, image: Path | str, labels: Path | str | None,
             reference: bool = False):
     """What to give the editor for a photo: its aligned face (:meth:`Editor.align`, pasted back into the
@@ -128,7 +121,7 @@ def face_of(editor: Editor, args: argparse.Namespace, image: Path | str, labels:
             raise InputError("--face and --no-align contradict each other: give one")
         return image
     face = None if reference else getattr(args, "face", None)
-    if face is None and not (labels is None and aligns_by_default(editor)):
+    if face is None and not (labels is None and editor.finds_faces):
         return image
     return editor.align(str(image), face=face or 0)
 

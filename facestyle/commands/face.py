@@ -92,16 +92,14 @@ def run_parse(args: argparse.Namespace) -> int:
 
 def _parse_listing_faces(parser, path: Path, face: int, found: list[str]):
     """The landmark parser's label map of face ``face`` of one photo, its faces listed in ``found``."""
-    from ..editor.align import choose_face, face_boxes
+    from ..editor.align import face_boxes
     from ..editor.inputs import photo_tensor
     from ..editor.landmarks import rgb_uint8
 
-    rgb = rgb_uint8(photo_tensor(str(path), str(path)))
-    faces, person = parser.detect(rgb)
-    boxes = face_boxes(faces)
+    labels, faces = parser.parse_face(rgb_uint8(photo_tensor(str(path), str(path))), face, str(path))
     found.append(f"{path}: {len(faces)} face(s)" + "".join(
-        f"\n  {box}{' (labelled)' if box.index == face else ''}" for box in boxes))
-    return parser.labels_of(rgb, faces[choose_face(faces, face, str(path))], person)
+        f"\n  {box}{' (labelled)' if box.index == face else ''}" for box in face_boxes(faces)))
+    return labels
 
 
 def _crop(text: str):

@@ -547,6 +547,12 @@ class Editor:
         the ``mediapipe`` package)."""
         return self.parser is not None and getattr(self.parser, "available", lambda: True)()
 
+    @property
+    def finds_faces(self) -> bool:
+        """Whether photos given without a label map are found and aligned by default: the landmark parser
+        labels them (and can run), so the faces and their landmarks come with the labels."""
+        return isinstance(self.parser, LandmarkParser) and self.can_parse
+
     def parse(self, images: ImageInput, crop: Crop | Sequence[Crop] = "center") -> Tensor | list[Tensor]:
         """Label maps of photos from the configured parser (see :meth:`facestyle.FaceParser.parse`)."""
         if self.parser is None:

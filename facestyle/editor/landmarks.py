@@ -51,6 +51,7 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..labels import CELEBAMASK_HQ, LabelSet, class_index_map, get_label_set
+from .align import choose_face
 from .inputs import Crop, ImageInput, crop_box, item_name, photo_tensor, split_batch
 
 __all__ = ["LandmarkParser", "mediapipe_available", "INSTALL_HINT", "FaceLandmarks"]
@@ -212,12 +213,13 @@ class LandmarkParser:
             out[top:top + bh, left:left + bw] = self.parse_array(np.ascontiguousarray(
                 rgb[top:top + bh, left:left + bw]), name)
             return out
+        return self.parse_face(rgb, self.face, name)[0]
+
+    def parse_face(self, rgb: np.ndarray, face: int, name: str = "image") -> tuple[Tensor, list[FaceLandmarks]]:
+        """Face ``face`` (0 the largest) of an (H, W, 3) uint8 photo: its (H, W) label map, and every face
+        found, largest first. No face, or fewer than asked for, is one clear line naming the photo."""
         faces, person = self.detect(rgb)
-        if not faces:
-            raise InputError(f"{name}: no face found by the landmark parser; give a label map")
-        if self.face >= len(faces):
-            raise InputError(f"{name}: face {self.face} asked for, but {len(faces)} face(s) found (0 is the largest)")
-        return self.labels_of(rgb, faces[self.face], person)
+        return self.labels_of(rgb, faces[choose_face(faces, face, name)], person), faces
 
     def labels_of(self, rgb: np.ndarray, face: FaceLandmarks, person: np.ndarray) -> Tensor:
         """The (H, W) label map in this parser's label set of a face already found (:meth:`detect`): its mesh
