@@ -172,6 +172,30 @@ def wait_for_status(page, text: str) -> str:
     return page.locator("#status").inner_text()
 
 
+def run_painted_edit(page, paint, button: str, text: str, tries: int = 3) -> str:
+    """Paint with ``paint()``, click ``button`` and return the status once it says ``text``.
+
+    On a loaded machine the image editor can drop a stroke made right after its canvas appears; the server then
+    answers with its "paint ... first" message, and the stroke is painted again (at most ``tries`` times). Any
+    other message fails the test with its text.
+    """
+    toasts = page.locator("[data-testid=toast-body]")
+    for _ in range(tries):
+        paint()
+        page.wait_for_timeout(300)
+        page.click(button)
+        page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)"
+                               " || document.querySelector('[data-testid=toast-body]')", arg=text)
+        status = page.locator("#status").inner_text()
+        if text in status:
+            return status
+        message = toasts.first.inner_text()
+        assert "first" in message, message
+        page.locator("[data-testid=toast-close]").first.click()
+        toasts.first.wait_for(state="detached")
+    raise AssertionError(f"the page dropped the painted stroke {tries} times: {message}")
+
+
 def toast_text(page) -> str:
     """The text of the message the page pops up, once it has faded in."""
     toast = page.locator("[data-testid=toast-body]").first
@@ -218,8 +242,9 @@ def test_upload_transfer_result(page, files):
 
     # "Show before" shows the photo the result was made from; the next result unticks it and is shown
     toggle = page.locator("#before-after input")
+    shown = result_src(page)  # read before ticking: the photo can arrive before a read after it
     toggle.check()
-    before = wait_for_new_result(page, result_src(page))
+    before = wait_for_new_result(page, shown)
     assert np.abs(before.astype(float) - target).mean() < 3
     shown = result_src(page)
     page.click("#transfer-button")
@@ -271,15 +296,17 @@ def test_shape_edit_in_the_browser(page, files):
 @pytest.mark.slow
 def test_colour_edit_in_the_browser(page, files):
     canvas = painting_canvas(page, files, "Colour", "#color-editor")
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - box["height"] * 0.2, cy - box["height"] * 0.38)
-    page.mouse.down()
-    page.mouse.move(cx + box["height"] * 0.2, cy - box["height"] * 0.38, steps=20)
-    page.mouse.up()
-    page.wait_for_timeout(300)
-    page.click("#color-button")
-    text = wait_for_status(page, "Recoloured")
+
+    def paint():  # a stroke across the hair, where the canvas is now (a message may have scrolled the page)
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.mouse.move(cx - box["height"] * 0.2, cy - box["height"] * 0.38)
+        page.mouse.down()
+        page.mouse.move(cx + box["height"] * 0.2, cy - box["height"] * 0.38, steps=20)
+        page.mouse.up()
+
+    text = run_painted_edit(page, paint, "#color-button", "Recoloured")
     assert "hair" in text
 
 
