@@ -28,6 +28,7 @@ from .model import FaceStyleNet
 from .nn.clade import CLADE_PRESETS, CLADENet
 from .nn.groupdnet import GROUPDNET_PRESETS, SEAN_GROUPDNET_PRESETS, GroupDNet, SEANGroupDNet
 from .nn.pix2pixhd import PIX2PIXHD_PRESETS, Pix2PixHDNet
+from .nn.sean_stargan import SEAN_STARGAN_PRESETS, SEANStarGAN
 from .nn.spade import SPADE_PRESETS, SPADENet
 from .nn.synthesis import RANDOM_GLOBAL, RANDOM_REGIONAL, RECONSTRUCTION, TRANSFER
 
@@ -44,14 +45,15 @@ TASK_WORDS = {RECONSTRUCTION: "reconstruction", TRANSFER: "regional transfer",
 
 @dataclass(frozen=True)
 class Arch:
-    """One architecture: its network class, model configs per preset, what it can do, and whether its
-    encoder is a VAE (a KL term in training)."""
+    """One architecture: its network class, model configs per preset, what it can do, whether its
+    encoder is a VAE (a KL term in training) and whether it trains with StarGAN-v2's terms."""
 
     name: str
     network: type[Pretrained]
     presets: dict[str, Any]
     tasks: frozenset[str]
     vae: bool = False
+    stargan: bool = False  # mapping networks trained through images (StarGAN-v2's terms, facestyle.train.stargan)
     about: str = ""
 
     def model_config(self, preset: str) -> Any:
@@ -90,6 +92,9 @@ ARCHS: dict[str, Arch] = {a.name: a for a in (
     Arch("sean-groupdnet", SEANGroupDNet,
          {"paper": SEAN_GROUPDNET_PRESETS["paper"], "tiny": SEAN_GROUPDNET_PRESETS["tiny"]}, _REGIONAL_TASKS,
          vae=True, about="SEAN's generator fed by GroupDNet's per-class VAE encoder"),
+    Arch("sean-stargan", SEANStarGAN, {"paper": SEAN_STARGAN_PRESETS["paper"], "tiny": SEAN_STARGAN_PRESETS["tiny"]},
+         _REGIONAL_TASKS, stargan=True,
+         about="SEAN with StarGAN-v2 mapping networks (skin, hair) trained through images, StarGAN-v2's way"),
 )}
 
 

@@ -28,6 +28,12 @@ def check_size(name: str, value: Any, low: int, high: int) -> None:
         raise InputError(f"{name} must be an integer from {low} to {high}, got {value!r}")
 
 
+def check_image_size(value: int, name: str = "model.image_size") -> None:
+    """A generator's image size: a multiple of 32 (SEAN's five upsamplings) up to MAX_IMAGE_SIZE."""
+    if value < 32 or value % 32 or value > MAX_IMAGE_SIZE:
+        raise InputError(f"{name} must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {value}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network (encoder + MRSA + SEAN generator + discriminator)."""
@@ -63,8 +69,7 @@ class ModelConfig:
         from .labels import get_label_set
 
         get_label_set(self.label_set)  # raises on an unknown name
-        if self.image_size < 32 or self.image_size % 32 or self.image_size > MAX_IMAGE_SIZE:
-            raise InputError(f"image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {self.image_size}")
+        check_image_size(self.image_size, "image_size")
         for name, high in (("ngf", MAX_WIDTH), ("style_dim", MAX_WIDTH), ("spade_hidden", MAX_WIDTH),
                            ("encoder_ngf", MAX_WIDTH), ("encoder_out", MAX_WIDTH), ("ndf", MAX_WIDTH),
                            ("num_discriminators", 8), ("discriminator_layers", 8)):
@@ -120,6 +125,13 @@ class TrainConfig:
     baseline_ndf: int = 64
     baseline_d_layers: int = 4
     baseline_num_d: int = 2
+    # sean-stargan (SEAN + StarGAN-v2's strategy, facestyle.train.stargan): StarGAN-v2's weights for the style
+    # reconstruction and the diversity-sensitive term (decayed linearly to 0 over stargan_ds_steps) and its
+    # mapping networks' learning rate (f_lr), all from its CelebA-HQ recipe.
+    stargan_sty_weight: float = 1.0
+    stargan_ds_weight: float = 1.0
+    stargan_ds_steps: int = 100_000
+    stargan_mapping_lr: float = 1e-6
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,10 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
         raise InputError(f"{key} must be one of {', '.join(map(str, choices))}, got {value!r}")
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else value
+        if typing.get_args(tp)[:1] == (str,):  # tuple[str, ...]: names
+            if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+                raise InputError(f"{key} must be a list of names, got {value!r}")
+            return tuple(v.strip() for v in items)
         try:
             return tuple(int(v) for v in items)
         except (TypeError, ValueError):

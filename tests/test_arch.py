@@ -109,7 +109,7 @@ def test_arch_trains_saves_loads_and_does_its_tasks(arch, tmp_path):
             build_app(editor)
 
 
-@pytest.mark.parametrize("arch", ["spade", "pix2pixhd", "groupdnet"])
+@pytest.mark.parametrize("arch", ["spade", "pix2pixhd", "groupdnet", "sean-stargan"])
 def test_evaluate_runs_the_supported_tasks(arch, tmp_path):
     trainer = GeneratorTrainer(tiny(arch), "synthetic:4", tmp_path / "run")
     trainer.model.eval()
@@ -159,6 +159,57 @@ def test_train_command_records_the_arch_and_resumes_exactly(tmp_path, capsys):
     assert not (tmp_path / "h").exists()
     assert main([*args[:4], "demo", *args[5:], "--out", str(tmp_path / "d")]) == 2
     assert "--arch spade has the presets paper, tiny" in capsys.readouterr().err
+
+
+def test_sean_stargan_trains_its_mapping_networks_through_images(tmp_path):
+    """StarGAN-v2's terms join the reconstruction losses; the mapping networks learn from the images alone
+    (the reconstruction never uses them) at their own rate, which follows the schedule; with that rate 0
+    they stay as they were. Random styles exist for the mapping networks' regions only."""
+    def run(mapping_lr: str):
+        trainer = GeneratorTrainer(tiny("sean-stargan", f"train.stargan_mapping_lr={mapping_lr}",
+                                        "train.stargan_ds_steps=4"), "synthetic:4", tmp_path / mapping_lr)
+        image, labels = trainer.sample_batch[0][:2], trainer.sample_batch[1][:2]
+        before = [p.detach().clone() for p in trainer.model.mapping.parameters()]
+        trainer.start_training()
+        losses = [trainer.train_step(image, labels) for _ in range(2)]
+        moved = max((p - q).abs().max().item() for p, q in zip(trainer.model.mapping.parameters(), before))
+        return trainer, losses, moved
+
+    trainer, losses, moved = run("1e-3")
+    assert {"stargan_adv", "stargan_sty", "stargan_ds", "l1"} <= set(losses[0])
+    assert losses[0]["stargan_sty"] > 0 and losses[0]["stargan_ds"] < 0
+    assert moved > 0
+    rates = [group["lr"] for group in trainer.opt_g.param_groups]
+    assert rates == [1e-3, 1e-3]  # lr_g and the mapping rate, constant before decay_start
+    _, _, still = run("0")
+    assert still == 0
+
+    trainer.model.eval()
+    trainer.save_network(tmp_path / "ck")
+    editor = Editor.from_pretrained(tmp_path / "ck", device="cpu", parser="none")
+    image, labels = trainer.sample_batch[0][0], trainer.sample_batch[1][0]
+    hair = editor.sample(image, labels, "hair", n=2, seed=1, return_tensors=True)
+    assert hair.shape == (2, 3, 64, 64)
+    with pytest.raises(InputError, match="sean-stargan draws random styles of skin, hair only"):
+        editor.sample(image, labels, "eyes", n=2, seed=1)
+
+
+def test_sean_stargan_resumes_exactly(tmp_path):
+    """Its mapped codes, noise and two learning rates come back on resume: bit-identical to a straight run."""
+    cfg = tiny("sean-stargan", "train.steps=2", "train.decay_start=1", "train.stargan_mapping_lr=1e-3")
+    train_generator(cfg, "synthetic:4", tmp_path / "straight")
+    train_generator(cfg, "synthetic:4", tmp_path / "resumed", stop_at=1)
+    train_generator(cfg, None, tmp_path / "resumed", resume=True)
+    a, b = (load_network(tmp_path / run / "final") for run in ("straight", "resumed"))
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_diversity_weight_decays_linearly_to_zero():
+    from facestyle.train.stargan import diversity_weight
+
+    cfg = tiny("sean-stargan", "train.stargan_ds_weight=2", "train.stargan_ds_steps=10").train
+    assert [diversity_weight(cfg, s) for s in (0, 5, 10, 20)] == [2.0, 1.0, 0.0, 0.0]
 
 
 def test_harmony_supervision_trains_a_regional_arch(tmp_path):

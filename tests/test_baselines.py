@@ -1,4 +1,5 @@
-"""The compared systems' networks (issue 12): SPADE, CLADE, CLADE-ICPE, pix2pixHD, GroupDNet, SEAN + GroupDNet."""
+"""The compared systems' networks (issue 12): SPADE, CLADE, CLADE-ICPE, pix2pixHD, GroupDNet, SEAN + GroupDNet,
+SEAN + StarGAN-v2."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from facestyle.nn.groupdnet import (
     SEANGroupDNet,
     class_crops,
 )
+from facestyle.nn.mapping import MappingConfig, MappingNetwork
 from facestyle.nn.pix2pixhd import PIX2PIXHD_PRESETS, Pix2PixHDConfig, Pix2PixHDNet
+from facestyle.nn.sean_stargan import SEAN_STARGAN_PRESETS, SEANStarGAN
 from facestyle.nn.spade import SPADE_PRESETS, SPADEConfig, SPADENet
 from facestyle.nn.synthesis import RANDOM_GLOBAL, RANDOM_REGIONAL, RECONSTRUCTION, TASKS, TRANSFER
 
@@ -33,6 +36,7 @@ TINY = {
     "pix2pixhd": lambda: Pix2PixHDNet(PIX2PIXHD_PRESETS["tiny"]),
     "groupdnet": lambda: GroupDNet(GROUPDNET_PRESETS["tiny"]),
     "sean-groupdnet": lambda: SEANGroupDNet(SEAN_GROUPDNET_PRESETS["tiny"]),
+    "sean-stargan": lambda: SEANStarGAN(SEAN_STARGAN_PRESETS["tiny"]),
 }
 
 
@@ -54,7 +58,11 @@ def test_shapes_and_interface(arch):
     assert net.tasks <= set(TASKS) and RECONSTRUCTION in net.tasks
     codes, present = net.encode(images, labels)
     assert present.shape == (2, R) and present.dtype == torch.bool
-    assert present[0].tolist() == [bool((labels[0] == c).any()) for c in range(R)]
+    in_labels = [bool((labels[0] == c).any()) for c in range(R)]
+    if arch == "sean-stargan":  # SEAN pools at its encoder's resolution: a class of a few pixels may vanish there
+        assert all(p <= q for p, q in zip(present[0].tolist(), in_labels)) and present[0].sum() >= sum(in_labels) - 2
+    else:
+        assert present[0].tolist() == in_labels
     if net.code_kind == "global":
         assert codes.shape == (2, net.config.z_dim)
     else:
@@ -73,7 +81,7 @@ def test_shapes_and_interface(arch):
     assert (TRANSFER in net.tasks) == hasattr(net, "transfer")
 
 
-@pytest.mark.parametrize("arch", ["pix2pixhd", "groupdnet", "sean-groupdnet"])
+@pytest.mark.parametrize("arch", ["pix2pixhd", "groupdnet", "sean-groupdnet", "sean-stargan"])
 def test_transfer_moves_only_the_chosen_classes(arch):
     net = _build(arch).eval()
     images, labels = _faces()
@@ -167,6 +175,11 @@ SECTION_11 = {
                               [96.32, 12.84]),
     # SEAN's generator without its Zencoder: 266.91 M - 1.57 M
     "sean-groupdnet-generator": (lambda: [SEANGroupDNet(SEAN_GROUPDNET_PRESETS["paper"]).generator], [265.34]),
+    # SEAN's generator and its Zencoder (266.91 M together)
+    "sean-stargan-sean": (lambda: (lambda n: [n.generator, n.encoder])(SEANStarGAN(SEAN_STARGAN_PRESETS["paper"])),
+                          [265.34, 1.57]),
+    # StarGAN-v2's own mapping network (latent 16, style 64, two domains): our per-class heads as its domains
+    "stargan-mapping": (lambda: [MappingNetwork(MappingConfig(classes=(0, 1), style_dim=64))], [2.44]),
 }
 
 
@@ -186,6 +199,9 @@ PINNED = {
                      [67_069_029, 9_197_688]),
     "sean-groupdnet-19": (lambda: (lambda n: [n.encoder, n.lift])(SEANGroupDNet(SEAN_GROUPDNET_PRESETS["paper"])),
                           [5_478_260, 1_254_912]),
+    # StarGAN-v2's mapping network with one head per class of the group, to D = 512: skin + nose, hair
+    "sean-stargan-19-mapping": (lambda: (lambda n: [n.mapping["skin"], n.mapping["hair"]])(
+        SEANStarGAN(SEAN_STARGAN_PRESETS["paper"])), [2_897_920, 1_847_296]),
 }
 
 
@@ -259,3 +275,31 @@ def test_group_counts_must_divide_the_widths():
         GroupDNetConfig(group_classes=19, block_groups=(19, 19, 10, 10, 5, 5, 1), fc_groups=19)
     with pytest.raises(InputError, match="image_size"):
         SPADEConfig(image_size=100)
+
+
+# --------------------------------------------------------------------------------------------- SEAN + StarGAN-v2
+
+def test_sean_stargan_draws_only_its_groups_classes():
+    """Mapped codes replace the groups' classes (skin + nose, hair) where the image has them, nothing else; a
+    seed gives the same codes; each group has its own z."""
+    net = _build("sean-stargan").eval()
+    images, labels = _faces()
+    codes, present = net.encode(images, labels)
+    groups = {1, 2, 13}  # skin, nose, hair in CelebAMask-HQ
+    assert set(net.sample_classes) == groups
+    drawn = net.sample_codes(2, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(drawn, net.sample_codes(2, torch.Generator().manual_seed(3)))
+    others = [c for c in range(R) if c not in groups]
+    assert not drawn[:, others].any() and drawn[:, sorted(groups)].abs().sum(-1).gt(0).all()
+    mixed = net.mapped_into(codes, present, torch.Generator().manual_seed(3))
+    taken = torch.zeros(2, R, dtype=torch.bool)
+    taken[:, sorted(groups)] = present[:, sorted(groups)]
+    torch.testing.assert_close(mixed[~taken], codes[~taken])
+    torch.testing.assert_close(mixed[taken], drawn[taken])
+
+
+def test_sean_stargan_config_checks():
+    with pytest.raises(InputError, match="shares classes"):
+        replace(SEAN_STARGAN_PRESETS["tiny"], groups=("skin", "nose"))
+    with pytest.raises(InputError, match="unknown region 'beard'"):
+        replace(SEAN_STARGAN_PRESETS["tiny"], groups=("beard",))

@@ -594,6 +594,9 @@ def test_multimodal_with_a_style_sampler(monkeypatch, tiny_checkpoint, random_we
     assert [c[:2] for c in calls] == [("skin", 3), ("skin", 3)] and calls[0][2] != calls[1][2]
     assert len(report.per_image) == 2 and {"mcsd", "mocd"} <= set(report.per_image[0])
     assert any(r.source == "paper, CelebAMask-HQ" and r.method == "Ours w/ CNF" for r in report.tables[0].rows)
+    ablation = {r.method: r.values for r in report.tables[0].rows if r.method.endswith("(Table 5)")}
+    # the RSM ablation's rows, FID only
+    assert ablation["SEAN+StarGAN-v2 (Table 5)"] == {"skin_fid": 27.19, "skin_mcsd": None, "skin_mocd": None}
     seeds = [c[2] for c in calls]
     calls.clear()
     evaluate(dataclasses.replace(options, out=tmp_path / "again"))

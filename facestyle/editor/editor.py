@@ -320,12 +320,14 @@ class Editor:
 
         The compared systems draw from their VAE's prior instead (z ~ N(0, I) from ``seed``): per class for
         groupdnet and sean-groupdnet (the region's classes take the random codes, the others keep the
-        target's), one code of the whole image for spade and clade.
+        target's), one code of the whole image for spade and clade; sean-stargan from its mapping networks
+        (skin and hair only).
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"n must be a positive whole number, got {n!r}")
         if not is_facestyle_net(self.model):
-            return self._sample_prior(target, labels, region, n, seed, return_tensors)
+            with self._seeded_noise(seed):
+                return self._sample_prior(target, labels, region, n, seed, return_tensors)
         region = region or "skin"
         mapping = self.style_network("mapping", region)
         with self._inference():
@@ -370,6 +372,18 @@ class Editor:
             tuned = self.finetune_codes(group, region, steps, direction, seed, space, solver)
             return self._render(photos, label_maps, s_t, p_t, classes, tuned, harmonize, return_tensors)
 
+    @contextlib.contextmanager
+    def _seeded_noise(self, seed: int | None) -> Iterator[None]:
+        """With a ``seed``, the global RNG (SEAN's per-channel noise, which the sean family adds at inference
+        too) seeded from it and restored afterwards, so that a seed gives the same images."""
+        if seed is None:
+            yield
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
     def _sample_prior(self, target: ImageInput, labels: ImageInput | None, region: str | None, n: int,
                       seed: int | None, return_tensors: bool) -> list | Tensor:
         """:meth:`sample` for a compared system: codes from its VAE's prior."""
@@ -378,6 +392,10 @@ class Editor:
         if RANDOM_REGIONAL in tasks:
             region = region or "skin"
             classes = self.label_set.region_classes(region)
+            drawn = getattr(self.model, "sample_classes", None)  # sean-stargan: its mapping networks' groups
+            if drawn is not None and not set(classes) <= set(drawn):
+                raise InputError(f"{self.arch} draws random styles of {', '.join(self.model.config.groups)} only "
+                                 f"(its mapping networks), not {region!r}")
             with self._inference():
                 photos, label_maps, s_t, p_t = self._encode_one(target, labels, "sample")
                 warn_region_absent(self.label_set, region, classes, p_t)

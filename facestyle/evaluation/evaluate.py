@@ -61,7 +61,9 @@ from .paper import (
     PAPER_TABLE2,
     PAPER_TABLE3,
     PAPER_TABLE4,
+    PAPER_TABLE5,
     T4_METHODS,
+    T5_METHODS,
     TABLE_OF_TASK,
     infer_paper_dataset,
     paper_dataset,
@@ -575,6 +577,10 @@ def _evaluate_multimodal(ctx: _Context) -> Report:
                 for key, v in zip(("fid", "mcsd", "mocd"), triple or (None, None, None)):
                     vals[f"{region}_{key}"] = v
             table.rows.append(Row(method, f"paper, {dataset_name}", vals))
+        for method in T5_METHODS:  # the RSM ablation (Table 5): FID only
+            vals = {f"{region}_{key}": PAPER_TABLE5[dataset_name].get(region, {}).get(method) if key == "fid" else None
+                    for region in regions for key in ("fid", "mcsd", "mocd")}
+            table.rows.append(Row(f"{method} (Table 5)", f"paper, {dataset_name}", vals))
     ctx.info.append(("data", f"{o.data} (split {o.split}, {len(indices)} of {len(dataset)} images)"))
     ctx.info.append(("regions", ", ".join(region_label(get_label_set(model.config.label_set), r) for r in regions)))
     ctx.notes.insert(0, f"{o.styles} random styles per image and region (seeded from --seed {o.seed}, the image "

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..checkpoint import Pretrained
-from ..config import MAX_IMAGE_SIZE, MAX_WIDTH, check_size
+from ..config import MAX_WIDTH, check_image_size, check_size
 from ..errors import InputError
 from ..labels import get_label_set
 from .pooling import one_hot, resize_labels_floor
@@ -185,8 +185,7 @@ def check_family_config(cfg: Any, widths: tuple[str, ...], max_layers: int = 12,
     for name in widths:
         check_size(f"model.{name}", getattr(cfg, name), 0 if name in zero_ok else 1, MAX_WIDTH)
     check_size("model.encoder_layers", cfg.encoder_layers, 1, max_layers)
-    if cfg.image_size < 32 or cfg.image_size % 32 or cfg.image_size > MAX_IMAGE_SIZE:
-        raise InputError(f"model.image_size must be a multiple of 32 from 32 to {MAX_IMAGE_SIZE}, got {cfg.image_size}")
+    check_image_size(cfg.image_size)
     if cfg.image_size % 2 ** cfg.encoder_layers:
         raise InputError(f"model.image_size {cfg.image_size} must be a multiple of 2**encoder_layers "
                          f"({2 ** cfg.encoder_layers})")

@@ -78,6 +78,7 @@ from .common import (
     step_dir_name,
     to_uint8,
 )
+from .stargan import mapping_param_groups, stargan_terms
 
 SAMPLES_DIR = "samples"
 SAMPLE_COUNT = 4  # columns of a sample grid
@@ -237,7 +238,7 @@ class GeneratorTrainer(CheckpointedRun):
             self.discriminator = MultiscaleDiscriminator(
                 config.model.num_classes, ndf=cfg.baseline_ndf, num_discriminators=cfg.baseline_num_d,
                 n_layers=cfg.baseline_d_layers).to(self.device)
-        self.opt_g = torch.optim.Adam(self.model.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_g = torch.optim.Adam(mapping_param_groups(self.model, cfg), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.last_saved: Path | None = None
@@ -308,6 +309,10 @@ class GeneratorTrainer(CheckpointedRun):
         if self.arch.vae:  # SPADE's KLD loss: summed over the batch and the code, times lambda_kld
             g_losses["kl"] = self.config.train.kl_weight * kl
         fakes, reals, maps = fake.detach(), image, labels
+        if self.arch.stargan:  # latent-guided images through the plain module, as the composites below
+            stargan = stargan_terms(self.model, self.discriminator, image, labels, self.config.train, self.step)
+            g_losses.update(stargan.losses)
+            fakes, reals, maps = torch.cat([fakes, stargan.fake]), torch.cat([reals, image]), torch.cat([maps, labels])
         if composites is not None:
             # The same losses on the harmonized transfers against their ground truth. The plain module runs
             # them: the reconstruction above went through DDP in this step and the one backward below sums
@@ -353,7 +358,7 @@ class GeneratorTrainer(CheckpointedRun):
         factor = learning_rate_factor(self.step, self.config.train)
         for optimizer, base in ((self.opt_g, self.config.train.lr_g), (self.opt_d, self.config.train.lr_d)):
             for group in optimizer.param_groups:
-                group["lr"] = base * factor
+                group["lr"] = group.get("base_lr", base) * factor
 
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters()) / 1e6
