@@ -1,7 +1,7 @@
 """Speed of the compared systems (issue 12): parameters, forward seconds per image and a training step.
 
 For each architecture (``facestyle``, ``sean``, ``spade``, ``clade``, ``clade-icpe``, ``pix2pixhd``,
-``groupdnet``, ``sean-groupdnet``):
+``groupdnet``, ``sean-groupdnet``, ``sean-stargan``):
 
 - its paper preset (the official widths) at ``--size`` (default 256; only the image size changes, which
   also changes the few layers whose width follows it: the VAE encoders' last linear layers and GroupDNet's
@@ -63,6 +63,7 @@ FORWARD: dict[str, str] = {
     "pix2pixhd": "feature encoder + per-class average + global generator",
     "groupdnet": "per-class crops + grouped VAE encoder (mean) + group-decreasing generator",
     "sean-groupdnet": "per-class crops + grouped VAE encoder (mean) + per-class lift + SEAN generator",
+    "sean-stargan": "SEAN encoder + region pooling + SEAN generator (its mapping networks draw random styles only)",
 }
 KL_WEIGHT = TrainConfig().kl_weight  # SPADE's lambda_kld, on its KL summed over the batch
 TRAIN_BATCH, TRAIN_SIZE = 2, 64  # the tiny presets' batch and image size

@@ -75,6 +75,18 @@ def test_two_processes_train_in_step_and_resume_exactly(tmp_path):
     assert a.keys() == b.keys() and [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
+@pytest.mark.parametrize("arch", ["spade", "sean-stargan"])
+def test_compared_systems_train_in_step_on_two_processes(tmp_path, arch):
+    """A VAE (its sampled code and KL through DDP) and sean-stargan (mapping networks that only StarGAN-v2's
+    terms, outside DDP's forward, train): the ranks hold equal weights after every step, and they change."""
+    done, log = torchrun(tmp_path, *TRAIN, "--arch", arch, "--steps", "2", "--set", "train.stargan_mapping_lr=1e-3",
+                         "--out", tmp_path / "runs" / arch)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [s["step"] for s in steps] == [1, 2]
+    assert all(s["digests"][0] == s["digests"][1] for s in steps) and steps[0]["digests"] != steps[1]["digests"]
+
+
 def test_a_refused_out_stops_every_rank_with_one_line(tmp_path):
     """Rank 0 validates --out (the other ranks follow it): a folder holding the user's files is refused with
     one line before any write, and torchrun stops the other rank instead of leaving it waiting."""

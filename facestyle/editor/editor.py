@@ -120,8 +120,9 @@ class Editor:
 
     It loads the generators of every architecture (``facestyle train --arch``, :mod:`facestyle.arch`) and
     does with each what it can: reconstruction with all, :meth:`transfer` with those that have per-class
-    codes (facestyle, sean, pix2pixhd, groupdnet, sean-groupdnet), :meth:`sample` from the prior of a VAE
-    (spade, clade, clade-icpe: a style of the whole image; groupdnet, sean-groupdnet: per region) or
+    codes (facestyle, sean, pix2pixhd, groupdnet, sean-groupdnet, sean-stargan), :meth:`sample` from the prior
+    of a VAE (spade, clade, clade-icpe: a style of the whole image; groupdnet, sean-groupdnet: per region), from
+    sean-stargan's mapping networks (skin, hair) or
     through the mapping networks of a FaceStyleNet; fine-tuning and shape and colour edits need a
     FaceStyleNet. Anything else is an InputError naming what the architecture can do.
 

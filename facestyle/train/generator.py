@@ -491,7 +491,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", choices=list(ARCHS), default=None,
                    help="the architecture (default facestyle, or on --resume the run's own): facestyle, sean (SEAN's "
                         "encoder and generator), or a compared system: spade, clade, clade-icpe, pix2pixhd, "
-                        "groupdnet, sean-groupdnet; each has the paper and tiny presets")
+                        "groupdnet, sean-groupdnet, sean-stargan; each has the paper and tiny presets")
     add_run_arguments(p, "train.lr_g=2e-4")
     p.add_argument("--no-vgg", action="store_true",
                    help="pixel L1 instead of the VGG19 perceptual loss (no weight file needed)")
