@@ -20,6 +20,7 @@ from facestyle.errors import CheckpointError, InputError
 from facestyle.evaluation.evaluate import EvaluateOptions, evaluate
 from facestyle.model import FaceStyleNet
 from facestyle.nn.synthesis import RANDOM_GLOBAL, RANDOM_REGIONAL, TRANSFER
+from facestyle.train.common import latest_checkpoint, learning_rate_factor
 from facestyle.train.generator import GeneratorTrainer, train_generator
 
 FAST = ["train.sample_every=0", "train.log_every=1000", "train.save_every=1000", "train.lr_g=1e-3"]
@@ -167,7 +168,8 @@ def test_sean_stargan_trains_its_mapping_networks_through_images(tmp_path):
     they stay as they were. Random styles exist for the mapping networks' regions only."""
     def run(mapping_lr: str):
         trainer = GeneratorTrainer(tiny("sean-stargan", f"train.stargan_mapping_lr={mapping_lr}",
-                                        "train.stargan_ds_steps=4"), "synthetic:4", tmp_path / mapping_lr)
+                                        "train.stargan_ds_steps=4", "train.decay_start=1", "train.steps=3"),
+                                   "synthetic:4", tmp_path / mapping_lr)
         image, labels = trainer.sample_batch[0][:2], trainer.sample_batch[1][:2]
         before = [p.detach().clone() for p in trainer.model.mapping.parameters()]
         trainer.start_training()
@@ -175,12 +177,15 @@ def test_sean_stargan_trains_its_mapping_networks_through_images(tmp_path):
         moved = max((p - q).abs().max().item() for p, q in zip(trainer.model.mapping.parameters(), before))
         return trainer, losses, moved
 
-    trainer, losses, moved = run("1e-3")
+    trainer, losses, moved = run("1e-4")
     assert {"stargan_adv", "stargan_sty", "stargan_ds", "l1"} <= set(losses[0])
     assert losses[0]["stargan_sty"] > 0 and losses[0]["stargan_ds"] < 0
     assert moved > 0
-    rates = [group["lr"] for group in trainer.opt_g.param_groups]
-    assert rates == [1e-3, 1e-3]  # lr_g and the mapping rate, constant before decay_start
+    trainer.step = 2  # of 3, decaying from step 1
+    trainer.set_learning_rates()
+    factor = learning_rate_factor(2, trainer.config.train)
+    assert 0 < factor < 1
+    assert [group["lr"] for group in trainer.opt_g.param_groups] == [1e-3 * factor, 1e-4 * factor]
     _, _, still = run("0")
     assert still == 0
 
@@ -203,6 +208,44 @@ def test_sean_stargan_resumes_exactly(tmp_path):
     a, b = (load_network(tmp_path / run / "final") for run in ("straight", "resumed"))
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
+
+
+def test_sean_stargan_with_harmony_supervision(tmp_path):
+    """Its latent-guided images and the harmony composites both go to the discriminator."""
+    trainer = GeneratorTrainer(tiny("sean-stargan", "train.harmony=synthetic"), "synthetic:4", tmp_path / "run")
+    image, labels = trainer.sample_batch[0][:2], trainer.sample_batch[1][:2]
+    trainer.start_training()
+    losses = trainer.train_step(image, labels)
+    assert "harmony_l1" in losses and "stargan_sty" in losses and math.isfinite(losses["D"])
+
+
+def test_a_resumed_run_takes_new_learning_rates(tmp_path):
+    """The schedule reads the rates from the run's config at every step: --set on resume takes effect."""
+    cfg = tiny("sean-stargan", "train.steps=4", "train.decay_start=4", "train.stargan_mapping_lr=1e-4")
+    train_generator(cfg, "synthetic:4", tmp_path / "run", stop_at=1)
+    changed = load_arch_config(tmp_path / "run" / "config.yaml",
+                               overrides=["train.lr_g=5e-5", "train.stargan_mapping_lr=2e-5"])
+    trainer = GeneratorTrainer(changed, "synthetic:4", tmp_path / "run",
+                               resume_from=latest_checkpoint(tmp_path / "run"))
+    trainer.set_learning_rates()
+    assert [group["lr"] for group in trainer.opt_g.param_groups] == [5e-5, 2e-5]
+
+
+def test_seeded_samples_repeat_with_seans_inference_noise(tmp_path):
+    """SEAN adds noise at inference too (model.noise=always): a seed still gives the same images, and the
+    caller's random state is left as it was."""
+    trainer = GeneratorTrainer(tiny("sean-stargan", "model.noise=always"), "synthetic:4", tmp_path / "run")
+    trainer.model.eval()
+    trainer.save_network(tmp_path / "ck")
+    editor = Editor.from_pretrained(tmp_path / "ck", device="cpu", parser="none")
+    image, labels = trainer.sample_batch[0][0], trainer.sample_batch[1][0]
+    torch.manual_seed(5)
+    first = editor.sample(image, labels, "skin", n=2, seed=3, return_tensors=True)
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    again = editor.sample(image, labels, "skin", n=2, seed=3, return_tensors=True)
+    assert torch.equal(first, again) and torch.equal(torch.rand(1), after)
+    assert not torch.equal(editor.sample(image, labels, "skin", n=2, seed=4, return_tensors=True), first)
 
 
 def test_diversity_weight_decays_linearly_to_zero():

@@ -180,9 +180,16 @@ def run_painted_edit(page, paint, button: str, text: str, tries: int = 3) -> str
     other message fails the test with its text.
     """
     toasts = page.locator("[data-testid=toast-body]")
+
+    def close_toasts() -> None:  # so that a message on screen is this click's
+        while toasts.count():
+            page.locator("[data-testid=toast-close]").first.click(force=True)  # it may still be sliding in
+            page.wait_for_timeout(200)
+
     for _ in range(tries):
         paint()
         page.wait_for_timeout(300)
+        close_toasts()
         page.click(button)
         page.wait_for_function("t => document.querySelector('#status').innerText.includes(t)"
                                " || document.querySelector('[data-testid=toast-body]')", arg=text)
@@ -191,8 +198,6 @@ def run_painted_edit(page, paint, button: str, text: str, tries: int = 3) -> str
             return status
         message = toasts.first.inner_text()
         assert "first" in message, message
-        page.locator("[data-testid=toast-close]").first.click()
-        toasts.first.wait_for(state="detached")
     raise AssertionError(f"the page dropped the painted stroke {tries} times: {message}")
 
 

@@ -326,9 +326,14 @@ class Editor:
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InputError(f"n must be a positive whole number, got {n!r}")
-        if not is_facestyle_net(self.model):
-            with self._seeded_noise(seed):
+        with self._seeded_noise(seed):
+            if not is_facestyle_net(self.model):
                 return self._sample_prior(target, labels, region, n, seed, return_tensors)
+            return self._sample_mapped(target, labels, region, n, seed, harmonize, return_tensors)
+
+    def _sample_mapped(self, target: ImageInput, labels: ImageInput | None, region: str | None, n: int,
+                       seed: int | None, harmonize: bool, return_tensors: bool) -> list | Tensor:
+        """:meth:`sample` for a FaceStyleNet: codes from the region's mapping network."""
         region = region or "skin"
         mapping = self.style_network("mapping", region)
         with self._inference():
@@ -375,14 +380,18 @@ class Editor:
 
     @contextlib.contextmanager
     def _seeded_noise(self, seed: int | None) -> Iterator[None]:
-        """With a ``seed``, the global RNG (SEAN's per-channel noise, which the sean family adds at inference
-        too) seeded from it and restored afterwards, so that a seed gives the same images."""
+        """With a ``seed``, the random state of the CPU and of the editor's device (SEAN's per-channel noise,
+        which the sean family adds at inference too) seeded from it and restored afterwards, so that a seed
+        gives the same images; other devices are left alone."""
         if seed is None:
             yield
             return
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
+        cuda = self.device.type == "cuda"
+        with torch.random.fork_rng(devices=[self.device] if cuda else []):
+            torch.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(self.device):
+                    torch.cuda.manual_seed(seed)
             yield
 
     def _sample_prior(self, target: ImageInput, labels: ImageInput | None, region: str | None, n: int,

@@ -78,7 +78,7 @@ from .common import (
     step_dir_name,
     to_uint8,
 )
-from .stargan import mapping_param_groups, stargan_terms
+from .stargan import generator_param_groups, generator_rates, stargan_terms
 
 SAMPLES_DIR = "samples"
 SAMPLE_COUNT = 4  # columns of a sample grid
@@ -155,6 +155,8 @@ def check_config(cfg: Config) -> None:
          f"train.harmony={t.harmony} draws synthetic faces, which have {CELEBAMASK_HQ.name} labels, but the "
          f"model is configured for {cfg.model.label_set} (use train.harmony=relit)"),
         (t.lr_g >= 0 and t.lr_d >= 0, "train.lr_g and train.lr_d must be >= 0"),
+        (min(t.stargan_mapping_lr, t.stargan_sty_weight, t.stargan_ds_weight) >= 0,
+         "train.stargan_mapping_lr, train.stargan_sty_weight and train.stargan_ds_weight must be >= 0"),
         (t.sample_every >= 0, f"train.sample_every must be >= 0 (0: no samples), got {t.sample_every}"),
         (t.num_workers >= 0, f"train.num_workers must be >= 0, got {t.num_workers}"),
         (t.load_size >= cfg.model.image_size,
@@ -238,7 +240,8 @@ class GeneratorTrainer(CheckpointedRun):
             self.discriminator = MultiscaleDiscriminator(
                 config.model.num_classes, ndf=cfg.baseline_ndf, num_discriminators=cfg.baseline_num_d,
                 n_layers=cfg.baseline_d_layers).to(self.device)
-        self.opt_g = torch.optim.Adam(mapping_param_groups(self.model, cfg), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+        self.opt_g = torch.optim.Adam(generator_param_groups(self.model, arch.stargan), lr=cfg.lr_g,
+                                      betas=(cfg.beta1, cfg.beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.last_saved: Path | None = None
@@ -325,8 +328,8 @@ class GeneratorTrainer(CheckpointedRun):
             weight = self.config.train.harmony_weight
             terms = self.criterion(harmonized, composites.truth, fake_out, real_out)
             g_losses.update({f"harmony_{name}": weight * value for name, value in terms.items()})
-            fakes, reals = torch.cat([fakes, harmonized.detach().to(fakes.dtype)]), torch.cat([image, composites.truth])
-            maps = torch.cat([labels, composites.target_labels])
+            fakes, reals = torch.cat([fakes, harmonized.detach().to(fakes.dtype)]), torch.cat([reals, composites.truth])
+            maps = torch.cat([maps, composites.target_labels])
         return g_losses, fakes, reals, maps
 
     def composite_batch(self, image: Tensor, labels: Tensor) -> CompositeBatch | None:
@@ -355,10 +358,11 @@ class GeneratorTrainer(CheckpointedRun):
                                    composites.reference_labels, composites.classes)
 
     def set_learning_rates(self) -> None:
-        factor = learning_rate_factor(self.step, self.config.train)
-        for optimizer, base in ((self.opt_g, self.config.train.lr_g), (self.opt_d, self.config.train.lr_d)):
-            for group in optimizer.param_groups:
-                group["lr"] = group.get("base_lr", base) * factor
+        cfg = self.config.train
+        factor = learning_rate_factor(self.step, cfg)
+        for optimizer, rates in ((self.opt_g, generator_rates(cfg, self.arch.stargan)), (self.opt_d, [cfg.lr_d])):
+            for group, base in zip(optimizer.param_groups, rates, strict=True):
+                group["lr"] = base * factor
 
     def describe(self) -> str:
         n = sum(p.numel() for p in self.model.parameters()) / 1e6

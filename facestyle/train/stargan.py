@@ -28,7 +28,7 @@ from ..config import TrainConfig
 from ..losses import hinge_g_loss
 from .common import frozen
 
-__all__ = ["StarGANTerms", "stargan_terms", "diversity_weight", "mapping_param_groups"]
+__all__ = ["StarGANTerms", "stargan_terms", "diversity_weight", "generator_param_groups", "generator_rates"]
 
 
 class StarGANTerms(NamedTuple):
@@ -65,14 +65,18 @@ def stargan_terms(model: nn.Module, discriminator: nn.Module, image: Tensor, lab
     return StarGANTerms(losses, fake.detach())
 
 
-def mapping_param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """The generator optimizer's parameter groups: everything at ``lr_g``, and a network's ``mapping``
-    (sean-stargan's mapping networks) at ``stargan_mapping_lr`` (StarGAN-v2's f_lr). Each group keeps its
-    base rate as ``base_lr`` for the schedule."""
-    mapping = getattr(model, "mapping", None)
-    if not isinstance(mapping, nn.Module):
-        return [{"params": list(model.parameters()), "base_lr": cfg.lr_g}]
-    mapped = {id(p) for p in mapping.parameters()}
-    rest = [p for p in model.parameters() if id(p) not in mapped]
-    return [{"params": rest, "base_lr": cfg.lr_g},
-            {"params": list(mapping.parameters()), "lr": cfg.stargan_mapping_lr, "base_lr": cfg.stargan_mapping_lr}]
+def generator_param_groups(model: nn.Module, stargan: bool) -> list[dict]:
+    """The generator optimizer's parameter groups: everything; with ``stargan``, the network's mapping
+    networks in a second group (their rate: :func:`generator_rates`)."""
+    if not stargan:
+        return [{"params": list(model.parameters())}]
+    mapped = {id(p) for p in model.mapping.parameters()}
+    return [{"params": [p for p in model.parameters() if id(p) not in mapped]},
+            {"params": list(model.mapping.parameters())}]
+
+
+def generator_rates(cfg: TrainConfig, stargan: bool) -> list[float]:
+    """The base learning rate of each group of :func:`generator_param_groups`: ``lr_g``, and with ``stargan``
+    ``stargan_mapping_lr`` (StarGAN-v2's f_lr). Read from the config at every step, so that a resumed run's
+    ``--set`` takes effect."""
+    return [cfg.lr_g, cfg.stargan_mapping_lr] if stargan else [cfg.lr_g]
