@@ -138,6 +138,13 @@ def compare(options: CompareOptions) -> Report:
     return report
 
 
+def _sheet_title(name: str) -> str:
+    """A system's column title on the contact sheet: ``ARCH (FOLDER)``, or ``ARCH`` alone when the folder is
+    named after it (the titles are one cell wide)."""
+    arch, _, folder = name.partition(" (")
+    return arch if folder == f"{arch})" else name
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("_")
 
@@ -175,7 +182,7 @@ def _contact_sheet(options: CompareOptions, networks: Sequence[Any], names: Sequ
                 region = None if global_codes else options.regions[0]
                 result = editor.sample(image, labels, region, n=1, seed=options.seed + i, return_tensors=True)[0]
             rows[i].append(result.float().cpu())
-    columns = ["input", "labels", *names]
+    columns = ["input", "labels", *(_sheet_title(name) for name in names)]
     sheet = contact_sheet(rows, columns, cell=max(96, size))
     save_image(sheet, out / "contact_sheet.png")
     return "contact_sheet.png"
