@@ -18,8 +18,8 @@ with ``bf16_speedup_vs_fp32=X.XX`` (fp32 / bf16 seconds per image of the default
 batch) and ``bf16_psnr_db=Y.Y``: the lowest PSNR of bf16's output images against fp32's over the models
 measured: this random paper-size network and, when present, the bundled demo model on the shared real faces
 (``$FACESTYLE_SHARED/data/faces``). The header says whether the CPU has bf16 arithmetic (AVX512-BF16 or AMX,
-:func:`facestyle.accel.cpu_has_native`): without it bf16 cannot be faster than fp32 on the CPU (this
-project's AVX2 CPU: 0.03x, see the README's Speed section).
+:func:`facestyle.accel.cpu_has_native`): without it bf16 cannot be faster than fp32 on the CPU (an
+AVX2-only CPU: 0.03x; one with AVX512-BF16: 1.62x; see the README's Speed section).
 """
 
 from __future__ import annotations
