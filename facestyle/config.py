@@ -174,7 +174,7 @@ PRESETS: dict[str, Config] = {
         # 3.2 M parameters (6.4 MB in float16, the bundled copy). The generator's lr is twice the paper's and the
         # pixel L1 five times the VGG weight it replaces, for this short run's reconstructions; the encoder keeps
         # the light (encoder_norm). Harmony supervision on synthetic and relit composites (README, Configs).
-        TrainConfig(batch_size=4, steps=1250, decay_start=850, lr_g=2e-4, use_vgg=False, lambda_vgg=50.0,
+        TrainConfig(batch_size=4, steps=2500, decay_start=1700, lr_g=2e-4, use_vgg=False, lambda_vgg=50.0,
                     load_size=144, num_workers=0, log_every=25, sample_every=250, save_every=250, keep_last=2,
                     harmony="both"),
     ),

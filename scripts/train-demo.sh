@@ -1,8 +1,10 @@
 #!/bin/sh
 # Rebuild the bundled demo model (facestyle/assets/demo) from scratch on a CPU, on synthetic faces only.
-#   1. the generator with harmony supervision (the demo preset, 1250 steps): about 44 minutes, stored in float16
+#   1. the generator with harmony supervision (the demo preset, 2500 steps): about 43 minutes on a quiet
+#      AVX-512 machine (1 s a step), stored in float16
 #   2. the style bank, the style mean, the skin and hair mapping networks and flows: about 2 minutes
 #   3. a small DoveNet (800 steps) on synthetic composites, stored in CHECKPOINT/harmonizer: about 10 minutes
+#      (measured on a slower AVX2 machine)
 # The whole budget is at most 60 minutes on 2 cores (README, "The bundled demo model").
 # Everything is built in RUN_DIR (a new or empty folder): the new demo checkpoint is RUN_DIR/demo. The
 # package's copy is replaced only as the last step, once everything succeeded (facestyle itself never
