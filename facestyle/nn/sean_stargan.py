@@ -116,8 +116,8 @@ class SEANStarGAN(RegionalCodes, Pretrained, nn.Module):
         self.generator = SEANGenerator(options, cfg.image_size, cfg.ngf, cfg.spectral)
         self.mapping = nn.ModuleDict({region: MappingNetwork(cfg.mapping_config(region)) for region in cfg.groups})
         mask = torch.zeros(cfg.num_classes, dtype=torch.bool)
-        for region in cfg.groups:
-            mask[list(cfg.label_set_classes(region))] = True
+        for network in self.mapping.values():
+            mask[list(network.config.classes)] = True
         self.register_buffer("sampled", mask, persistent=False)
 
     @property
@@ -150,9 +150,8 @@ class SEANStarGAN(RegionalCodes, Pretrained, nn.Module):
         param = self.generator.conv_img.weight
         codes = param.new_zeros(batch, self.num_classes, self.config.style_dim)
         for network in self.mapping.values():  # a few groups, each its own network
-            z = torch.randn(batch, self.config.latent_dim, generator=generator)
             classes = torch.as_tensor(network.config.classes, device=param.device)
-            codes = codes.index_copy(1, classes, network(z.to(device=param.device, dtype=param.dtype)))
+            codes = codes.index_copy(1, classes, network.sample(batch, generator).to(codes.dtype))
         return codes
 
     def mapped_into(self, codes: Tensor, presence: Tensor, generator: torch.Generator | None = None) -> Tensor:
