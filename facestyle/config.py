@@ -60,6 +60,10 @@ class ModelConfig:
     # multi-region style attention (paper eq. 4-5)
     attention: Literal["on", "off"] = "on"
     attention_scale: Literal["sqrt_d", "none"] = "sqrt_d"  # "none" is the paper's eq. 4
+    # linear: eq. 5's correction, a mix of the target's value vectors; mlp: that mix and the composite code
+    # itself through a small residual MLP, so that a correction can scale with the moved region's own
+    # colour (relighting is multiplicative; the demo's choice, beyond the paper)
+    attention_mix: Literal["linear", "mlp"] = "linear"
     # multi-scale PatchGAN discriminator
     ndf: int = 64
     num_discriminators: int = 2
@@ -118,6 +122,10 @@ class TrainConfig:
     harmony: Harmony = "off"
     harmony_weight: float = 1.0  # the composite losses' weight relative to the reconstruction losses
     harmony_share: float = 0.5  # composites per step as a share of batch_size (0.5 with batch 4: 2 pairs)
+    # With MRSA: the mean squared error between MRSA's output for the moved classes and the codes the
+    # generator draws the ground truth from (MRSA of the ground truth's own codes, held fixed), training MRSA
+    # alone (its inputs detached) with this weight: a direct signal besides the pixels' (0: none)
+    harmony_code_weight: float = 0.0
     # The compared systems (--arch other than facestyle and sean, facestyle.arch): the VAE encoders' KL weight
     # (SPADE's lambda_kld, on its KL summed over the batch) and their discriminator, SPADE's multi-scale
     # PatchGAN (facestyle and sean read theirs from model.ndf, model.discriminator_layers, ...).
@@ -169,14 +177,14 @@ PRESETS: dict[str, Config] = {
     "demo": Config(
         ModelConfig(
             image_size=128, ngf=8, style_dim=32, spade_hidden=32, encoder_ngf=16, encoder_out=64, ndf=16,
-            norm="instance", discriminator_layers=3, encoder_norm="none",
+            norm="instance", discriminator_layers=3, encoder_norm="none", attention_mix="mlp",
         ),
         # 3.2 M parameters (6.4 MB in float16, the bundled copy). The generator's lr is twice the paper's and the
         # pixel L1 five times the VGG weight it replaces, for this short run's reconstructions; the encoder keeps
         # the light (encoder_norm). Harmony supervision on synthetic and relit composites (README, Configs).
         TrainConfig(batch_size=4, steps=2500, decay_start=1700, lr_g=2e-4, use_vgg=False, lambda_vgg=50.0,
                     load_size=144, num_workers=0, log_every=25, sample_every=250, save_every=250, keep_last=2,
-                    harmony="both"),
+                    harmony="both", harmony_code_weight=10.0),
     ),
 }
 

@@ -202,6 +202,35 @@ def test_mrsa_equals_eq4_5_written_with_loops(scale):
         torch.testing.assert_close(mrsa(composite, target, presence), mrsa_by_loops(mrsa, composite, target, presence))
 
 
+def test_mrsa_mlp_mix_starts_as_eq5_and_scales_with_the_region():
+    g = torch.Generator().manual_seed(5)
+    linear, mlp = MRSA(6), MRSA(6, mix="mlp")
+    mlp.load_state_dict({**mlp.state_dict(), **linear.state_dict()})
+    with torch.no_grad():
+        linear.alpha.fill_(0.5)
+        mlp.alpha.fill_(0.5)
+    composite, target = torch.randn(3, 5, 6, generator=g), torch.randn(3, 5, 6, generator=g)
+    presence = torch.rand(3, 5, generator=g) > 0.3
+    presence[2] = False
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(composite, target, presence), linear(composite, target, presence))  # at init
+        torch.nn.init.normal_(mlp.mix[-1].weight, generator=g)
+        out = mlp(composite, target, presence)
+        torch.testing.assert_close(out[~presence], composite[~presence])  # absent rows (and sample 2) unchanged
+        # eq. 5's correction does not depend on the row's own code beyond the attention weights; with one
+        # present class those weights are fixed, so only the MLP makes two codes' corrections differ
+        one = torch.zeros(2, 5, dtype=torch.bool)
+        one[:, 1] = True
+        two_codes = torch.cat([composite[:1], composite[:1] * 3])
+        same_target = target[:1].expand(2, -1, -1)
+        eq5 = linear(two_codes, same_target, one) - two_codes
+        torch.testing.assert_close(eq5[0, 1], eq5[1, 1])
+        mixed = mlp(two_codes, same_target, one) - two_codes
+        assert (mixed[0, 1] - mixed[1, 1]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="mix must be"):
+        MRSA(6, mix="gated")
+
+
 def test_mrsa_paper_scale_switch():
     a, b = MRSA(16, "sqrt_d"), MRSA(16, "none")
     b.load_state_dict(a.state_dict())

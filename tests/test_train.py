@@ -98,7 +98,7 @@ def composite_error(trainer: GeneratorTrainer, batch) -> float:
     trainer.model.eval()
     try:
         with torch.no_grad():
-            return F.l1_loss(trainer.harmonize(batch), batch.truth).item()
+            return F.l1_loss(trainer.harmonize(batch)[0], batch.truth).item()
     finally:
         trainer.model.train()
 
@@ -135,6 +135,45 @@ def test_harmony_supervision_lowers_the_composite_loss(tmp_path: Path, harmony: 
         assert composite_error(control, fixed) == before
         assert "harmony_l1" not in train_steps(control, image, labels, 5)
         assert after < 0.9 * composite_error(control, fixed), (before, after)
+
+
+def test_harmony_code_loss_trains_mrsa_alone(tmp_path: Path) -> None:
+    """``train.harmony_code_weight``: the same transfer image, plus a code loss whose gradient reaches MRSA
+    (the mlp mix included) and nothing else; steps on fixed composites lower it; refused without MRSA."""
+    settings = ("train.harmony=synthetic", "train.harmony_share=1", "model.attention_mix=mlp", "train.lr_g=2e-3")
+    trainer = GeneratorTrainer(tiny(*settings, "train.harmony_code_weight=10"), "synthetic:4", tmp_path / "on")
+    image, labels, _ = next(iter(trainer.data))
+    fixed = trainer.composite_batch(image, labels)
+    trainer.model.eval()
+    with torch.no_grad():
+        plain = trainer.model.transfer(fixed.target, fixed.target_labels, fixed.reference, fixed.reference_labels,
+                                       fixed.classes)
+        torch.testing.assert_close(trainer.harmonize(fixed)[0], plain)
+    trainer.model.train()
+    with torch.no_grad():
+        trainer.model.mrsa.alpha.fill_(0.5)  # away from 0, so that every MRSA weight gets a gradient
+    _, code_loss = trainer.harmonize(fixed)
+    code_loss.backward()
+    for name, p in trainer.model.named_parameters():
+        reached = p.grad is not None and bool(p.grad.abs().sum() > 0)
+        assert reached == (name.startswith("mrsa.") and not name.startswith("mrsa.mix.0.")), name
+    trainer.model.zero_grad(set_to_none=True)
+
+    def code_error() -> float:
+        trainer.model.eval()
+        with torch.no_grad():
+            value = float(trainer.harmonize(fixed)[1])
+        trainer.model.train()
+        return value
+
+    before = code_error()
+    trainer.composite_batch = lambda image, labels: fixed
+    losses = train_steps(trainer, image, labels, 5)
+    assert "harmony_code" in losses and "harmony_l1" in losses
+    assert code_error() < 0.8 * before
+    with pytest.raises(InputError, match="harmony_code_weight trains MRSA"):
+        GeneratorTrainer(tiny(*settings, "train.harmony_code_weight=1", "model.attention=off"), "synthetic:4",
+                         tmp_path / "off")
 
 
 def test_harmony_composites_follow_the_step(tmp_path: Path) -> None:

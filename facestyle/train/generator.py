@@ -16,7 +16,9 @@ teach it to harmonize. When it is on, each step also draws ``train.harmony_share
 step). Each composite's target is drawn with some regions' codes from its reference, through MRSA
 (:meth:`~facestyle.model.FaceStyleNet.transfer`), and the same generator losses against its ground truth
 are added with weight ``train.harmony_weight`` (logged as ``loss/harmony_*``); the discriminator takes the
-ground truths as real and these outputs as fake. The composites are a function of (seed, step, rank, the
+ground truths as real and these outputs as fake. With ``train.harmony_code_weight`` above 0, MRSA alone
+also learns, for the moved classes, the codes the generator draws the ground truth from (logged as
+``loss/harmony_code``). The composites are a function of (seed, step, rank, the
 step's photos), so resume stays exact.
 
 Optimisation: Adam with TTUR (lr 1e-4 for the encoder + MRSA + generator, 4e-4 for the discriminator)
@@ -151,6 +153,10 @@ def check_config(cfg: Config) -> None:
         (t.decay_start >= 0, f"train.decay_start must be >= 0, got {t.decay_start}"),
         (0 < t.harmony_share <= 1, f"train.harmony_share must be in (0, 1], got {t.harmony_share}"),
         (t.harmony_weight >= 0, f"train.harmony_weight must be >= 0, got {t.harmony_weight}"),
+        (t.harmony_code_weight >= 0, f"train.harmony_code_weight must be >= 0, got {t.harmony_code_weight}"),
+        (t.harmony_code_weight == 0 or (arch.network is FaceStyleNet and cfg.model.attention == "on"),
+         f"train.harmony_code_weight trains MRSA, which this model does not have (--arch {arch.name}, "
+         f"model.attention={cfg.model.attention}); use train.harmony_code_weight=0"),
         (t.harmony in ("off", "relit") or cfg.model.label_set == CELEBAMASK_HQ.name,
          f"train.harmony={t.harmony} draws synthetic faces, which have {CELEBAMASK_HQ.name} labels, but the "
          f"model is configured for {cfg.model.label_set} (use train.harmony=relit)"),
@@ -321,13 +327,15 @@ class GeneratorTrainer(CheckpointedRun):
             # them: the reconstruction above went through DDP in this step and the one backward below sums
             # both graphs' gradients before DDP's per-parameter hooks fire (once each), so the all-reduce
             # averages the total.
-            harmonized = self.harmonize(composites)
+            harmonized, code_loss = self.harmonize(composites)
             with frozen(self.discriminator):
                 fake_out, real_out = discriminate(self.discriminator, harmonized, composites.truth,
                                                   composites.target_labels)
             weight = self.config.train.harmony_weight
             terms = self.criterion(harmonized, composites.truth, fake_out, real_out)
             g_losses.update({f"harmony_{name}": weight * value for name, value in terms.items()})
+            if code_loss is not None:
+                g_losses["harmony_code"] = self.config.train.harmony_code_weight * code_loss
             fakes, reals = torch.cat([fakes, harmonized.detach().to(fakes.dtype)]), torch.cat([reals, composites.truth])
             maps = torch.cat([maps, composites.target_labels])
         return g_losses, fakes, reals, maps
@@ -351,11 +359,27 @@ class GeneratorTrainer(CheckpointedRun):
                                      range(first + synthetic, first + synthetic + relit)))
         return concat_composites(parts)
 
-    def harmonize(self, composites: CompositeBatch) -> Tensor:
-        """The model's harmonized transfer of each composite: the target drawn on its own label map with the
-        moved classes' codes from the reference, through MRSA."""
-        return self.model.transfer(composites.target, composites.target_labels, composites.reference,
-                                   composites.reference_labels, composites.classes)
+    def harmonize(self, composites: CompositeBatch) -> tuple[Tensor, Tensor | None]:
+        """The model's harmonized transfer of each composite (the target drawn on its own label map with the
+        moved classes' codes from the reference, through MRSA), and with ``train.harmony_code_weight`` the
+        code loss: MRSA's output for the moved classes against the codes the generator draws the ground truth
+        from (MRSA of its own codes, as in reconstruction), held fixed; MRSA's inputs are detached, so this
+        loss trains MRSA alone."""
+        b = composites
+        if not self.config.train.harmony_code_weight:
+            return self.model.transfer(b.target, b.target_labels, b.reference, b.reference_labels, b.classes), None
+        model = self.model
+        s_t, p_t = model.encode(b.target, b.target_labels)
+        s_r, p_r = model.encode(b.reference, b.reference_labels)
+        composite = model.compose(s_t, p_t, s_r, p_r, b.classes)
+        image = model.restyle(b.target_labels, composite, s_t, p_t)
+        with torch.no_grad():
+            s_g, _ = model.encode(b.truth, b.target_labels)
+            goal = model.harmonize(s_g, s_g, p_t)
+        out = model.harmonize(composite.detach(), s_t.detach(), p_t)
+        moved = (b.classes.to(torch.bool) & p_r & p_t).to(out.dtype)[..., None]
+        loss = (((out - goal) ** 2) * moved).sum() / (moved.sum() * out.shape[-1]).clamp(min=1)
+        return image, loss
 
     def set_learning_rates(self) -> None:
         cfg = self.config.train
