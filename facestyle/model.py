@@ -79,7 +79,13 @@ class FaceStyleNet(Pretrained, nn.Module):
         ``decode_labels`` is the map the generator draws (default ``target_labels``); give it when
         ``target_labels`` holds :data:`~facestyle.nn.pooling.IGNORE` pixels, which only pooling can skip.
         """
+        composite, s_t, p_t, _ = self.transfer_codes(target, target_labels, reference, reference_labels, classes)
+        labels = target_labels if decode_labels is None else decode_labels
+        return self.restyle(labels, composite, s_t, p_t, harmonize)
+
+    def transfer_codes(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
+                       classes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """A transfer's codes before MRSA: (composite s_c, target s_t, target presence, reference presence)."""
         s_t, p_t = self.encode(target, target_labels)
         s_r, p_r = self.encode(reference, reference_labels)
-        labels = target_labels if decode_labels is None else decode_labels
-        return self.restyle(labels, self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, harmonize)
+        return self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, p_r

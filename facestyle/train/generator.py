@@ -369,9 +369,8 @@ class GeneratorTrainer(CheckpointedRun):
         if not self.config.train.harmony_code_weight:
             return self.model.transfer(b.target, b.target_labels, b.reference, b.reference_labels, b.classes), None
         model = self.model
-        s_t, p_t = model.encode(b.target, b.target_labels)
-        s_r, p_r = model.encode(b.reference, b.reference_labels)
-        composite = model.compose(s_t, p_t, s_r, p_r, b.classes)
+        composite, s_t, p_t, p_r = model.transfer_codes(b.target, b.target_labels, b.reference, b.reference_labels,
+                                                        b.classes)
         image = model.restyle(b.target_labels, composite, s_t, p_t)
         with torch.no_grad():
             s_g, _ = model.encode(b.truth, b.target_labels)
