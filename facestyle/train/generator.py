@@ -154,9 +154,9 @@ def check_config(cfg: Config) -> None:
         (0 < t.harmony_share <= 1, f"train.harmony_share must be in (0, 1], got {t.harmony_share}"),
         (t.harmony_weight >= 0, f"train.harmony_weight must be >= 0, got {t.harmony_weight}"),
         (t.harmony_code_weight >= 0, f"train.harmony_code_weight must be >= 0, got {t.harmony_code_weight}"),
-        (t.harmony_code_weight == 0 or (arch.network is FaceStyleNet and cfg.model.attention == "on"),
+        (t.harmony_code_weight == 0 or getattr(cfg.model, "attention", "off") == "on",
          f"train.harmony_code_weight trains MRSA, which this model does not have (--arch {arch.name}, "
-         f"model.attention={cfg.model.attention}); use train.harmony_code_weight=0"),
+         f"model.attention={getattr(cfg.model, 'attention', 'none')}); use train.harmony_code_weight=0"),
         (t.harmony in ("off", "relit") or cfg.model.label_set == CELEBAMASK_HQ.name,
          f"train.harmony={t.harmony} draws synthetic faces, which have {CELEBAMASK_HQ.name} labels, but the "
          f"model is configured for {cfg.model.label_set} (use train.harmony=relit)"),
