@@ -1,7 +1,7 @@
 #!/bin/sh
 # Rebuild the bundled demo model (facestyle/assets/demo) from scratch on a CPU, on synthetic faces only.
-#   1. the generator with harmony supervision (the demo preset, 2500 steps): about 43 minutes on a quiet
-#      AVX-512 machine (1 s a step), stored in float16
+#   1. the generator with harmony supervision, MRSA's mlp mix and its code loss (the demo preset, 2500 steps):
+#      about 43 minutes on a quiet AVX-512 machine (1 s a step), stored in float16
 #   2. the style bank, the style mean, the skin and hair mapping networks and flows: about 2 minutes
 #   3. a small DoveNet (800 steps) on synthetic composites, stored in CHECKPOINT/harmonizer: about 10 minutes
 #      (measured on a slower AVX2 machine)
