@@ -41,13 +41,18 @@ class FaceStyleNet(Pretrained, nn.Module):
         return self.encoder.region_codes(image, labels, self.num_classes)
 
     @staticmethod
+    def moved_classes(classes: Tensor, target_presence: Tensor, reference_presence: Tensor) -> Tensor:
+        """(B, R) bool: the classes a transfer of ``classes`` moves, those present in both faces."""
+        return classes.to(torch.bool) & reference_presence & target_presence
+
+    @staticmethod
     def compose(target: Tensor, target_presence: Tensor, reference: Tensor, reference_presence: Tensor,
                 classes: Tensor, strength: float | Tensor = 1.0) -> Tensor:
         """The composite codes s_c: the target's, with ``classes`` ((R,) or (B, R) bool) from the reference
         where the reference has them (a class absent from the reference keeps the target's style).
         ``strength`` (a number, or (R,) / (B, R) per class, in 0..1) interpolates each moved class's code
         from the target's (0) to the reference's (1, the default)."""
-        take = classes.to(torch.bool) & reference_presence & target_presence
+        take = FaceStyleNet.moved_classes(classes, target_presence, reference_presence)
         weight = take.to(target.dtype) * torch.as_tensor(strength, dtype=target.dtype, device=target.device)
         return torch.lerp(target, reference, weight[..., None])
 
@@ -85,7 +90,8 @@ class FaceStyleNet(Pretrained, nn.Module):
 
     def transfer_codes(self, target: Tensor, target_labels: Tensor, reference: Tensor, reference_labels: Tensor,
                        classes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """A transfer's codes before MRSA: (composite s_c, target s_t, target presence, reference presence)."""
+        """A transfer's codes before MRSA: (composite s_c, target s_t, target presence, the moved classes
+        (:meth:`moved_classes`))."""
         s_t, p_t = self.encode(target, target_labels)
         s_r, p_r = self.encode(reference, reference_labels)
-        return self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, p_r
+        return self.compose(s_t, p_t, s_r, p_r, classes), s_t, p_t, self.moved_classes(classes, p_t, p_r)

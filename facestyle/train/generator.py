@@ -365,19 +365,18 @@ class GeneratorTrainer(CheckpointedRun):
         code loss: MRSA's output for the moved classes against the codes the generator draws the ground truth
         from (MRSA of its own codes, as in reconstruction), held fixed; MRSA's inputs are detached, so this
         loss trains MRSA alone."""
-        b = composites
-        if not self.config.train.harmony_code_weight:
-            return self.model.transfer(b.target, b.target_labels, b.reference, b.reference_labels, b.classes), None
-        model = self.model
-        composite, s_t, p_t, p_r = model.transfer_codes(b.target, b.target_labels, b.reference, b.reference_labels,
-                                                        b.classes)
+        b, model = composites, self.model
+        if not self.config.train.harmony_code_weight:  # every regional arch's transfer, MRSA or not
+            return model.transfer(b.target, b.target_labels, b.reference, b.reference_labels, b.classes), None
+        composite, s_t, p_t, moved = model.transfer_codes(b.target, b.target_labels, b.reference, b.reference_labels,
+                                                          b.classes)
         image = model.restyle(b.target_labels, composite, s_t, p_t)
         with torch.no_grad():
             s_g, _ = model.encode(b.truth, b.target_labels)
             goal = model.harmonize(s_g, s_g, p_t)
         out = model.harmonize(composite.detach(), s_t.detach(), p_t)
-        moved = (b.classes.to(torch.bool) & p_r & p_t).to(out.dtype)[..., None]
-        loss = (((out - goal) ** 2) * moved).sum() / (moved.sum() * out.shape[-1]).clamp(min=1)
+        weight = moved.to(out.dtype)[..., None]
+        loss = (((out - goal) ** 2) * weight).sum() / (weight.sum() * out.shape[-1]).clamp(min=1)
         return image, loss
 
     def set_learning_rates(self) -> None:
